@@ -1,0 +1,1 @@
+"""igw's Kafka consumers: agent replies and analytics."""

@@ -1,0 +1,191 @@
+"""Reading settings from the environment, shared by every igw process.
+
+Every value is read through :class:`Env`, so an invalid one is reported with the variable that
+holds it, and every secret may come from ``NAME`` or from the file named by ``NAME_FILE`` (how
+Docker, Kubernetes and ECS mount secrets).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from gateway.errors import SettingsError
+
+__all__ = ["Env", "KafkaSettings", "Secret", "SettingsError"]
+
+
+@dataclass(frozen=True, slots=True)
+class Secret:
+    """A secret value that never shows itself in a repr, a log line or an error message."""
+
+    value: str = field(repr=False)
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __bool__(self) -> bool:
+        return bool(self.value)
+
+
+class Env:
+    """Typed access to an environment mapping; each error names the variable at fault."""
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        self._environ: Mapping[str, str] = os.environ if environ is None else environ
+
+    def raw(self, name: str) -> str | None:
+        value = self._environ.get(name)
+        if value is None or value.strip() == "":
+            return None
+        return value.strip()
+
+    def str(self, name: str, default: str) -> str:
+        return self.raw(name) or default
+
+    def optional_str(self, name: str) -> str | None:
+        return self.raw(name)
+
+    def int(self, name: str, default: int, *, min_value: int | None = None) -> int:
+        raw = self.raw(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw.replace("_", ""))
+        except ValueError:
+            raise SettingsError(name, f"expected a whole number, got {raw!r}") from None
+        if min_value is not None and value < min_value:
+            raise SettingsError(name, f"must be at least {min_value}, got {value}")
+        return value
+
+    def float(self, name: str, default: float, *, min_value: float | None = None) -> float:
+        raw = self.raw(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise SettingsError(name, f"expected a number, got {raw!r}") from None
+        if min_value is not None and value < min_value:
+            raise SettingsError(name, f"must be at least {min_value}, got {value}")
+        return value
+
+    def bool(self, name: str, default: bool) -> bool:
+        raw = self.raw(name)
+        if raw is None:
+            return default
+        lowered = raw.lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off"}:
+            return False
+        raise SettingsError(name, f"expected true or false, got {raw!r}")
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.str(name, default).lower()
+        if value not in choices:
+            raise SettingsError(name, f"expected one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    def secret(self, name: str) -> Secret | None:
+        """``NAME`` or the contents of the file named by ``NAME_FILE`` (not both)."""
+        direct = self.raw(name)
+        file_name = self.raw(f"{name}_FILE")
+        if direct is not None and file_name is not None:
+            raise SettingsError(name, f"set either {name} or {name}_FILE, not both")
+        if file_name is not None:
+            try:
+                text = Path(file_name).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise SettingsError(f"{name}_FILE", f"cannot read {file_name}: {exc.strerror or exc}") from None
+            if not text:
+                raise SettingsError(f"{name}_FILE", f"{file_name} is empty")
+            return Secret(text)
+        return Secret(direct) if direct is not None else None
+
+    def required_secret(self, name: str, why: str) -> Secret:
+        secret = self.secret(name)
+        if secret is None:
+            raise SettingsError(name, f"is required ({why}); set {name} or {name}_FILE")
+        return secret
+
+
+Compression = Literal["none", "gzip", "snappy", "lz4", "zstd"]
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaSettings:
+    """How every igw process reaches Kafka. Read by the gateway and the consumers alike."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topic_prefix: str = "ig"
+    enable_idempotence: bool = True
+    acks: Literal["all", "1"] = "all"
+    linger_ms: int = 2
+    max_batch_bytes: int = 256 * 1024
+    compression: Compression = "none"
+    request_timeout_ms: int = 30_000
+    partitions: int = 6
+    replication_factor: int = 1
+    client_id: str = "igw"
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: Secret | None = None
+
+    @classmethod
+    def from_env(cls, env: Env) -> KafkaSettings:
+        prefix = env.str("IGW_TOPIC_PREFIX", cls.topic_prefix)
+        if not prefix.replace("-", "").replace("_", "").replace(".", "").isalnum():
+            raise SettingsError("IGW_TOPIC_PREFIX", f"may hold letters, digits, '.', '_', '-'; got {prefix!r}")
+        acks = env.choice("KAFKA_ACKS", cls.acks, ("all", "1"))
+        idempotence = env.bool("KAFKA_ENABLE_IDEMPOTENCE", cls.enable_idempotence)
+        if idempotence and acks != "all":
+            raise SettingsError("KAFKA_ACKS", "must be 'all' while KAFKA_ENABLE_IDEMPOTENCE is true")
+        return cls(
+            bootstrap_servers=env.str("KAFKA_BOOTSTRAP_SERVERS", cls.bootstrap_servers),
+            topic_prefix=prefix,
+            enable_idempotence=idempotence,
+            acks="all" if acks == "all" else "1",
+            linger_ms=env.int("KAFKA_LINGER_MS", cls.linger_ms, min_value=0),
+            max_batch_bytes=env.int("KAFKA_MAX_BATCH_BYTES", cls.max_batch_bytes, min_value=1024),
+            compression=env.choice(  # type: ignore[arg-type]
+                "KAFKA_COMPRESSION", cls.compression, ("none", "gzip", "snappy", "lz4", "zstd")
+            ),
+            request_timeout_ms=env.int("KAFKA_REQUEST_TIMEOUT_MS", cls.request_timeout_ms, min_value=1000),
+            partitions=env.int("IGW_TOPIC_PARTITIONS", cls.partitions, min_value=1),
+            replication_factor=env.int("IGW_TOPIC_REPLICATION", cls.replication_factor, min_value=1),
+            client_id=env.str("KAFKA_CLIENT_ID", cls.client_id),
+            security_protocol=env.choice(
+                "KAFKA_SECURITY_PROTOCOL", "PLAINTEXT", ("plaintext", "ssl", "sasl_plaintext", "sasl_ssl")
+            ).upper(),
+            sasl_mechanism=env.optional_str("KAFKA_SASL_MECHANISM"),
+            sasl_username=env.optional_str("KAFKA_SASL_USERNAME"),
+            sasl_password=env.secret("KAFKA_SASL_PASSWORD"),
+        )
+
+    def topic(self, name: str) -> str:
+        """The full topic name for one of igw's topics (``messages``, ``postbacks``, ...)."""
+        return f"{self.topic_prefix}.{name}"
+
+    def client_kwargs(self) -> dict[str, object]:
+        """Connection keywords shared by aiokafka producers, consumers and admin clients."""
+        kwargs: dict[str, object] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "request_timeout_ms": self.request_timeout_ms,
+            "security_protocol": self.security_protocol,
+        }
+        if self.security_protocol.startswith("SSL") or self.security_protocol == "SASL_SSL":
+            from aiokafka.helpers import create_ssl_context
+
+            kwargs["ssl_context"] = create_ssl_context()
+        if self.sasl_mechanism:
+            kwargs["sasl_mechanism"] = self.sasl_mechanism
+            kwargs["sasl_plain_username"] = self.sasl_username
+            kwargs["sasl_plain_password"] = self.sasl_password.value if self.sasl_password else None
+        return kwargs

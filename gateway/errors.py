@@ -1,0 +1,41 @@
+"""igw's own small error tree. Client errors are translated into it once, at the boundary.
+
+::
+
+    IgwError
+    ├── SettingsError        a setting is missing or invalid; names the variable
+    └── PublishError         Kafka did not acknowledge records
+        ├── PublishTimeout   no acknowledgement within the deadline (retriable)
+        └── BrokerUnavailable  the client cannot reach the cluster (retriable)
+
+The HTTP handler maps ``PublishError`` to 503 so that Meta retries the same signed bytes.
+"""
+
+from __future__ import annotations
+
+
+class IgwError(Exception):
+    """Base of every error igw raises on purpose."""
+
+
+class SettingsError(IgwError):
+    """A setting is missing or invalid. The message names the environment variable at fault."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+        self.problem = problem
+
+
+class PublishError(IgwError):
+    """Kafka did not acknowledge every record of a request."""
+
+    retriable = True
+
+
+class PublishTimeout(PublishError):
+    """The broker did not acknowledge within the publish deadline."""
+
+
+class BrokerUnavailable(PublishError):
+    """The producer cannot reach the cluster, or the cluster refused the records."""

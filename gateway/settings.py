@@ -1,0 +1,81 @@
+"""The gateway's settings: one frozen object, read from the environment once at start-up."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from gateway.config import Env, KafkaSettings, Secret
+from gateway.errors import SettingsError
+
+DEFAULT_WEBHOOK_PATH = "/api/v1/instagram/webhook"
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySettings:
+    verify_token: Secret
+    app_secrets: tuple[Secret, ...]
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    webhook_path: str = DEFAULT_WEBHOOK_PATH
+    max_body_bytes: int = 8 * 1024 * 1024
+    # Meta's current page asks for an answer within 5 s; stay well under it.
+    publish_timeout: float = 3.0
+    # While the broker is failing, later requests get this shorter deadline so they fail fast.
+    degraded_publish_timeout: float = 0.5
+    create_topics: bool = True
+    ready_cache_seconds: float = 1.0
+    # Kept under the usual 30 s orchestrator kill grace period.
+    shutdown_timeout: float = 20.0
+    producer_backend: str = "aiokafka"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> GatewaySettings:
+        env = Env(environ)
+        verify_token = env.required_secret(
+            "INSTAGRAM_WEBHOOK_VERIFY_TOKEN", "the token you typed in Meta's App Dashboard"
+        )
+        secrets_raw = env.required_secret(
+            "INSTAGRAM_APP_SECRET", "the app secret that signs Meta's webhooks; comma-separate several"
+        )
+        app_secrets = tuple(Secret(part.strip()) for part in secrets_raw.value.split(",") if part.strip())
+        if not app_secrets:
+            raise SettingsError("INSTAGRAM_APP_SECRET", "holds no secret")
+        path = env.str("IGW_WEBHOOK_PATH", DEFAULT_WEBHOOK_PATH)
+        if not path.startswith("/") or any(ch in path for ch in "{}? "):
+            raise SettingsError("IGW_WEBHOOK_PATH", f"must be a plain absolute path, got {path!r}")
+        if path in {"/healthz", "/readyz", "/metrics"}:
+            raise SettingsError("IGW_WEBHOOK_PATH", f"{path} is taken by the gateway itself")
+        publish_timeout = env.float("IGW_PUBLISH_TIMEOUT_SECONDS", cls.publish_timeout, min_value=0.05)
+        if publish_timeout >= 5.0:
+            raise SettingsError("IGW_PUBLISH_TIMEOUT_SECONDS", "must stay under Meta's 5 s answer deadline (try 3)")
+        return cls(
+            verify_token=verify_token,
+            app_secrets=app_secrets,
+            kafka=KafkaSettings.from_env(env),
+            webhook_path=path,
+            max_body_bytes=env.int("IGW_MAX_BODY_BYTES", cls.max_body_bytes, min_value=1024),
+            publish_timeout=publish_timeout,
+            degraded_publish_timeout=min(
+                publish_timeout,
+                env.float("IGW_DEGRADED_PUBLISH_TIMEOUT_SECONDS", cls.degraded_publish_timeout, min_value=0.01),
+            ),
+            create_topics=env.bool("IGW_CREATE_TOPICS", cls.create_topics),
+            ready_cache_seconds=env.float("IGW_READY_CACHE_SECONDS", cls.ready_cache_seconds, min_value=0),
+            shutdown_timeout=env.float("IGW_SHUTDOWN_TIMEOUT_SECONDS", cls.shutdown_timeout, min_value=0),
+            producer_backend=env.choice("IGW_PRODUCER_BACKEND", "aiokafka", ("aiokafka", "confluent")),
+        )
+
+    def describe(self) -> dict[str, object]:
+        """What the gateway logs once at start-up: every setting, secrets masked."""
+        return {
+            "webhook_path": self.webhook_path,
+            "verify_token": "***",
+            "app_secrets": f"{len(self.app_secrets)} configured",
+            "kafka_bootstrap_servers": self.kafka.bootstrap_servers,
+            "topic_prefix": self.kafka.topic_prefix,
+            "enable_idempotence": self.kafka.enable_idempotence,
+            "acks": self.kafka.acks,
+            "max_body_bytes": self.max_body_bytes,
+            "publish_timeout": self.publish_timeout,
+            "producer_backend": self.producer_backend,
+        }
