@@ -1,0 +1,1 @@
+"""Subcommands of ``igw`` that belong to the gateway."""
