@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
+from gateway.normalize import normalize
 from gateway.schemas import load_envelope_schema
+from tests.plugins.payloads import payload_names, read_payload
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "events.md"
 SCHEMA = load_envelope_schema()
@@ -172,3 +174,14 @@ def test_loader_returns_a_fresh_copy() -> None:
     pristine = copy.deepcopy(first)
     first["properties"].clear()
     assert load_envelope_schema() == pristine
+
+
+@pytest.mark.parametrize("name", payload_names())
+def test_normalizer_output_validates(name: str) -> None:
+    """Every envelope the normalizer makes from the recorded Meta bodies is valid against the schema."""
+    normalized = normalize(read_payload(name), received_at=1764100000000)
+    assert normalized.dead_letter is None
+    assert normalized.events
+    for event in normalized.events:
+        errors = [f"{error.json_path}: {error.message}" for error in VALIDATOR.iter_errors(event.envelope)]
+        assert errors == [], name
