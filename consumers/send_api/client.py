@@ -338,13 +338,17 @@ class SendApiClient:
             )
         code = _int_or_none(error.get("code"))
         subcode = _int_or_none(error.get("error_subcode"))
+        meta_message = _scrub(str(error.get("message", "")), *secrets)
         error_class = classify(status, code, subcode)
+        if code == 100 and "appsecret_proof" in meta_message:
+            # Meta reports a wrong or missing proof as a generic "invalid parameter": it is a credential problem.
+            error_class = ErrorClass.TOKEN_INVALID
         raise SendError(
             error_class,
             code=code,
             subcode=subcode,
             http_status=status,
             fbtrace_id=str(error["fbtrace_id"]) if error.get("fbtrace_id") else None,
-            meta_message=_scrub(str(error.get("message", "")), *secrets),
+            meta_message=meta_message,
             retry_after=retry_after if error_class is ErrorClass.RATE_LIMITED else None,
         )

@@ -90,12 +90,17 @@ class AcceptedSend:
 
 @dataclass(slots=True)
 class InjectedFailure:
-    """The next ``count`` sends (of one account, or any) fail this way or are delayed."""
+    """The next ``count`` sends (of one account, or any) fail this way, or are only delayed.
+
+    With ``code`` the answer is Meta's error body (HTTP ``http_status``, default 400); with only
+    ``http_status`` it is a bare non-Meta answer (a proxy's 429 or 503); with neither, the send is
+    delayed by ``delay_seconds`` and then handled normally.
+    """
 
     count: int
     code: int | None = None
     subcode: int | None = None
-    http_status: int = 400
+    http_status: int | None = None
     account_id: str | None = None
     delay_seconds: float = 0.0
     message: str | None = None
@@ -381,8 +386,11 @@ async def _messages(request: web.Request) -> web.Response:
                     failure.message,
                     subcode=failure.subcode,
                     error_type=failure.error_type,
-                    status=failure.http_status,
+                    status=failure.http_status or 400,
                 )
+            if failure.http_status is not None:
+                state.calls.append(Call(caller.account_id, failure.http_status, auth, time.time()))
+                return web.Response(status=failure.http_status, text=failure.message or "injected failure")
         if len(window) >= rate:
             headers = _usage_header(caller.account_id, caller.flavour, len(window) + 1, rate, 0)
             raise _GraphError(613 if caller.flavour.uses_page_token else 4)
@@ -448,7 +456,7 @@ async def _add_failure(request: web.Request) -> web.Response:
             count=int(body.get("count", 1)),
             code=int(body["code"]) if body.get("code") is not None else None,
             subcode=int(body["subcode"]) if body.get("subcode") is not None else None,
-            http_status=int(body.get("http_status", 400)),
+            http_status=int(body["http_status"]) if body.get("http_status") is not None else None,
             account_id=str(body["account_id"]) if body.get("account_id") else None,
             delay_seconds=float(body.get("delay_seconds", 0.0)),
             message=str(body["message"]) if body.get("message") else None,
@@ -457,7 +465,7 @@ async def _add_failure(request: web.Request) -> web.Response:
         )
     except (TypeError, ValueError) as exc:
         return _bad_request(f"invalid failure: {exc}")
-    if failure.count < 1 or not 100 <= failure.http_status <= 599:
+    if failure.count < 1 or (failure.http_status is not None and not 200 <= failure.http_status <= 599):
         return _bad_request("count must be at least 1 and http_status an HTTP status")
     request.app[state_key].inject(failure)
     return _json({"ok": True, "pending": sum(f.count for f in request.app[state_key].failures)})
