@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 
 from consumers.send_api.client import MAX_QUICK_REPLIES, SENDER_ACTIONS, appsecret_proof
 from consumers.send_api.model import AccountConfig, Flavour
@@ -31,6 +32,7 @@ from gateway.config import Secret
 
 __all__ = [
     "AcceptedSend",
+    "EmulatorAccessLogger",
     "EmulatorConfig",
     "EmulatorState",
     "InjectedFailure",
@@ -493,6 +495,15 @@ async def _clear_messages(request: web.Request) -> web.Response:
 
 async def _healthz(request: web.Request) -> web.Response:
     return _json({"status": "ok", "emulator": True})
+
+
+class EmulatorAccessLogger(AbstractAccessLogger):
+    """Access log lines with the path only: the query string carries access tokens."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info(
+            "%s %s %s %d %.1fms", request.remote, request.method, request.path, response.status, time * 1000
+        )
 
 
 def create_emulator_app(config: EmulatorConfig, *, state: EmulatorState | None = None) -> web.Application:

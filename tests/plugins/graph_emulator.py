@@ -16,7 +16,13 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestServer
 
-from consumers.send_api.emulator import EmulatorConfig, EmulatorState, InjectedFailure, create_emulator_app
+from consumers.send_api.emulator import (
+    EmulatorAccessLogger,
+    EmulatorConfig,
+    EmulatorState,
+    InjectedFailure,
+    create_emulator_app,
+)
 from consumers.send_api.model import AccountConfig, Flavour
 from consumers.send_api.settings import SendApiSettings
 from gateway.config import Secret
@@ -75,7 +81,9 @@ async def start_graph_emulator(
 
     async def start(config: EmulatorConfig) -> RunningEmulator:
         state = EmulatorState()
-        server = await aiohttp_server(create_emulator_app(config, state=state), host="127.0.0.1")
+        server = await aiohttp_server(
+            create_emulator_app(config, state=state), host="127.0.0.1", access_log_class=EmulatorAccessLogger
+        )
         return RunningEmulator(base_url=str(server.make_url("")).rstrip("/"), config=config, state=state)
 
     return start
