@@ -72,6 +72,8 @@ class EmulatorConfig:
     page_rate_per_second: float = 300.0
     # Meta's "Require App Secret" app setting: calls without appsecret_proof are refused.
     require_appsecret_proof: bool = False
+    # The newest sends and calls kept for listing; a long `igw dev` run must not grow without end.
+    max_records: int = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +145,12 @@ class EmulatorState:
                 failure.count -= 1
                 return failure
         return None
+
+    def trim(self, keep: int) -> None:
+        if len(self.messages) > keep:
+            del self.messages[: len(self.messages) - keep]
+        if len(self.calls) > keep:
+            del self.calls[: len(self.calls) - keep]
 
     def sent_to(self, recipient_id: str) -> list[AcceptedSend]:
         return [sent for sent in self.messages if sent.recipient_id == recipient_id]
@@ -419,6 +427,7 @@ async def _messages(request: web.Request) -> web.Response:
         )
     )
     state.calls.append(Call(caller.account_id, 200, auth, time.time()))
+    state.trim(config.max_records)
     answer: dict[str, str] = {"recipient_id": recipient_id}
     if message_id is not None:
         answer["message_id"] = message_id
