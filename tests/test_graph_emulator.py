@@ -16,6 +16,7 @@ from consumers.send_api import emulator_command
 from consumers.send_api.client import appsecret_proof
 from consumers.send_api.emulator import EmulatorConfig
 from consumers.send_api.ratelimit import parse_business_usage
+from gateway.cli import build_parser
 from tests.plugins.graph_emulator import (
     IG_ACCOUNT,
     IGFB_ACCOUNT,
@@ -347,13 +348,12 @@ async def test_unknown_accounts_accepted_without_configuration(
 
 
 def test_command_help_says_local_only() -> None:
-    """`igw graph-emulator --help` says it is a local stand-in, not a production path."""
-    parser = argparse.ArgumentParser(prog="igw")
-    emulator_command.register(parser.add_subparsers(dest="command"))
+    """`igw graph-emulator` is registered and its help says it is a local stand-in, not a production path."""
+    parser = build_parser()
     args = parser.parse_args(["graph-emulator", "--port", "9999", "--no-window"])
-    assert (args.host, args.port, args.no_window) == ("127.0.0.1", 9999, True)
-    subparser = parser._subparsers._group_actions[0].choices["graph-emulator"]  # type: ignore[union-attr]
-    help_text = " ".join(subparser.format_help().split())
+    assert (args.host, args.port, args.no_window, args.func) == ("127.0.0.1", 9999, True, emulator_command.run)
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    help_text = " ".join(subparsers.choices["graph-emulator"].format_help().split())
     assert "not Meta" in help_text
     assert "production" in help_text
 
