@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import socket
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,10 +15,12 @@ import aiohttp
 import pytest
 
 from consumers.send_api import emulator_command
-from consumers.send_api.client import appsecret_proof
+from consumers.send_api.client import AccountConfig, Flavour, OutboundMessage, SendApiClient, appsecret_proof
 from consumers.send_api.emulator import EmulatorConfig
 from consumers.send_api.ratelimit import parse_business_usage
+from consumers.send_api.settings import SendApiSettings
 from gateway.cli import build_parser
+from gateway.config import Secret
 from tests.plugins.graph_emulator import (
     IG_ACCOUNT,
     IGFB_ACCOUNT,
@@ -365,3 +369,61 @@ def test_command_reads_accounts_file(tmp_path: Path) -> None:
     args = argparse.Namespace(accounts_file=path, no_window=False, require_appsecret_proof=False)
     config = emulator_command.build_config(args)
     assert [(a.account_id, a.flavour, a.token.value) for a in config.accounts] == [("42", "messenger", "t-42")]
+
+
+async def test_form_encoded_body(graph_emulator: RunningEmulator, http: aiohttp.ClientSession) -> None:
+    """Meta's form encoding (JSON-valued fields) and curl-style JSON labelled as a form are both read."""
+    graph_emulator.open_window(IG_ACCOUNT.account_id, USER)
+    url = f"{graph_emulator.base_url}/v25.0/{IG_ACCOUNT.account_id}/messages"
+    headers = {"Authorization": f"Bearer {IG_ACCOUNT.token.value}"}
+    form = {"recipient": json.dumps({"id": USER}), "message": json.dumps({"text": "form"})}
+    async with http.post(url, data=form, headers=headers) as response:
+        assert response.status == 200
+    curl_style = json.dumps(text_body("curl")).encode()
+    form_headers = {**headers, "Content-Type": "application/x-www-form-urlencoded"}
+    async with http.post(url, data=curl_style, headers=form_headers) as response:
+        assert response.status == 200
+    assert [sent.body["message"]["text"] for sent in graph_emulator.state.messages] == ["form", "curl"]
+
+
+async def test_command_serves_the_emulator(http: aiohttp.ClientSession) -> None:
+    """`igw graph-emulator` starts a server that the Send API client can use, and stops on SIGTERM."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway.cli",
+        "graph-emulator",
+        "--port",
+        str(port),
+        "--no-window",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = asyncio.get_running_loop().time() + 15
+        while True:
+            try:
+                async with http.get(f"{base_url}/healthz") as response:
+                    if response.status == 200:
+                        break
+            except aiohttp.ClientConnectionError:
+                pass
+            assert asyncio.get_running_loop().time() < deadline, "emulator did not start within 15 s"
+            await asyncio.sleep(0.1)
+        settings = SendApiSettings(
+            accounts=(AccountConfig("me", Flavour.IG_IG, Secret("cli-token")),),
+            graph_base_url=base_url,
+            instagram_base_url=base_url,
+        )
+        async with SendApiClient(settings) as client:
+            [result] = await client.send("me", OutboundMessage(USER, "via the command"))
+        assert result.message_id.startswith("m_")
+    finally:
+        process.terminate()
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout=10)
+    assert b"not Meta" in stderr
+    assert b"cli-token" not in stderr

@@ -243,7 +243,8 @@ def _usage_header(account_id: str, flavour: Flavour, used: int, limit: float, re
 
 async def _read_body(request: web.Request) -> dict[str, Any]:
     raw = await request.read()
-    if request.content_type == "application/x-www-form-urlencoded":
+    # curl -d sends JSON labelled as a form; a body that starts like JSON is read as JSON.
+    if request.content_type == "application/x-www-form-urlencoded" and not raw.lstrip().startswith(b"{"):
         # Meta also takes form fields whose values are JSON (recipient={"id":...}&message={...}).
         form = await request.post()
         body: dict[str, Any] = {}
