@@ -348,7 +348,22 @@ def _check_window(
         raise _GraphError(10, subcode=subcode)
 
 
+def _check_appsecret_proof(config: EmulatorConfig, caller: _Caller, proof: str | None) -> None:
+    # Only graph.facebook.com (Page tokens) is documented to check the proof.
+    if not (caller.flavour.uses_page_token and caller.app_secret):
+        return
+    if proof is not None and not hmac.compare_digest(proof, appsecret_proof(caller.token, caller.app_secret.value)):
+        raise _GraphError(
+            100, "Invalid appsecret_proof provided in the API argument", error_type="GraphMethodException"
+        )
+    if proof is None and config.require_appsecret_proof:
+        raise _GraphError(
+            100, "API calls from the server require an appsecret_proof argument", error_type="GraphMethodException"
+        )
+
+
 async def _messages(request: web.Request) -> web.Response:
+    """``POST /{version}/{id}/messages``: auth, proof, injected failures, rate limit, validation, window."""
     config = request.app[config_key]
     state = request.app[state_key]
     version = request.match_info["version"]
@@ -370,20 +385,7 @@ async def _messages(request: web.Request) -> web.Response:
         window.popleft()
     headers = _usage_header(caller.account_id, caller.flavour, len(window) + 1, rate, 0)
     try:
-        proof = request.query.get("appsecret_proof")
-        if caller.flavour.uses_page_token and caller.app_secret:
-            if proof is not None and not hmac.compare_digest(
-                proof, appsecret_proof(caller.token, caller.app_secret.value)
-            ):
-                raise _GraphError(
-                    100, "Invalid appsecret_proof provided in the API argument", error_type="GraphMethodException"
-                )
-            if proof is None and config.require_appsecret_proof:
-                raise _GraphError(
-                    100,
-                    "API calls from the server require an appsecret_proof argument",
-                    error_type="GraphMethodException",
-                )
+        _check_appsecret_proof(config, caller, request.query.get("appsecret_proof"))
         failure = state.take_failure({caller.account_id, object_id})
         if failure is not None:
             if failure.delay_seconds > 0:
