@@ -180,6 +180,23 @@ async def test_meta_rate_limit_error_blocks_other_replica(graph_emulator: Runnin
     assert len(graph_emulator.state.calls) == calls
 
 
+async def test_redis_down_falls_back_to_local_limits(caplog: pytest.LogCaptureFixture) -> None:
+    """With Redis unreachable the limiter keeps limiting per process and warns once."""
+    limiter = RedisRateLimiter.from_url("redis://127.0.0.1:1", prefix="igw-test:down:")
+    try:
+        for _ in range(3):
+            await limiter.acquire("acct", 3.0, max_wait=0.0)
+        with pytest.raises(RateLimitExceeded):
+            await limiter.acquire("acct", 3.0, max_wait=0.0)
+        await limiter.block("other", 0.3)
+        with pytest.raises(RateLimitExceeded):
+            await limiter.acquire("other", 3.0, max_wait=0.0)
+    finally:
+        await limiter.close()
+    warnings = [record for record in caplog.records if "Redis rate limiter unavailable" in record.getMessage()]
+    assert len(warnings) == 1
+
+
 async def test_emulator_rate_limit_is_retried(start_graph_emulator: StartEmulator) -> None:
     """When the emulator's per-second limit refuses a call (code 4), the client backs off and gets through."""
     emulator = await start_graph_emulator(

@@ -114,9 +114,7 @@ class SendApiClient:
 
     async def start(self) -> None:
         if self._session is None:
-            self._session = aiohttp.ClientSession(
-                json_serialize=lambda obj: orjson.dumps(obj).decode(), raise_for_status=False
-            )
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
         if self._limiter is None:
             if self._settings.redis_url:
                 self._limiter = RedisRateLimiter.from_url(
