@@ -13,6 +13,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 
 from gateway import metrics
 from gateway.config import KafkaSettings
+from gateway.drain import drain_forever
 from gateway.publisher import AiokafkaPublisher, Publisher
 from gateway.settings import GatewaySettings
 from gateway.state import GatewayState
@@ -41,6 +42,8 @@ def create_app(
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", make_aiohttp_handler())
     app.cleanup_ctx.append(_kafka)
+    # After _kafka: cleanup runs in reverse, so the drain stops before the producer does.
+    app.cleanup_ctx.append(_spool)
     return app
 
 
@@ -70,6 +73,43 @@ async def _kafka(app: web.Application) -> AsyncIterator[None]:
                 await topics_task
         await publisher.stop()
         metrics.PRODUCER_READY.set(0)
+
+
+async def _spool(app: web.Application) -> AsyncIterator[None]:
+    """Open the spool (replaying what a previous run left in it) and run its drain."""
+    settings = app[settings_key]
+    state = app[state_key]
+    spool = state.spool
+    if spool is None:
+        yield
+        return
+    report = await spool.open()
+    if report.records:
+        log.warning(
+            "spool %s holds %d bodies (%d bytes) from an earlier run; publishing them to Kafka first",
+            spool.directory,
+            report.records,
+            report.bytes,
+        )
+    state.spooling = report.records > 0
+    publisher = app[publisher_key]
+    drain = asyncio.create_task(drain_forever(spool, publisher, settings, state), name="igw-spool-drain")
+    try:
+        yield
+    finally:
+        # Handlers have finished: give the drain a moment to empty the spool, since a replaced
+        # container may not get this volume back (docs/durability.md).
+        if spool.records and publisher.connected:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(spool.wait_empty(), timeout=min(5.0, settings.shutdown_timeout))
+        if spool.records:
+            log.warning(
+                "stopping with %d bodies in the spool %s; the next start publishes them", spool.records, spool.directory
+            )
+        drain.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await drain
+        await spool.close()
 
 
 async def _create_topics_when_connected(publisher: Publisher, settings: GatewaySettings) -> None:

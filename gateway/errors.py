@@ -4,11 +4,15 @@
 
     IgwError
     ├── SettingsError        a setting is missing or invalid; names the variable
-    └── PublishError         Kafka did not acknowledge records
-        ├── PublishTimeout   no acknowledgement within the deadline (retriable)
-        └── BrokerUnavailable  the client cannot reach the cluster (retriable)
+    ├── PublishError         Kafka did not acknowledge records
+    │   ├── PublishTimeout   no acknowledgement within the deadline (retriable)
+    │   └── BrokerUnavailable  the client cannot reach the cluster (retriable)
+    └── SpoolError           the local spool cannot take a body; ``reason`` is a metric label
+        ├── SpoolFull        over its size or age limit
+        └── SpoolUnavailable the disk failed (write or fsync error)
 
-The HTTP handler maps ``PublishError`` to 503 so that Meta retries the same signed bytes.
+The HTTP handler spools a body on ``PublishError`` and maps ``SpoolError`` (or ``PublishError``
+with no spool) to 503, so that Meta retries the same signed bytes.
 """
 
 from __future__ import annotations
@@ -39,3 +43,19 @@ class PublishTimeout(PublishError):
 
 class BrokerUnavailable(PublishError):
     """The producer cannot reach the cluster, or the cluster refused the records."""
+
+
+class SpoolError(IgwError):
+    """The spool could not make a body durable; ``reason`` is one of a small fixed set (a metric label)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class SpoolFull(SpoolError):
+    """The spool is over its size limit (``full``) or its oldest body is over the age limit (``too_old``)."""
+
+
+class SpoolUnavailable(SpoolError):
+    """Writing or syncing the spool failed (``io_error``): a full or failing disk."""

@@ -40,3 +40,18 @@ EVENTS_PER_REQUEST = Histogram(
     "igw_webhook_events_per_request", "Events in one webhook body.", buckets=(1, 2, 5, 10, 50, 100, 500, 1000)
 )
 PRODUCER_READY = Gauge("igw_producer_ready", "1 while the Kafka producer is connected.")
+
+# The spool (gateway/spool.py): bodies kept on local disk while Kafka cannot take them.
+SPOOL_BYTES = Gauge("igw_spool_bytes", "Bytes of spooled bodies not yet acknowledged by Kafka.")
+SPOOL_RECORDS = Gauge("igw_spool_records", "Spooled bodies not yet acknowledged by Kafka.")
+SPOOL_APPENDS = Counter("igw_spool_appends_total", "Bodies written to the spool (each answered 200 after fsync).")
+SPOOL_DRAINED = Counter("igw_spool_drained_total", "Spooled bodies published to Kafka and dropped from the spool.")
+SPOOL_FAILURES = Counter(
+    "igw_spool_failures_total",
+    "Spool trouble: full, too_old, io_error (answered 503), torn_write, corrupt (found at start-up or on read).",
+    ["reason"],
+)
+SPOOL_OLDEST_AGE = Gauge("igw_spool_oldest_age_seconds", "Age of the oldest spooled body; 0 when the spool is empty.")
+SPOOL_FSYNC_DURATION = Histogram(
+    "igw_spool_write_duration_seconds", "Time to write and fsync one group commit.", buckets=_LATENCY_BUCKETS
+)

@@ -39,6 +39,9 @@ class Publisher(Protocol):
     async def missing_topics(self, topics: Sequence[str], timeout: float) -> list[str]:
         """Which of ``topics`` the cluster does not have; raise ``PublishError`` when unreachable."""
 
+    async def settle(self, timeout: float) -> bool:
+        """Wait until no record of a failed ``publish`` is still retried by the client; False on timeout."""
+
 
 class AiokafkaPublisher:
     """aiokafka producer with acks and batching from settings, connecting in the background.
@@ -53,6 +56,8 @@ class AiokafkaPublisher:
         self._producer: AIOKafkaProducer | None = None
         self._connector: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+        # Delivery futures of publishes that failed: the client may still retry them (see settle()).
+        self._stragglers: set[asyncio.Future[Any]] = set()
 
     @property
     def connected(self) -> bool:
@@ -123,21 +128,43 @@ class AiokafkaPublisher:
         futures: list[asyncio.Future[Any]] = []
         try:
             async with asyncio.timeout(timeout):
-                futures.extend([await producer.send(r.topic, r.value, key=r.key, headers=r.headers) for r in records])
+                for r in records:  # a loop, not a comprehension: on timeout the futures so far are kept
+                    futures.append(  # noqa: PERF401
+                        await producer.send(r.topic, r.value, key=r.key, headers=r.headers)
+                    )
         except TimeoutError:
+            self._stragglers.update(futures)
             raise PublishTimeout(f"records not accepted by the producer within {timeout:.2f}s") from None
         except KafkaError as exc:
+            self._stragglers.update(futures)
             raise BrokerUnavailable(f"producer refused records: {type(exc).__name__}") from exc
         if not futures:
             return
         # asyncio.wait does not cancel the delivery futures: a late ack is still an ack.
         done, pending = await asyncio.wait(futures, timeout=max(0.0, deadline - time.monotonic()))
         if pending:
+            self._stragglers.update(pending)
             raise PublishTimeout(f"{len(pending)} of {len(futures)} records not acknowledged within {timeout:.2f}s")
         for fut in done:
             failure = fut.exception()
             if failure is not None:
                 raise BrokerUnavailable(f"broker rejected a record: {type(failure).__name__}") from failure
+
+    async def settle(self, timeout: float) -> bool:
+        """Wait for the delivery futures of failed publishes: each ends delivered late or expired.
+
+        Until then the client may still send those records, and a batch retried into a fresh
+        partition can race a new one (Tansu 0.6 keeps only one of two overlapping batches), so the
+        spool's drain waits here before it publishes. aiokafka expires a batch after
+        ``request_timeout_ms``, which bounds the wait.
+        """
+        if self._stragglers:
+            _, pending = await asyncio.wait(self._stragglers, timeout=timeout)
+            for fut in self._stragglers - pending:
+                if not fut.cancelled():
+                    fut.exception()  # retrieved: a failure here is expected, not worth asyncio's warning
+            self._stragglers = set(pending)
+        return not self._stragglers
 
     async def missing_topics(self, topics: Sequence[str], timeout: float) -> list[str]:
         producer = self._producer

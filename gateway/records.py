@@ -8,9 +8,9 @@ from typing import Final
 
 import orjson
 
-from gateway.normalize import DeadLetter, Event
+from gateway.normalize import DeadLetter, Event, Normalized, Topic
 
-__all__ = ["OutRecord", "dead_letter_record", "event_record", "rfc3339_ms"]
+__all__ = ["OutRecord", "build_records", "dead_letter_record", "event_record", "rfc3339_ms"]
 
 _JSON: Final = b"application/json"
 _SPECVERSION: Final = b"1.0"
@@ -56,3 +56,14 @@ def dead_letter_record(dead: DeadLetter, topic: str, body: bytes, received_at: i
     if signature:
         headers.append(("igw_signature", signature.encode()))
     return OutRecord(topic, None, body, headers)
+
+
+def build_records(
+    normalized: Normalized, topics: dict[Topic, str], body: bytes, received_at: int, signature: str | None
+) -> list[OutRecord]:
+    """Every record one signed body becomes: the same on the direct path and when drained from the spool."""
+    records = [event_record(e, topics[e.topic]) for e in normalized.events]
+    dead = normalized.dead_letter
+    if dead is not None:
+        records.append(dead_letter_record(dead, topics[Topic.DEADLETTER], body, received_at, signature))
+    return records

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from gateway.config import Env, KafkaSettings, Secret
 from gateway.errors import SettingsError
 
 DEFAULT_WEBHOOK_PATH = "/api/v1/instagram/webhook"
+# Relative to the working directory: right for `igw dev`; containers set a volume (docs/durability.md).
+DEFAULT_SPOOL_DIR = ".igw/spool"
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +31,13 @@ class GatewaySettings:
     # Kept under the usual 30 s orchestrator kill grace period.
     shutdown_timeout: float = 20.0
     producer_backend: str = "aiokafka"
+    # The durable spool (docs/durability.md); None turns it off and broker trouble answers 503.
+    spool_dir: Path | None = None
+    # With a spool, a direct publish waits this long before the body is spooled instead.
+    spool_after: float = 1.0
+    spool_max_bytes: int = 1024 * 1024 * 1024
+    # Past this age the spool is not draining: answer 503 and let Meta's retries hold the rest.
+    spool_max_age_seconds: float = 24 * 3600.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> GatewaySettings:
@@ -50,6 +60,10 @@ class GatewaySettings:
         publish_timeout = env.float("IGW_PUBLISH_TIMEOUT_SECONDS", d["publish_timeout"], min_value=0.05)
         if publish_timeout >= 5.0:
             raise SettingsError("IGW_PUBLISH_TIMEOUT_SECONDS", "must stay under Meta's 5 s answer deadline (try 3)")
+        spool_after = env.float("IGW_SPOOL_AFTER_SECONDS", d["spool_after"], min_value=0.01)
+        if spool_after >= 4.0:
+            raise SettingsError("IGW_SPOOL_AFTER_SECONDS", "must leave time to fsync within Meta's 5 s (try 1)")
+        spool_dir = Path(env.str("IGW_SPOOL_DIR", DEFAULT_SPOOL_DIR)) if env.bool("IGW_SPOOL_ENABLED", True) else None
         return cls(
             verify_token=verify_token,
             app_secrets=app_secrets,
@@ -65,6 +79,10 @@ class GatewaySettings:
             ready_cache_seconds=env.float("IGW_READY_CACHE_SECONDS", d["ready_cache_seconds"], min_value=0),
             shutdown_timeout=env.float("IGW_SHUTDOWN_TIMEOUT_SECONDS", d["shutdown_timeout"], min_value=0),
             producer_backend=env.choice("IGW_PRODUCER_BACKEND", "aiokafka", ("aiokafka", "confluent")),
+            spool_dir=spool_dir,
+            spool_after=spool_after,
+            spool_max_bytes=env.int("IGW_SPOOL_MAX_BYTES", d["spool_max_bytes"], min_value=1024 * 1024),
+            spool_max_age_seconds=env.float("IGW_SPOOL_MAX_AGE_SECONDS", d["spool_max_age_seconds"], min_value=1),
         )
 
     def describe(self) -> dict[str, object]:
@@ -80,4 +98,8 @@ class GatewaySettings:
             "max_body_bytes": self.max_body_bytes,
             "publish_timeout": self.publish_timeout,
             "producer_backend": self.producer_backend,
+            "spool_dir": str(self.spool_dir) if self.spool_dir is not None else "off",
+            "spool_after": self.spool_after,
+            "spool_max_bytes": self.spool_max_bytes,
+            "spool_max_age_seconds": self.spool_max_age_seconds,
         }

@@ -12,12 +12,13 @@ import orjson
 from aiohttp import web
 
 from gateway import metrics
-from gateway.errors import PublishError, PublishTimeout
+from gateway.errors import PublishError, PublishTimeout, SpoolError
+from gateway.kafka_health import check_kafka
 from gateway.normalize import Topic, normalize
 from gateway.records import OutRecord, dead_letter_record, event_record
 from gateway.signature import SignatureVerdict
-from gateway.state import Readiness
-from gateway.topics import GATEWAY_TOPICS, ensure_topics
+from gateway.spool import Spool
+from gateway.state import GatewayState, Readiness
 from gateway.typedefs import publisher_key, settings_key, state_key
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,10 @@ async def receive_webhook(request: web.Request) -> web.Response:
 
     received_at = time.time_ns() // 1_000_000
     metrics.PAYLOAD_BYTES.observe(len(body))
+    spool = state.spool
+    if state.spooling and spool is not None:
+        # Spooled bodies are waiting: this one queues behind them instead of overtaking them.
+        return await _spool_body(state, spool, body, received_at, signature)
     normalized = normalize(body, received_at)
     topics = state.topics
     records: list[OutRecord] = [event_record(e, topics[e.topic]) for e in normalized.events]
@@ -104,6 +109,8 @@ async def receive_webhook(request: web.Request) -> web.Response:
     # is noticed; the others fail fast instead of each holding a connection for the full deadline.
     probe = state.degraded and not state.probe_in_flight
     timeout = settings.degraded_publish_timeout if state.degraded and not probe else settings.publish_timeout
+    if spool is not None:
+        timeout = settings.spool_after
     if probe:
         state.probe_in_flight = True
     started = time.perf_counter()
@@ -112,6 +119,10 @@ async def receive_webhook(request: web.Request) -> web.Response:
     except PublishError as exc:
         kind = "timeout" if isinstance(exc, PublishTimeout) else "unavailable"
         metrics.BROKER_ERRORS.labels(kind).inc()
+        if spool is not None:
+            if not state.spooling:
+                log.warning("Kafka did not acknowledge a webhook (%s); spooling signed bodies until it does", exc)
+            return await _spool_body(state, spool, body, received_at, signature)
         if not state.degraded:
             log.error("Kafka did not acknowledge a webhook (%s); answering 503 so Meta retries", exc)
         state.degraded = True
@@ -135,6 +146,27 @@ async def receive_webhook(request: web.Request) -> web.Response:
     return web.Response(body=_RECEIVED, content_type="text/plain")
 
 
+async def _spool_body(
+    state: GatewayState, spool: Spool, body: bytes, received_at: int, signature: str | None
+) -> web.Response:
+    """Answer 200 once the body is fsynced to the spool; 503 when the spool cannot take it."""
+    try:
+        written = spool.append(body, received_at, signature)
+        state.spooling = True
+        await written
+    except SpoolError as exc:
+        if spool.records == 0:
+            state.spooling = False  # nothing waits in the spool: let the next request try Kafka again
+        if state.spool_refusal != exc.reason:
+            state.spool_refusal = exc.reason
+            log.error("spool refused a body (%s: %s); answering 503 so Meta retries", exc.reason, exc)
+        return error_response(503, "spool_unavailable", "events not stored yet; retry", retry_after=1)
+    if state.spool_refusal is not None:
+        state.spool_refusal = None
+        log.info("spool takes bodies again")
+    return web.Response(body=_RECEIVED, content_type="text/plain")
+
+
 async def healthz(request: web.Request) -> web.Response:
     """The process is alive and serving; says nothing about Kafka (that is /readyz)."""
     return web.json_response({"status": "ok"})
@@ -154,28 +186,15 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def _check_readiness(app: web.Application, now: float) -> Readiness:
-    settings = app[settings_key]
-    publisher = app[publisher_key]
-    checks: dict[str, str] = {}
-    if not publisher.connected:
-        checks["kafka"] = "not connected"
-        metrics.PRODUCER_READY.set(0)
-        return Readiness(False, checks, now)
-    topics = [settings.kafka.topic(name) for name in GATEWAY_TOPICS]
-    try:
-        missing = await publisher.missing_topics(topics, timeout=min(2.0, settings.publish_timeout))
-    except PublishError as exc:
-        checks["kafka"] = f"metadata unavailable ({type(exc).__name__})"
-        metrics.PRODUCER_READY.set(0)
-        return Readiness(False, checks, now)
-    if missing and settings.create_topics:
-        # A broker that lost its topics (a new cluster, a wiped dev broker) gets them back here.
-        try:
-            await ensure_topics(settings.kafka, GATEWAY_TOPICS, timeout=2.0)
-            missing = await publisher.missing_topics(topics, timeout=min(2.0, settings.publish_timeout))
-        except Exception as exc:  # readiness reports the state; the next probe tries again
-            log.warning("re-creating missing topics failed: %s", type(exc).__name__)
-    checks["kafka"] = "ok"
-    checks["topics"] = "ok" if not missing else "missing: " + ", ".join(missing)
-    metrics.PRODUCER_READY.set(1)
-    return Readiness(not missing, checks, now)
+    state = app[state_key]
+    ready, checks = await check_kafka(app[publisher_key], app[settings_key])
+    spool = state.spool
+    if spool is not None:
+        accepting = spool.accepting()
+        waiting = spool.records
+        checks["spool"] = ("accepting" if accepting else "refusing") + (
+            f", {waiting} bodies waiting for Kafka" if waiting else ""
+        )
+        # With room in the spool, webhooks are taken durably even while Kafka is away (docs/durability.md).
+        ready = ready or accepting
+    return Readiness(ready, checks, now)

@@ -1,0 +1,115 @@
+"""The spool's drain: publish spooled bodies to Kafka in order once it takes records again.
+
+One background task per gateway. It re-runs ``normalize(body, received_at)`` on each spooled
+body, so what reaches Kafka is what the direct path would have sent, and moves the spool's cursor
+only after Kafka acknowledged a batch: a crash in between replays that batch (duplicates, which
+consumers drop by event id), never loses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter as Tally
+from typing import Final
+
+from gateway import metrics
+from gateway.errors import PublishError
+from gateway.kafka_health import check_kafka
+from gateway.normalize import normalize
+from gateway.publisher import Publisher
+from gateway.records import OutRecord, build_records
+from gateway.settings import GatewaySettings
+from gateway.spool import Spool
+from gateway.state import GatewayState
+
+__all__ = ["drain_forever", "drain_until_empty"]
+
+log = logging.getLogger(__name__)
+
+BATCH_RECORDS: Final = 500
+BATCH_BYTES: Final = 4 * 1024 * 1024
+_BACKOFF_MIN: Final = 0.2
+_BACKOFF_MAX: Final = 2.0
+
+
+async def drain_forever(spool: Spool, publisher: Publisher, settings: GatewaySettings, state: GatewayState) -> None:
+    """Runs until cancelled; sleeps while the spool is empty."""
+    while True:
+        await spool.wait_for_records()
+        # Direct publishes that started before spooling began finish (or fail) within spool_after.
+        await asyncio.sleep(settings.spool_after)
+        backoff = _BACKOFF_MIN
+        check = True
+        while spool.records:
+            if await _drain_once(spool, publisher, settings, state, check=check):
+                backoff = _BACKOFF_MIN
+                check = False
+                continue
+            check = True
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, _BACKOFF_MAX)
+        _maybe_caught_up(spool, state)
+
+
+async def drain_until_empty(
+    spool: Spool, publisher: Publisher, settings: GatewaySettings, state: GatewayState, timeout: float
+) -> bool:
+    """Drain in the foreground for at most ``timeout`` seconds (shutdown); True when the spool is empty."""
+    deadline = time.monotonic() + timeout
+    while spool.records and time.monotonic() < deadline:
+        if not await _drain_once(spool, publisher, settings, state, check=True):
+            await asyncio.sleep(_BACKOFF_MIN)
+    return spool.records == 0
+
+
+async def _drain_once(
+    spool: Spool, publisher: Publisher, settings: GatewaySettings, state: GatewayState, *, check: bool
+) -> bool:
+    """One batch: True when it was published (or there was nothing durable to publish).
+
+    ``check``: first make sure Kafka is connected and has the topics (after a failure, or at the
+    start of a drain: a replaced broker starts with none).
+    """
+    # Records of failed publishes may still be in the client's hands; let them land or expire
+    # first, so they cannot race this batch into a fresh partition.
+    if not await publisher.settle(timeout=settings.publish_timeout):
+        return False
+    if check:
+        ok, checks = await check_kafka(publisher, settings)
+        if not ok:
+            log.debug("spool drain waiting for Kafka: %s", checks)
+            return False
+    batch = await spool.read_batch(BATCH_RECORDS, BATCH_BYTES)
+    if batch is None:
+        _maybe_caught_up(spool, state)
+        return True
+    records: list[OutRecord] = []
+    types: Tally[tuple[str, str]] = Tally()
+    dead_reasons: Tally[str] = Tally()
+    for item in batch.items:
+        normalized = normalize(item.body, item.received_at)
+        records.extend(build_records(normalized, state.topics, item.body, item.received_at, item.signature))
+        types.update((e.type, e.topic.value) for e in normalized.events)
+        if normalized.dead_letter is not None:
+            dead_reasons[normalized.dead_letter.reason] += 1
+    try:
+        await publisher.publish(records, settings.publish_timeout)
+    except PublishError as exc:
+        log.warning("spool drain: Kafka did not acknowledge %d spooled bodies (%s); retrying", len(batch.items), exc)
+        return False
+    await spool.ack(batch)
+    for (type_, topic), count in types.items():
+        metrics.EVENTS_PUBLISHED.labels(type_, topic).inc(count)
+    for reason, count in dead_reasons.items():
+        metrics.DEAD_LETTERS.labels(reason).inc(count)
+    _maybe_caught_up(spool, state)
+    return True
+
+
+def _maybe_caught_up(spool: Spool, state: GatewayState) -> None:
+    if spool.records == 0 and state.spooling:
+        # Bodies whose fsync is still running are drained right after; new ones go direct again.
+        state.spooling = False
+        log.info("spool drained; publishing to Kafka directly again")
