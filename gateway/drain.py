@@ -72,15 +72,16 @@ async def _drain_once(
     ``check``: first make sure Kafka is connected and has the topics (after a failure, or at the
     start of a drain: a replaced broker starts with none).
     """
-    # Records of failed publishes may still be in the client's hands; let them land or expire
-    # first, so they cannot race this batch into a fresh partition.
-    if not await publisher.settle(timeout=settings.publish_timeout):
-        return False
     if check:
         ok, checks = await check_kafka(publisher, settings)
         if not ok:
             log.debug("spool drain waiting for Kafka: %s", checks)
             return False
+    # Records of failed publishes may still be in the client's hands; let them land or expire
+    # first, so they cannot race this batch into a fresh partition. (Topics first: on a replaced
+    # broker they wait for the topics to exist.)
+    if not await publisher.settle(timeout=settings.publish_timeout):
+        return False
     batch = await spool.read_batch(BATCH_RECORDS, BATCH_BYTES)
     if batch is None:
         _maybe_caught_up(spool, state)

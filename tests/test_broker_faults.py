@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,22 +21,11 @@ from gateway.config import KafkaSettings
 from gateway.localbroker import LocalBroker, free_port, port_is_open
 from gateway.settings import GatewaySettings
 from gateway.signature import sign
-from tests.plugins.gateway import APP_SECRET, VERIFY_TOKEN, WEBHOOK, dm_body, post_signed
+from tests.plugins.gateway import APP_SECRET, WEBHOOK, dm_body, post_signed
 from tests.plugins.kafka import read_topic
+from tests.plugins.outage import gateway_env
 
 pytestmark = pytest.mark.kafka
-
-
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[LocalBroker]:
-    """A broker of this test's own, free to be stopped and frozen."""
-    broker = LocalBroker(log_path=tmp_path / "tansu.log")
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.thaw()
-        broker.stop()
 
 
 async def test_503_while_broker_is_frozen_then_every_200_is_stored(
@@ -146,18 +133,6 @@ async def test_starts_without_a_broker_and_connects_later(gateway_settings: Gate
         broker.stop()
 
 
-def _gateway_env(kafka: KafkaSettings) -> dict[str, str]:
-    return {
-        **os.environ,
-        "INSTAGRAM_WEBHOOK_VERIFY_TOKEN": VERIFY_TOKEN,
-        "INSTAGRAM_APP_SECRET": APP_SECRET,
-        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-        "KAFKA_ENABLE_IDEMPOTENCE": "false",
-        "IGW_TOPIC_PREFIX": kafka.topic_prefix,
-        "IGW_LOG_FORMAT": "json",
-    }
-
-
 async def test_graceful_shutdown_flushes_in_flight_requests(own_broker: LocalBroker, tmp_path: Path) -> None:
     """SIGTERM while requests wait for Kafka: each one that got 200 is in Kafka afterwards."""
     kafka = KafkaSettings(bootstrap_servers=own_broker.bootstrap_servers, topic_prefix=f"t{uuid.uuid4().hex[:10]}")
@@ -166,7 +141,7 @@ async def test_graceful_shutdown_flushes_in_flight_requests(own_broker: LocalBro
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "gateway", "--port", str(port)],
-            env=_gateway_env(kafka),
+            env=gateway_env(kafka, tmp_path / "spool"),
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )

@@ -26,6 +26,10 @@ def _spool(directory: Path, **kwargs: float) -> Spool:
     )
 
 
+def _segments(directory: Path) -> list[Path]:
+    return sorted(directory.glob("*.seg"))
+
+
 async def _drain_all(spool: Spool) -> list[SpooledBody]:
     items: list[SpooledBody] = []
     while (batch := await spool.read_batch(100, 64 * 1024)) is not None:
@@ -56,14 +60,14 @@ async def test_append_read_ack_in_order_and_files_removed(tmp_path: Path) -> Non
         for i, body in enumerate(bodies):
             await spool.append(body, 1_764_000_000_000 + i, None)
         assert spool.records == 40
-        assert len(list(tmp_path.glob("*.seg"))) > 1  # rotated
+        assert len(_segments(tmp_path)) > 1  # rotated
         assert _sample("igw_spool_records") == 40
         items = await _drain_all(spool)
         assert [i.body for i in items] == bodies
         assert [i.received_at for i in items] == [1_764_000_000_000 + i for i in range(40)]
         assert spool.records == 0
         assert spool.size_bytes == 0
-        assert list(tmp_path.glob("*.seg")) == []
+        assert _segments(tmp_path) == []
         assert _sample("igw_spool_records") == 0
     finally:
         await spool.close()
@@ -114,7 +118,7 @@ async def test_torn_last_write_is_reported_and_not_replayed(tmp_path: Path) -> N
     for i in range(3):
         await spool.append(b"good-%d" % i, 1000 + i, None)
     await spool.close()
-    [segment] = tmp_path.glob("*.seg")
+    [segment] = _segments(tmp_path)
     whole = encode_frame(b"half-written", 2000, None)
     with segment.open("ab") as f:
         f.write(whole[: len(whole) // 2])
@@ -138,7 +142,7 @@ async def test_damaged_frame_in_the_middle_is_reported(tmp_path: Path) -> None:
     for i in range(3):
         await spool.append(b"frame-%d" % i, 1000 + i, None)
     await spool.close()
-    [segment] = tmp_path.glob("*.seg")
+    [segment] = _segments(tmp_path)
     data = bytearray(segment.read_bytes())
     second = len(encode_frame(b"frame-0", 1000, None))
     data[second + 14] ^= 0xFF  # inside the second frame's payload
