@@ -31,6 +31,8 @@ class GatewaySettings:
     # Kept under the usual 30 s orchestrator kill grace period.
     shutdown_timeout: float = 20.0
     producer_backend: str = "aiokafka"
+    # A body still arriving after this long is refused with 408 (slow clients hold connections).
+    body_read_timeout: float = 10.0
     # The durable spool (docs/durability.md); None turns it off and broker trouble answers 503.
     spool_dir: Path | None = None
     # With a spool, a direct publish waits this long before the body is spooled instead.
@@ -79,6 +81,7 @@ class GatewaySettings:
             ready_cache_seconds=env.float("IGW_READY_CACHE_SECONDS", d["ready_cache_seconds"], min_value=0),
             shutdown_timeout=env.float("IGW_SHUTDOWN_TIMEOUT_SECONDS", d["shutdown_timeout"], min_value=0),
             producer_backend=env.choice("IGW_PRODUCER_BACKEND", "aiokafka", ("aiokafka", "confluent")),
+            body_read_timeout=env.float("IGW_BODY_READ_TIMEOUT_SECONDS", d["body_read_timeout"], min_value=0.1),
             spool_dir=spool_dir,
             spool_after=spool_after,
             spool_max_bytes=env.int("IGW_SPOOL_MAX_BYTES", d["spool_max_bytes"], min_value=1024 * 1024),
@@ -98,6 +101,7 @@ class GatewaySettings:
             "max_body_bytes": self.max_body_bytes,
             "publish_timeout": self.publish_timeout,
             "producer_backend": self.producer_backend,
+            "body_read_timeout": self.body_read_timeout,
             "spool_dir": str(self.spool_dir) if self.spool_dir is not None else "off",
             "spool_after": self.spool_after,
             "spool_max_bytes": self.spool_max_bytes,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import time
@@ -76,7 +77,16 @@ async def receive_webhook(request: web.Request) -> web.Response:
         response.force_close()  # do not read the rest of it
         return response
     try:
-        body = await request.read()
+        if request.content.is_eof():  # the whole body came with the headers: the usual case
+            body = await request.read()
+        else:
+            # A body trickled in (slowloris) must not hold a handler and a connection for long.
+            async with asyncio.timeout(settings.body_read_timeout):
+                body = await request.read()
+    except TimeoutError:
+        response = error_response(408, "body_timeout", f"body not received within {settings.body_read_timeout:g}s")
+        response.force_close()
+        return response
     except web.HTTPRequestEntityTooLarge:
         response = error_response(413, "body_too_large", f"body over {settings.max_body_bytes} bytes")
         response.force_close()

@@ -57,6 +57,10 @@ def test_unreadable_secret_file_names_the_variable(tmp_path: Path) -> None:
         ("IGW_WEBHOOK_PATH", "no-slash"),
         ("IGW_TOPIC_PREFIX", "bad prefix!"),
         ("KAFKA_COMPRESSION", "brotli"),
+        ("IGW_SPOOL_AFTER_SECONDS", "4.5"),
+        ("IGW_SPOOL_MAX_BYTES", "10"),
+        ("IGW_SPOOL_ENABLED", "perhaps"),
+        ("IGW_BODY_READ_TIMEOUT_SECONDS", "soon"),
     ],
 )
 def test_invalid_values_name_the_variable(variable: str, value: str) -> None:
@@ -75,3 +79,22 @@ def test_secrets_never_show() -> None:
     shown = repr(settings) + str(settings.describe())
     assert "tok-very-secret" not in shown
     assert "s3cr3t-value" not in shown
+
+
+def test_spool_settings() -> None:
+    """The spool is on by default under .igw/spool; its directory, limits and deadline are settable, or it is off."""
+    default = GatewaySettings.from_env(BASE)
+    assert default.spool_dir == Path(".igw/spool")
+    assert default.spool_after == 1.0
+    custom = GatewaySettings.from_env(
+        {
+            **BASE,
+            "IGW_SPOOL_DIR": "/var/lib/igw/spool",
+            "IGW_SPOOL_AFTER_SECONDS": "0.5",
+            "IGW_SPOOL_MAX_BYTES": "64_000_000",
+            "IGW_SPOOL_MAX_AGE_SECONDS": "3600",
+        }
+    )
+    assert (custom.spool_dir, custom.spool_after) == (Path("/var/lib/igw/spool"), 0.5)
+    assert (custom.spool_max_bytes, custom.spool_max_age_seconds) == (64_000_000, 3600.0)
+    assert GatewaySettings.from_env({**BASE, "IGW_SPOOL_ENABLED": "false"}).spool_dir is None

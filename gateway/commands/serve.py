@@ -14,6 +14,13 @@ from gateway.app import create_app
 from gateway.logs import RedactedAccessLogger, configure_logging
 from gateway.settings import GatewaySettings
 
+# HTTP parser limits. Meta's requests carry a dozen short headers; the handshake's query string
+# (token + challenge) is short. Over these, aiohttp answers 400 or 431 and closes the connection,
+# so a hostile client holds at most max_headers * max_field_size bytes of buffer per connection.
+MAX_LINE_SIZE = 8190
+MAX_FIELD_SIZE = 8190
+MAX_HEADERS = 64
+
 log = logging.getLogger("gateway")
 
 
@@ -35,6 +42,13 @@ def register(subparsers: Any) -> None:
         action=argparse.BooleanOptionalAction,
         default=os.environ.get("IGW_ACCESS_LOG", "false").lower() in {"1", "true", "yes", "on"},
         help="log one line per request (paths only: query strings can hold the verify token)",
+    )
+    parser.add_argument(
+        "--keepalive-timeout",
+        type=float,
+        default=float(os.environ.get("IGW_KEEPALIVE_TIMEOUT_SECONDS", "75")),
+        help="seconds an idle connection, or one still sending its request headers, stays open "
+        "(keep it above a load balancer's idle timeout; lower it when exposed directly)",
     )
     parser.set_defaults(func=run)
 
@@ -66,6 +80,13 @@ def run(args: argparse.Namespace) -> int:
         handler_cancellation=False,
         # Hash the bytes as received: a decompressed body is not what Meta signed.
         auto_decompress=False,
+        # aiohttp arms this timer when a connection opens and after each response, not per byte, so
+        # it also closes connections that trickle their headers (slowloris). Trickled bodies are
+        # cut by IGW_BODY_READ_TIMEOUT_SECONDS in the handler.
+        keepalive_timeout=args.keepalive_timeout,
+        max_line_size=MAX_LINE_SIZE,
+        max_field_size=MAX_FIELD_SIZE,
+        max_headers=MAX_HEADERS,
     )
     log.info("igw gateway stopped")
     return 0
