@@ -101,6 +101,7 @@ async def _drain_once(
         log.warning("spool drain: Kafka did not acknowledge %d spooled bodies (%s); retrying", len(batch.items), exc)
         return False
     await spool.ack(batch)
+    log.debug("spool drain: %d bodies published, %d left", len(batch.items), spool.records)
     for (type_, topic), count in types.items():
         metrics.EVENTS_PUBLISHED.labels(type_, topic).inc(count)
     for reason, count in dead_reasons.items():
