@@ -39,7 +39,7 @@ def create_app(
     app.router.add_post(settings.webhook_path, receive_webhook)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", make_aiohttp_handler())
+    app.router.add_get("/metrics", make_aiohttp_handler(metrics.registry()))
     app.cleanup_ctx.append(_kafka)
     return app
 
