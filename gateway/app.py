@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -14,8 +16,10 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from gateway import metrics
 from gateway.config import KafkaSettings
 from gateway.drain import drain_forever
+from gateway.logs import request_id
 from gateway.publisher import AiokafkaPublisher, Publisher
 from gateway.settings import GatewaySettings
+from gateway.spool import Spool, open_spool
 from gateway.state import GatewayState
 from gateway.topics import GATEWAY_TOPICS, ensure_topics
 from gateway.typedefs import publisher_key, settings_key, state_key
@@ -29,22 +33,29 @@ PublisherFactory = Callable[[KafkaSettings], Publisher]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def create_app(
-    settings: GatewaySettings, *, publisher_factory: PublisherFactory = AiokafkaPublisher
-) -> web.Application:
+def create_app(settings: GatewaySettings, *, publisher_factory: PublisherFactory | None = None) -> web.Application:
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[_observe])
     app[settings_key] = settings
     app[state_key] = GatewayState.from_settings(settings)
-    app[publisher_key] = publisher_factory(settings.kafka)
+    app[publisher_key] = (publisher_factory or default_publisher_factory(settings))(settings.kafka)
     app.router.add_get(settings.webhook_path, verify_subscription)
     app.router.add_post(settings.webhook_path, receive_webhook)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", make_aiohttp_handler())
+    app.router.add_get("/metrics", make_aiohttp_handler(metrics.registry()))
     app.cleanup_ctx.append(_kafka)
     # After _kafka: cleanup runs in reverse, so the drain stops before the producer does.
     app.cleanup_ctx.append(_spool)
     return app
+
+
+def default_publisher_factory(settings: GatewaySettings) -> PublisherFactory:
+    """aiokafka by default; librdkafka with ``IGW_PRODUCER_BACKEND=confluent``."""
+    if settings.producer_backend == "confluent":
+        from gateway.publisher_confluent import ConfluentPublisher
+
+        return ConfluentPublisher
+    return AiokafkaPublisher
 
 
 async def _kafka(app: web.Application) -> AsyncIterator[None]:
@@ -79,11 +90,14 @@ async def _spool(app: web.Application) -> AsyncIterator[None]:
     """Open the spool (replaying what a previous run left in it) and run its drain."""
     settings = app[settings_key]
     state = app[state_key]
-    spool = state.spool
-    if spool is None:
+    if settings.spool_dir is None:
         yield
         return
-    report = await spool.open()
+    spool = await open_spool(
+        settings.spool_dir, max_bytes=settings.spool_max_bytes, max_age_seconds=settings.spool_max_age_seconds
+    )
+    state.spool = spool
+    report = spool.scan_report
     if report.records:
         log.warning(
             "spool %s holds %d bodies (%d bytes) from an earlier run; publishing them to Kafka first",
@@ -94,9 +108,11 @@ async def _spool(app: web.Application) -> AsyncIterator[None]:
     state.spooling = report.records > 0
     publisher = app[publisher_key]
     drain = asyncio.create_task(drain_forever(spool, publisher, settings, state), name="igw-spool-drain")
+    gauges = asyncio.create_task(_refresh_spool_gauges(spool), name="igw-spool-gauges")
     try:
         yield
     finally:
+        gauges.cancel()
         # Handlers have finished: give the drain a moment to empty the spool, since a replaced
         # container may not get this volume back (docs/durability.md).
         if spool.records and publisher.connected:
@@ -112,6 +128,12 @@ async def _spool(app: web.Application) -> AsyncIterator[None]:
         await spool.close()
 
 
+async def _refresh_spool_gauges(spool: Spool) -> None:
+    while True:  # the oldest body's age grows with time, not only when the spool changes
+        spool.publish_metrics()
+        await asyncio.sleep(1.0)
+
+
 async def _create_topics_when_connected(publisher: Publisher, settings: GatewaySettings) -> None:
     while True:
         if publisher.connected:
@@ -123,9 +145,15 @@ async def _create_topics_when_connected(publisher: Publisher, settings: GatewayS
         await asyncio.sleep(2.0)
 
 
+_REQUEST_IDS = itertools.count(1)
+_PROCESS_TAG = secrets.token_hex(3)
+
+
 @web.middleware
 async def _observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
+    # A cheap id per request for the log lines it causes (a counter, not a UUID, on the hot path).
+    request_id.set(request.headers.get("X-Request-Id") or f"{_PROCESS_TAG}-{next(_REQUEST_IDS):x}")
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"
     try:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import Counter as Tally
 from typing import Final
 
@@ -21,10 +20,10 @@ from gateway.normalize import normalize
 from gateway.publisher import Publisher
 from gateway.records import OutRecord, build_records
 from gateway.settings import GatewaySettings
-from gateway.spool import Spool
+from gateway.spool import Spool, SpoolLocked, orphan_dirs
 from gateway.state import GatewayState
 
-__all__ = ["drain_forever", "drain_until_empty"]
+__all__ = ["adopt_orphans", "drain_forever"]
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +31,18 @@ BATCH_RECORDS: Final = 500
 BATCH_BYTES: Final = 4 * 1024 * 1024
 _BACKOFF_MIN: Final = 0.2
 _BACKOFF_MAX: Final = 2.0
+# How often an idle drain looks for spool directories of processes that are gone.
+ADOPT_INTERVAL: Final = 30.0
 
 
 async def drain_forever(spool: Spool, publisher: Publisher, settings: GatewaySettings, state: GatewayState) -> None:
     """Runs until cancelled; sleeps while the spool is empty."""
     while True:
-        await spool.wait_for_records()
+        await adopt_orphans(spool, publisher, settings, state)
+        try:
+            await asyncio.wait_for(spool.wait_for_records(), ADOPT_INTERVAL)
+        except TimeoutError:
+            continue
         # Direct publishes that started before spooling began finish (or fail) within spool_after.
         await asyncio.sleep(settings.spool_after)
         backoff = _BACKOFF_MIN
@@ -53,19 +58,36 @@ async def drain_forever(spool: Spool, publisher: Publisher, settings: GatewaySet
         _maybe_caught_up(spool, state)
 
 
-async def drain_until_empty(
-    spool: Spool, publisher: Publisher, settings: GatewaySettings, state: GatewayState, timeout: float
-) -> bool:
-    """Drain in the foreground for at most ``timeout`` seconds (shutdown); True when the spool is empty."""
-    deadline = time.monotonic() + timeout
-    while spool.records and time.monotonic() < deadline:
-        if not await _drain_once(spool, publisher, settings, state, check=True):
-            await asyncio.sleep(_BACKOFF_MIN)
-    return spool.records == 0
+async def adopt_orphans(own: Spool, publisher: Publisher, settings: GatewaySettings, state: GatewayState) -> None:
+    """Drain spool directories left by processes that are gone (fewer workers now, a crash mid-restart)."""
+    for directory in await asyncio.to_thread(orphan_dirs, own.directory.parent, own.directory):
+        orphan = Spool(directory, max_bytes=own.max_bytes, max_age_seconds=own.max_age_ms / 1000, report_metrics=False)
+        try:
+            report = await orphan.open()
+        except SpoolLocked:
+            continue  # a live process owns it
+        try:
+            if report.records:
+                log.warning(
+                    "adopting %d bodies left in %s by a gateway process that is gone", report.records, directory
+                )
+            check = True
+            while orphan.records:
+                if not await _drain_once(orphan, publisher, settings, state, check=check, owner=False):
+                    return  # Kafka is not taking records: try again later
+                check = False
+        finally:
+            await orphan.close()
 
 
 async def _drain_once(
-    spool: Spool, publisher: Publisher, settings: GatewaySettings, state: GatewayState, *, check: bool
+    spool: Spool,
+    publisher: Publisher,
+    settings: GatewaySettings,
+    state: GatewayState,
+    *,
+    check: bool,
+    owner: bool = True,
 ) -> bool:
     """One batch: True when it was published (or there was nothing durable to publish).
 
@@ -84,7 +106,8 @@ async def _drain_once(
         return False
     batch = await spool.read_batch(BATCH_RECORDS, BATCH_BYTES)
     if batch is None:
-        _maybe_caught_up(spool, state)
+        if owner:
+            _maybe_caught_up(spool, state)
         return True
     records: list[OutRecord] = []
     types: Tally[tuple[str, str]] = Tally()
@@ -106,7 +129,8 @@ async def _drain_once(
         metrics.EVENTS_PUBLISHED.labels(type_, topic).inc(count)
     for reason, count in dead_reasons.items():
         metrics.DEAD_LETTERS.labels(reason).inc(count)
-    _maybe_caught_up(spool, state)
+    if owner:
+        _maybe_caught_up(spool, state)
     return True
 
 

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from typing import Final
 
-from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    multiprocess,
+)
 
 # The *_created series double every counter's output and no dashboard reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -39,11 +48,15 @@ PAYLOAD_BYTES = Histogram(
 EVENTS_PER_REQUEST = Histogram(
     "igw_webhook_events_per_request", "Events in one webhook body.", buckets=(1, 2, 5, 10, 50, 100, 500, 1000)
 )
-PRODUCER_READY = Gauge("igw_producer_ready", "1 while the Kafka producer is connected.")
+# With --workers, the lowest value across live workers: 0 when any worker's producer is down.
+PRODUCER_READY = Gauge("igw_producer_ready", "1 while the Kafka producer is connected.", multiprocess_mode="livemin")
+
 
 # The spool (gateway/spool.py): bodies kept on local disk while Kafka cannot take them.
-SPOOL_BYTES = Gauge("igw_spool_bytes", "Bytes of spooled bodies not yet acknowledged by Kafka.")
-SPOOL_RECORDS = Gauge("igw_spool_records", "Spooled bodies not yet acknowledged by Kafka.")
+SPOOL_BYTES = Gauge(
+    "igw_spool_bytes", "Bytes of spooled bodies not yet acknowledged by Kafka.", multiprocess_mode="livesum"
+)
+SPOOL_RECORDS = Gauge("igw_spool_records", "Spooled bodies not yet acknowledged by Kafka.", multiprocess_mode="livesum")
 SPOOL_APPENDS = Counter("igw_spool_appends_total", "Bodies written to the spool (each answered 200 after fsync).")
 SPOOL_DRAINED = Counter("igw_spool_drained_total", "Spooled bodies published to Kafka and dropped from the spool.")
 SPOOL_FAILURES = Counter(
@@ -51,7 +64,20 @@ SPOOL_FAILURES = Counter(
     "Spool trouble: full, too_old, io_error (answered 503), torn_write, corrupt (found at start-up or on read).",
     ["reason"],
 )
-SPOOL_OLDEST_AGE = Gauge("igw_spool_oldest_age_seconds", "Age of the oldest spooled body; 0 when the spool is empty.")
+SPOOL_OLDEST_AGE = Gauge(
+    "igw_spool_oldest_age_seconds",
+    "Age of the oldest spooled body; 0 when the spool is empty.",
+    multiprocess_mode="livemax",
+)
 SPOOL_FSYNC_DURATION = Histogram(
     "igw_spool_write_duration_seconds", "Time to write and fsync one group commit.", buckets=_LATENCY_BUCKETS
 )
+
+
+def registry() -> CollectorRegistry:
+    """What /metrics serves: this process, or every worker's files under ``--workers``."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return REGISTRY
+    aggregated = CollectorRegistry()
+    multiprocess.MultiProcessCollector(aggregated)  # type: ignore[no-untyped-call]
+    return aggregated

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import struct
@@ -33,12 +34,22 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from gateway import metrics
 from gateway.errors import SpoolFull, SpoolUnavailable
 
-__all__ = ["ScanReport", "Spool", "SpoolBatch", "SpooledBody", "decode_frames", "encode_frame"]
+__all__ = [
+    "ScanReport",
+    "Spool",
+    "SpoolBatch",
+    "SpoolLocked",
+    "SpooledBody",
+    "decode_frames",
+    "encode_frame",
+    "open_spool",
+    "orphan_dirs",
+]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +59,12 @@ _META: Final = struct.Struct(">qH")
 # A frame longer than this is damage, not a body: the gateway refuses bodies far smaller.
 MAX_PAYLOAD: Final = 256 * 1024 * 1024
 _SUFFIX: Final = ".seg"
+# Processes on one host (``--workers``, a rolling restart) each hold one of <base>/0, <base>/1, ...
+MAX_DIRECTORIES: Final = 64
+
+
+class SpoolLocked(Exception):
+    """Another live process holds this spool directory."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,11 +156,16 @@ class Spool:
         max_bytes: int,
         max_age_seconds: float,
         segment_bytes: int = 64 * 1024 * 1024,
+        report_metrics: bool = True,
     ) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
         self.max_age_ms = int(max_age_seconds * 1000)
         self.segment_bytes = segment_bytes
+        # False for a dead process's spool being adopted: the gauges describe this process's own.
+        self.report_metrics = report_metrics
+        self._lock_fd: int | None = None
+        self.scan_report = ScanReport(0, 0, 0, 0, 0)
         self._segments: list[_Segment] = []
         self._active: _Segment | None = None
         self._next_id = 1
@@ -211,9 +233,14 @@ class Spool:
     async def open(self) -> ScanReport:
         """Create the directory, read the cursor, validate every segment and set damage aside."""
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="igw-spool")
-        report = await asyncio.get_running_loop().run_in_executor(self._writer, self._scan)
-        self._publish_metrics()
-        metrics.SPOOL_OLDEST_AGE.set_function(self.oldest_age_seconds)
+        try:
+            report = await asyncio.get_running_loop().run_in_executor(self._writer, self._scan)
+        except BaseException:
+            self._writer.shutdown(wait=False)
+            self._writer = None
+            raise
+        self.scan_report = report
+        self.publish_metrics()
         if report.records:
             self._set_has_records(True)
         return report
@@ -226,11 +253,10 @@ class Spool:
         if writer is None:
             return
         fds = [s.fd for s in self._segments if s.fd is not None]
-        if self._dir_fd is not None:
-            fds.append(self._dir_fd)
+        fds += [fd for fd in (self._dir_fd, self._lock_fd) if fd is not None]  # closing the lock releases it
         for seg in self._segments:
             seg.fd = None
-        self._dir_fd = None
+        self._dir_fd = self._lock_fd = None
         self._active = None
         await asyncio.get_running_loop().run_in_executor(writer, _close_all, fds)
         writer.shutdown(wait=True)
@@ -239,6 +265,14 @@ class Spool:
     def _scan(self) -> ScanReport:
         """Runs in the writer thread before anything else uses the spool."""
         self.directory.mkdir(parents=True, exist_ok=True)
+        lock_fd = os.open(self.directory / "lock", os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            # Released by the kernel when the process dies, kill -9 included.
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(lock_fd)
+            raise SpoolLocked(str(self.directory)) from None
+        self._lock_fd = lock_fd
         self._dir_fd = os.open(self.directory, os.O_RDONLY)
         cursor_segment, cursor_offset = self._read_cursor()
         ids = sorted(int(p.stem) for p in self.directory.glob(f"*{_SUFFIX}") if p.stem.isdigit())
@@ -377,7 +411,7 @@ class Spool:
                 if self._oldest_ms is None:
                     self._oldest_ms = min(received_at for _, received_at, _ in batch)
                 metrics.SPOOL_APPENDS.inc(len(batch))
-                self._publish_metrics()
+                self.publish_metrics()
                 self._set_has_records(True)
                 if seg.end >= self.segment_bytes:
                     self._retire_active()
@@ -417,7 +451,7 @@ class Spool:
                 self._records = self._bytes = 0
                 self._oldest_ms = None
                 self._set_has_records(False)
-                self._publish_metrics()
+                self.publish_metrics()
             return None
         data = await asyncio.to_thread(_read_range, seg.path, start, min(available, max_bytes))
         items: list[SpooledBody] = []
@@ -472,7 +506,7 @@ class Spool:
             self._oldest_ms = None
             self._bytes = 0
             self._set_has_records(False)
-        self._publish_metrics()
+        self.publish_metrics()
         await self._drop_drained_segments()
         if self._writer is not None:
             await asyncio.get_running_loop().run_in_executor(
@@ -500,9 +534,34 @@ class Spool:
             self._has_records.clear()
             self._empty.set()
 
-    def _publish_metrics(self) -> None:
-        metrics.SPOOL_BYTES.set(self._bytes)
-        metrics.SPOOL_RECORDS.set(self._records)
+    def publish_metrics(self) -> None:
+        """Set the gauges (also called every second for the age: multiprocess gauges cannot compute it)."""
+        if self.report_metrics:
+            metrics.SPOOL_BYTES.set(self._bytes)
+            metrics.SPOOL_RECORDS.set(self._records)
+            metrics.SPOOL_OLDEST_AGE.set(self.oldest_age_seconds())
+
+
+async def open_spool(base: Path, **limits: Any) -> Spool:
+    """This process's spool: the first of ``base``/0, /1, ... that no live process holds."""
+    for n in range(MAX_DIRECTORIES):
+        spool = Spool(base / str(n), **limits)
+        try:
+            await spool.open()
+        except SpoolLocked:
+            continue
+        return spool
+    raise RuntimeError(f"all {MAX_DIRECTORIES} spool directories under {base} are held by live processes")
+
+
+def orphan_dirs(base: Path, own: Path) -> list[Path]:
+    """Spool directories beside ``own`` that hold segments (their owner may be dead: adopt if unlocked)."""
+    if not base.is_dir():
+        return []
+    return sorted(
+        (p for p in base.iterdir() if p.name.isdigit() and p != own and p.is_dir() and any(p.glob(f"*{_SUFFIX}"))),
+        key=lambda p: int(p.name),
+    )
 
 
 # -- blocking helpers, run in threads --------------------------------------------------------------

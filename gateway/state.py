@@ -25,8 +25,8 @@ class GatewayState:
     degraded: bool = False
     probe_in_flight: bool = False
     readiness: Readiness | None = field(default=None)
-    # None when the spool is off. While ``spooling`` is set, every signed body goes to the spool
-    # (so none overtakes a spooled one); the drain clears it once it has caught up.
+    # Opened at start-up when the spool is on. While ``spooling`` is set, every signed body goes
+    # to the spool (so none overtakes a spooled one); the drain clears it once it has caught up.
     spool: Spool | None = None
     spooling: bool = False
     # The reason of the last refusal, so it is logged once per change rather than per request.
@@ -34,15 +34,7 @@ class GatewayState:
 
     @classmethod
     def from_settings(cls, settings: GatewaySettings) -> GatewayState:
-        spool = None
-        if settings.spool_dir is not None:
-            spool = Spool(
-                settings.spool_dir,
-                max_bytes=settings.spool_max_bytes,
-                max_age_seconds=settings.spool_max_age_seconds,
-            )
         return cls(
             verifier=SignatureVerifier(s.value for s in settings.app_secrets),
             topics={t: settings.kafka.topic(t.value) for t in Topic},
-            spool=spool,
         )

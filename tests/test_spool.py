@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from gateway.errors import SpoolFull, SpoolUnavailable
-from gateway.spool import Spool, SpooledBody, decode_frames, encode_frame
+from gateway.spool import Spool, SpooledBody, SpoolLocked, decode_frames, encode_frame, open_spool, orphan_dirs
 
 
 def _sample(name: str, labels: dict[str, str] | None = None) -> float:
@@ -199,3 +199,23 @@ async def test_disk_failure_fails_the_append_and_the_spool_recovers(tmp_path: Pa
         assert [i.body for i in await _drain_all(spool)] == [b"kept"]
     finally:
         await spool.close()
+
+
+async def test_one_process_per_directory(tmp_path: Path) -> None:
+    """A held directory is not opened twice; open_spool takes the next free one; unheld ones with data are orphans."""
+    first = await open_spool(tmp_path, max_bytes=1024 * 1024, max_age_seconds=3600)
+    second = await open_spool(tmp_path, max_bytes=1024 * 1024, max_age_seconds=3600)
+    try:
+        assert (first.directory, second.directory) == (tmp_path / "0", tmp_path / "1")
+        with pytest.raises(SpoolLocked):
+            await _spool(tmp_path / "0").open()
+        await second.append(b"left behind", int(time.time() * 1000), None)
+    finally:
+        await second.close()
+    try:
+        assert orphan_dirs(tmp_path, first.directory) == [tmp_path / "1"]
+        adopted = _spool(tmp_path / "1")
+        assert (await adopted.open()).records == 1
+        await adopted.close()
+    finally:
+        await first.close()
