@@ -283,7 +283,13 @@ def busy_ports(ports: Ports) -> list[str]:
 
 
 def child_env(
-    base: Mapping[str, str], dev: DevSecrets, kafka: KafkaSettings, ports: Ports, accounts: Path
+    base: Mapping[str, str],
+    dev: DevSecrets,
+    kafka: KafkaSettings,
+    ports: Ports,
+    accounts: Path,
+    *,
+    spool_dir: Path | None = None,
 ) -> dict[str, str]:
     emulator = f"http://127.0.0.1:{ports.emulator}"
     env = dict(base)
@@ -304,6 +310,8 @@ def child_env(
             "PYTHONUNBUFFERED": "1",
         }
     )
+    if spool_dir is not None and not base.get("IGW_SPOOL_DIR"):
+        env["IGW_SPOOL_DIR"] = str(spool_dir)  # beside dev.env, whatever the working directory
     return env
 
 

@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     stack = DevStack(
         components(ports),
         kafka=kafka,
-        env=child_env(base, dev, kafka, ports, accounts),
+        env=child_env(base, dev, kafka, ports, accounts, spool_dir=state_dir / "spool"),
         state_dir=state_dir,
         ports=ports,
     )
