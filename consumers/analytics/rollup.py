@@ -12,7 +12,7 @@ Reading it::
 from __future__ import annotations
 
 import sqlite3
-from collections import Counter
+from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -46,7 +46,7 @@ class RollupBuffer:
     """Deltas gathered between flushes: (hour, account, metric) -> amount."""
 
     def __init__(self) -> None:
-        self._deltas: Counter[tuple[str, str, str]] = Counter()
+        self._deltas: defaultdict[tuple[str, str, str], float] = defaultdict(float)
 
     def add(self, event_time_ms: int, account: str, metric: str, amount: float = 1) -> None:
         self._deltas[(hour_label(event_time_ms), account, metric)] += amount

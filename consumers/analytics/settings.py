@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from consumers.common.settings import ConsumerSettings
 from gateway.config import Env, KafkaSettings
 
 __all__ = ["TOPICS", "AnalyticsSettings"]
@@ -14,10 +15,23 @@ __all__ = ["TOPICS", "AnalyticsSettings"]
 TOPICS = ("messages", "postbacks", "events", "deadletter", "replies")
 
 
+DEFAULT_GROUP = "igw-analytics"
+DEFAULT_METRICS_PORT = 9102
+
+
+def _default_consumer() -> ConsumerSettings:
+    kafka = KafkaSettings()
+    return ConsumerSettings(
+        group_id=DEFAULT_GROUP,
+        topics=tuple(kafka.topic(name) for name in TOPICS),
+        kafka=kafka,
+        metrics_port=DEFAULT_METRICS_PORT,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class AnalyticsSettings:
-    kafka: KafkaSettings = field(default_factory=KafkaSettings)
-    group_id: str = "igw-analytics"
+    consumer: ConsumerSettings = field(default_factory=_default_consumer)
     # Accounts are a small known set; past this many, new ones are labelled "other".
     max_accounts: int = 50
     top_payloads: int = 20
@@ -33,7 +47,15 @@ class AnalyticsSettings:
     agent_app_ids: frozenset[str] = frozenset()
     rollup_path: Path | None = None
     rollup_interval: float = 60.0
-    auto_offset_reset: str = "earliest"
+    create_topics: bool = True
+
+    @property
+    def kafka(self) -> KafkaSettings:
+        return self.consumer.kafka
+
+    @property
+    def group_id(self) -> str:
+        return self.consumer.group_id
 
     def topics(self) -> dict[str, str]:
         """Full topic name -> the short name (``messages``, ...)."""
@@ -45,31 +67,40 @@ class AnalyticsSettings:
         pinned = env.str("IGW_ANALYTICS_PAYLOADS", "")
         app_ids = env.str("IGW_ANALYTICS_AGENT_APP_IDS", "")
         rollup = env.optional_str("IGW_ANALYTICS_ROLLUP_PATH")
+        # Defaults come from a plain instance: mypy rejects class access to slotted fields.
+        d = _DEFAULTS
+        consumer = ConsumerSettings.from_env(
+            env,
+            group_variable="IGW_ANALYTICS_GROUP",
+            default_group=DEFAULT_GROUP,
+            topic_names=TOPICS,
+            default_metrics_port=DEFAULT_METRICS_PORT,
+        )
         return cls(
-            kafka=KafkaSettings.from_env(env),
-            group_id=env.str("IGW_ANALYTICS_GROUP", cls.group_id),
-            max_accounts=env.int("IGW_ANALYTICS_MAX_ACCOUNTS", cls.max_accounts, min_value=1),
-            top_payloads=env.int("IGW_ANALYTICS_TOP_PAYLOADS", cls.top_payloads, min_value=0),
-            payload_min_count=env.int("IGW_ANALYTICS_PAYLOAD_MIN_COUNT", cls.payload_min_count, min_value=1),
+            consumer=consumer,
+            max_accounts=env.int("IGW_ANALYTICS_MAX_ACCOUNTS", d.max_accounts, min_value=1),
+            top_payloads=env.int("IGW_ANALYTICS_TOP_PAYLOADS", d.top_payloads, min_value=0),
+            payload_min_count=env.int("IGW_ANALYTICS_PAYLOAD_MIN_COUNT", d.payload_min_count, min_value=1),
             pinned_payloads=tuple(p.strip() for p in pinned.split(",") if p.strip()),
-            dedup_retention_hours=env.int("IGW_ANALYTICS_DEDUP_HOURS", cls.dedup_retention_hours, min_value=1),
-            dedup_max_ids=env.int("IGW_ANALYTICS_DEDUP_MAX_IDS", cls.dedup_max_ids, min_value=1000),
-            session_gap_hours=env.float("IGW_ANALYTICS_SESSION_GAP_HOURS", cls.session_gap_hours, min_value=0.01),
-            max_conversations=env.int("IGW_ANALYTICS_MAX_CONVERSATIONS", cls.max_conversations, min_value=100),
+            dedup_retention_hours=env.int("IGW_ANALYTICS_DEDUP_HOURS", d.dedup_retention_hours, min_value=1),
+            dedup_max_ids=env.int("IGW_ANALYTICS_DEDUP_MAX_IDS", d.dedup_max_ids, min_value=1000),
+            session_gap_hours=env.float("IGW_ANALYTICS_SESSION_GAP_HOURS", d.session_gap_hours, min_value=0.01),
+            max_conversations=env.int("IGW_ANALYTICS_MAX_CONVERSATIONS", d.max_conversations, min_value=100),
             agent_app_ids=frozenset(a.strip() for a in app_ids.split(",") if a.strip()),
             rollup_path=Path(rollup) if rollup else None,
-            rollup_interval=env.float("IGW_ANALYTICS_ROLLUP_INTERVAL_SECONDS", cls.rollup_interval, min_value=1),
-            auto_offset_reset=env.choice("IGW_ANALYTICS_OFFSET_RESET", cls.auto_offset_reset, ("earliest", "latest")),
+            rollup_interval=env.float("IGW_ANALYTICS_ROLLUP_INTERVAL_SECONDS", d.rollup_interval, min_value=1),
+            create_topics=env.bool("IGW_CREATE_TOPICS", d.create_topics),
         )
 
     def describe(self) -> dict[str, object]:
         return {
-            "kafka_bootstrap_servers": self.kafka.bootstrap_servers,
-            "topic_prefix": self.kafka.topic_prefix,
-            "group_id": self.group_id,
+            **self.consumer.describe(),
             "max_accounts": self.max_accounts,
             "top_payloads": self.top_payloads,
             "dedup_retention_hours": self.dedup_retention_hours,
             "session_gap_hours": self.session_gap_hours,
             "rollup_path": str(self.rollup_path) if self.rollup_path else None,
         }
+
+
+_DEFAULTS = AnalyticsSettings()
