@@ -62,7 +62,8 @@ def message(text: str | None = "hi", *, attachments: list[dict[str, Any]] | None
 
 
 def postback(payload: str, **kw: Any) -> dict[str, Any]:
-    return envelope("postback", postback={"mid": event_id("pb", payload, kw), "title": payload, "payload": payload}, **kw)
+    body = {"mid": event_id("pb", payload, kw), "title": payload, "payload": payload}
+    return envelope("postback", postback=body, **kw)
 
 
 def reply(

@@ -126,3 +126,12 @@ def test_unreadable_records_are_counted_not_raised(agg: Aggregator, registry: Co
     assert not agg.handle("events", b"\xff\x00")
     assert not agg.handle("events", b'{"no": "id"}')
     assert value(registry, "igw_biz_invalid_records_total", topic="events") == 2
+
+
+def test_a_reply_read_before_its_message_still_gives_the_first_response(
+    agg: Aggregator, registry: CollectorRegistry
+) -> None:
+    """Topics are read independently: a reply counted before the inbound message is matched later."""
+    agg.handle("replies", encode(reply("sent", timestamp=T0 + 3000, latency_ms=3000)))
+    agg.handle("messages", encode(message("hi", timestamp=T0)))
+    assert value(registry, "igw_biz_first_response_seconds_sum", account=ACCOUNT) == 3.0

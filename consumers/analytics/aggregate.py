@@ -117,6 +117,8 @@ class Aggregator:
         self.conversations = Conversations(int(settings.session_gap_hours * 3_600_000), settings.max_conversations)
         self.uniques = DailyUniques(clock)
         self._agent_mids: OrderedDict[str, None] = OrderedDict()
+        # Topics are read independently, so a reply may be counted before the message it answers.
+        self._early_replies: OrderedDict[str, tuple[str, int]] = OrderedDict()
         self._unique_gauges: set[str] = set()
         self._last_inbound: dict[str, int] = {}
         metrics.dedup_ids.set_function(lambda: len(self.dedup))
@@ -243,6 +245,9 @@ class Aggregator:
             kind = "new" if start is Start.NEW else "returning"
             self.metrics.conversations_started.labels(account, kind).inc()
             self._count(event_time, account, f"conversations.{kind}")
+            early = self._early_replies.pop(conversation, None)
+            if early is not None and early[1] >= event_time:
+                self._first_response(early[0], conversation, early[1])
 
     def _echo(self, record: Mapping[str, Any], account: str, event_time: int, conversation: object) -> None:
         message = record.get("message") or {}
@@ -282,10 +287,21 @@ class Aggregator:
         if isinstance(latency_ms, int | float) and latency_ms >= 0:
             m.reply_latency.labels(account).observe(latency_ms / 1000)
         conversation = record.get("conversation_id")
-        state = self.conversations.get(conversation) if isinstance(conversation, str) else None
-        if state is not None and not state.answered and event_time >= state.session_start_ms:
+        if isinstance(conversation, str):
+            self._first_response(account, conversation, event_time)
+
+    def _first_response(self, account: str, conversation: str, sent_at: int) -> None:
+        state = self.conversations.get(conversation)
+        if state is None or sent_at < state.session_start_ms:
+            # The message it answers has not been read yet: keep the earliest such reply, bounded.
+            if conversation not in self._early_replies:
+                self._early_replies[conversation] = (account, sent_at)
+                while len(self._early_replies) > AGENT_MIDS_LIMIT:
+                    self._early_replies.popitem(last=False)
+            return
+        if not state.answered:
             state.answered = True
-            m.first_response.labels(account).observe((event_time - state.session_start_ms) / 1000)
+            self.metrics.first_response.labels(account).observe((sent_at - state.session_start_ms) / 1000)
 
     def _watch_uniques(self, account: str) -> None:
         if account in self._unique_gauges:
