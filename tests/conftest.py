@@ -2,4 +2,5 @@
 
 pytest_plugins = [
     "tests.plugins.kafka",
+    "tests.plugins.prometheus",
 ]
