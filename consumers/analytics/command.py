@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import logging
 import os
 
 from consumers.analytics.service import run_analytics
 from consumers.analytics.settings import AnalyticsSettings
 from consumers.common.runner import run_main, stop_on_signals
+from gateway.logs import configure_logging
 
 __all__ = ["register"]
 
@@ -23,12 +23,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--metrics-port", type=int, default=None, help="port for /metrics and /healthz (9102)")
     parser.add_argument("--metrics-host", default=None, help="address for the metrics server (0.0.0.0)")
-    parser.add_argument("--log-level", default=os.environ.get("IGW_LOG_LEVEL", "INFO"))
+    parser.add_argument("--log-level", default=os.environ.get("IGW_LOG_LEVEL", "info"))
+    parser.add_argument(
+        "--log-format", choices=("auto", "json", "text"), default=os.environ.get("IGW_LOG_FORMAT", "auto")
+    )
     parser.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(args.log_level, args.log_format)
     settings = AnalyticsSettings.from_env()
     consumer = settings.consumer
     if args.metrics_port is not None:
