@@ -243,10 +243,16 @@ class CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
     partition's next owner, which the consumer's idempotency ledger turns into a no-op.
     """
 
-    def __init__(self, tracker: OffsetTracker, drain_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        tracker: OffsetTracker,
+        drain_timeout: float = 10.0,
+        on_assigned: Callable[[list[TopicPartition]], None] | None = None,
+    ) -> None:
         self.tracker = tracker
         self.drain_timeout = drain_timeout
         self.consumer: Any = None  # set once the consumer exists (it takes the listener at subscribe)
+        self.on_assigned = on_assigned
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         revoked = list(revoked)
@@ -272,7 +278,10 @@ class CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
         self.tracker.forget(revoked)
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        assigned = list(assigned)
         log.info("partitions assigned: %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in assigned) or "none")
+        if self.on_assigned is not None:
+            self.on_assigned(assigned)
 
 
 Submit = Callable[[Any, Ticket], Awaitable[None]]
