@@ -58,3 +58,15 @@ async def test_revoke_marks_tickets_stale_and_waits_for_work() -> None:
     assert tracker.to_commit([TP]) == {TP: 4}
     tracker.forget([TP])
     assert tracker.to_commit() == {TP2: 3}
+
+
+async def test_dropped_record_holds_the_commit_point_but_not_idleness() -> None:
+    """A dropped record counts as resolved for draining, yet the commit point never passes it."""
+    tracker = OffsetTracker()
+    first = tracker.track(TP, 0)
+    second = tracker.track(TP, 1)
+    first.drop()
+    second.finish()
+    assert tracker.in_flight == 0
+    await asyncio.wait_for(tracker.wait_idle(), 1.0)
+    assert tracker.to_commit() == {TP: 0}

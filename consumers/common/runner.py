@@ -84,13 +84,15 @@ def stop_on_signals(stop: asyncio.Event, task: asyncio.Task[Any] | None = None) 
 class PartitionOffsets:
     """The records of one partition in hand, in offset order, and which of them are finished."""
 
-    __slots__ = ("_done", "_idle", "_next", "_pending", "committed", "revoked", "tp")
+    __slots__ = ("_done", "_idle", "_next", "_pending", "_unresolved", "committed", "revoked", "tp")
 
     def __init__(self, tp: TopicPartition) -> None:
         self.tp = tp
         self._pending: deque[int] = deque()
         self._done: set[int] = set()
         self._next: int | None = None
+        # Records neither finished nor dropped; the partition is idle when none are left.
+        self._unresolved = 0
         self._idle = asyncio.Event()
         self._idle.set()
         self.committed: int | None = None
@@ -100,18 +102,28 @@ class PartitionOffsets:
     def add(self, offset: int) -> None:
         self._pending.append(offset)
         self._next = offset + 1
+        self._unresolved += 1
         self._idle.clear()
 
     def finish(self, offset: int) -> None:
         self._done.add(offset)
         while self._pending and self._pending[0] in self._done:
             self._done.discard(self._pending.popleft())
-        if not self._pending:
+        self._resolved()
+
+    def drop(self, offset: int) -> None:
+        """Give up on ``offset`` without finishing it: the commit point never passes it."""
+        self._resolved()
+
+    def _resolved(self) -> None:
+        self._unresolved -= 1
+        if self._unresolved <= 0:
+            self._unresolved = 0
             self._idle.set()
 
     @property
     def in_flight(self) -> int:
-        return len(self._pending)
+        return self._unresolved
 
     def commit_point(self) -> int | None:
         """The offset to commit: the lowest unfinished one, or one past the last seen."""
@@ -125,7 +137,7 @@ class PartitionOffsets:
 
 @dataclass(frozen=True, slots=True)
 class Ticket:
-    """One record in hand. Call :meth:`finish` once its work is done (or decided for good)."""
+    """One record in hand. Call :meth:`finish` once its work is done (or decided for good), or :meth:`drop`."""
 
     partition: PartitionOffsets
     offset: int
@@ -137,6 +149,10 @@ class Ticket:
 
     def finish(self) -> None:
         self.partition.finish(self.offset)
+
+    def drop(self) -> None:
+        """Not done and not to be done here (partition revoked, shutdown): keep it uncommitted."""
+        self.partition.drop(self.offset)
 
 
 class OffsetTracker:
@@ -227,10 +243,16 @@ class CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
     partition's next owner, which the consumer's idempotency ledger turns into a no-op.
     """
 
-    def __init__(self, tracker: OffsetTracker, drain_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        tracker: OffsetTracker,
+        drain_timeout: float = 10.0,
+        on_assigned: Callable[[list[TopicPartition]], None] | None = None,
+    ) -> None:
         self.tracker = tracker
         self.drain_timeout = drain_timeout
         self.consumer: Any = None  # set once the consumer exists (it takes the listener at subscribe)
+        self.on_assigned = on_assigned
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         revoked = list(revoked)
@@ -256,7 +278,10 @@ class CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
         self.tracker.forget(revoked)
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        assigned = list(assigned)
         log.info("partitions assigned: %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in assigned) or "none")
+        if self.on_assigned is not None:
+            self.on_assigned(assigned)
 
 
 Submit = Callable[[Any, Ticket], Awaitable[None]]
