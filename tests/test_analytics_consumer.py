@@ -11,8 +11,9 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry
 
-from consumers.analytics.service import ensure_topics, run_analytics
+from consumers.analytics.service import run_analytics
 from consumers.analytics.settings import AnalyticsSettings
+from consumers.common.topics import ensure_topics
 from gateway.config import KafkaSettings
 from gateway.localbroker import free_port
 from tests.analytics_records import ACCOUNT, T0, encode, message, postback, reply
@@ -51,7 +52,7 @@ async def test_consumes_every_topic_once_and_serves_metrics(kafka_settings: Kafk
         heartbeat_interval_ms=500,
     )
     settings = dataclasses.replace(base, consumer=consumer, payload_min_count=1)
-    await ensure_topics(settings)
+    await ensure_topics(kafka_settings, settings.topics())
     producer = AIOKafkaProducer(**kafka_settings.client_kwargs(), enable_idempotence=False)
     await producer.start()
     try:

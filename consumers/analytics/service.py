@@ -16,8 +16,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from consumers.analytics.aggregate import Aggregator
@@ -27,29 +25,11 @@ from consumers.analytics.settings import AnalyticsSettings
 from consumers.common.lag import lag_sampler
 from consumers.common.metrics_server import create_metrics_app, serve_metrics
 from consumers.common.runner import CommitOnRevoke, OffsetTracker, Ticket, commit_finished, drain, poll_loop
+from consumers.common.topics import ensure_topics
 
-__all__ = ["ensure_topics", "run_analytics"]
+__all__ = ["run_analytics"]
 
 log = logging.getLogger(__name__)
-
-
-async def ensure_topics(settings: AnalyticsSettings) -> None:
-    """Create the topics analytics reads if they are missing (the replies topic may not exist yet)."""
-    kafka = settings.kafka
-    admin = AIOKafkaAdminClient(**kafka.client_kwargs())
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        missing = [name for name in settings.topics() if name not in existing]
-        if missing:
-            # Another process may create them first.
-            with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics(
-                    [NewTopic(name, kafka.partitions, kafka.replication_factor) for name in missing]
-                )
-            log.info("created topics: %s", ", ".join(missing))
-    finally:
-        await admin.close()
 
 
 @asynccontextmanager
@@ -96,7 +76,7 @@ async def run_analytics(
     c = settings.consumer
     log.info("analytics starting: %s", settings.describe())
     if settings.create_topics:
-        await ensure_topics(settings)
+        await ensure_topics(settings.kafka, settings.topics())
     buffer = RollupBuffer() if settings.rollup_path is not None else None
     aggregator = Aggregator(settings, AnalyticsMetrics(registry), rollup=buffer)
     short_names = settings.topics()
