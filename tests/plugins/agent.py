@@ -87,9 +87,7 @@ async def redis_prefix() -> AsyncIterator[str]:
         await client.aclose()
 
 
-def agent_environ(
-    kafka: KafkaSettings, emulator: Emulator, extra: Mapping[str, str] | None = None
-) -> dict[str, str]:
+def agent_environ(kafka: KafkaSettings, emulator: Emulator, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """Environment for ``AgentSettings.from_env``: this test's broker and topics, the emulator, fast timings."""
     environ = {
         "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
@@ -220,9 +218,7 @@ StartAgent = Callable[..., Awaitable[RunningAgent]]
 
 
 @pytest.fixture
-async def start_agent(
-    kafka_settings: KafkaSettings, graph_emulator: Emulator
-) -> AsyncIterator[StartAgent]:
+async def start_agent(kafka_settings: KafkaSettings, graph_emulator: Emulator) -> AsyncIterator[StartAgent]:
     """``await start_agent({"ENV": "value"}, agent=..., store=...)``: a consumer task, joined to its group."""
     await create_topics(kafka_settings)
     running: list[RunningAgent] = []

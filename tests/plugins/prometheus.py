@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gateway.localbroker import free_port, port_is_open
+from gateway.localbroker import free_port
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
@@ -67,12 +68,20 @@ def start_prometheus(tmp: Path, targets: dict[str, str], *, scrape_interval: str
     )
     log.close()
     deadline = time.monotonic() + 20
-    while not port_is_open("127.0.0.1", port):
+    while not _ready(f"http://127.0.0.1:{port}/-/ready"):
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
             raise RuntimeError(f"prometheus did not start; see {tmp / 'prometheus.log'}")
         time.sleep(0.1)
     return PrometheusServer(f"http://127.0.0.1:{port}", config_path, process)
+
+
+def _ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 - loopback test URL
+            return bool(resp.status == 200)
+    except OSError:
+        return False
 
 
 def stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
