@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import sqlite3
 import time
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -32,8 +34,8 @@ async def wait_for_sample(
     return got
 
 
-async def test_consumes_every_topic_once_and_serves_metrics(kafka_settings: KafkaSettings) -> None:
-    """Records on messages, postbacks and replies (one duplicated) show up once each on /metrics."""
+async def test_consumes_every_topic_once_and_serves_metrics(kafka_settings: KafkaSettings, tmp_path: Path) -> None:
+    """Records on messages, postbacks and replies (one duplicated) show up once each on /metrics and in the rollup."""
     base = AnalyticsSettings()
     consumer = dataclasses.replace(
         base.consumer,
@@ -51,7 +53,8 @@ async def test_consumes_every_topic_once_and_serves_metrics(kafka_settings: Kafk
         session_timeout_ms=6000,
         heartbeat_interval_ms=500,
     )
-    settings = dataclasses.replace(base, consumer=consumer, payload_min_count=1)
+    rollup = tmp_path / "rollup.sqlite"
+    settings = dataclasses.replace(base, consumer=consumer, payload_min_count=1, rollup_path=rollup)
     await ensure_topics(kafka_settings, settings.topics())
     producer = AIOKafkaProducer(**kafka_settings.client_kwargs(), enable_idempotence=False)
     await producer.start()
@@ -88,3 +91,10 @@ async def test_consumes_every_topic_once_and_serves_metrics(kafka_settings: Kafk
     finally:
         stop.set()
         assert await asyncio.wait_for(task, 15) == 0
+    # The last flush happens on the way out.
+    db = sqlite3.connect(rollup)
+    rows = dict(db.execute("SELECT metric, value FROM rollup_hourly WHERE hour = '2025-11-24T16:00Z'").fetchall())
+    db.close()
+    assert rows["inbound_messages.text"] == 1
+    assert rows["clicks.postback.BOOK"] == 1
+    assert rows["replies.sent"] == 1
