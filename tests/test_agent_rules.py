@@ -70,15 +70,16 @@ def test_json_twin_matches_the_yaml_sample() -> None:
 
 
 GOOD_RULE = "  - name: hi\n    keywords: [hi]\n    text: Hello\n"
+LONG_TITLE = "    quick_replies:\n      - {title: This title is far too long, payload: P}\n"
 
 
 @pytest.mark.parametrize(
     ("text", "line", "fragment"),
     [
-        ("rules:\n" + GOOD_RULE + "  - name: bad\n    regex: '(unclosed'\n    text: x\n", 6, "invalid regular expression"),
+        ("rules:\n" + GOOD_RULE + "  - name: bad\n    regex: '(x'\n    text: x\n", 6, "invalid regular expression"),
         ("rules:\n" + GOOD_RULE + "  - name: x\n    keyword: [a]\n    text: x\n", 6, "unknown key"),
         ("rules:\n" + GOOD_RULE + "  - name: x\n    keywords: [a]\n", 5, "needs a text"),
-        ("rules:\n  - name: x\n    keywords: [a]\n    text: x\n    quick_replies:\n      - {title: This title is far too long, payload: P}\n", 6, "at most 20"),
+        ("rules:\n  - name: x\n    keywords: [a]\n    text: x\n" + LONG_TITLE, 6, "at most 20"),
         ("rules:\n" + GOOD_RULE + "  - name: hi\n    keywords: [b]\n    text: y\n", 5, "duplicate rule name"),
         ("rules:\n  - name: x\n    text: [unclosed\n", 4, "not valid YAML"),
         ("fallback:\n  text: x\n", 1, "missing"),

@@ -49,7 +49,8 @@ class Emulator:
     async def wait_for(self, count: int, timeout: float = 15.0, settle: float = 0.0) -> list[AcceptedSend]:
         """Wait until ``count`` messages arrived (then ``settle`` more seconds, to catch extras)."""
         deadline = time.monotonic() + timeout
-        while len(self.replies()) < count and time.monotonic() < deadline:
+        # Polling: the emulator's state has no event to wait on, and the loop is bounded by the deadline.
+        while len(self.replies()) < count and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         if settle:
             await asyncio.sleep(settle)
@@ -60,7 +61,12 @@ class Emulator:
 async def graph_emulator() -> AsyncIterator[Emulator]:
     """The Graph API emulator on a free port, accepting any token; the window rule is the consumer's."""
     state = EmulatorState()
-    runner = web.AppRunner(create_emulator_app(EmulatorConfig(enforce_window=False), state=state), access_log=None)
+    runner = web.AppRunner(
+        create_emulator_app(
+            EmulatorConfig(enforce_window=False, ig_rate_per_second=100_000, page_rate_per_second=100_000), state=state
+        ),
+        access_log=None,
+    )
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -87,9 +93,7 @@ async def redis_prefix() -> AsyncIterator[str]:
         await client.aclose()
 
 
-def agent_environ(
-    kafka: KafkaSettings, emulator: Emulator, extra: Mapping[str, str] | None = None
-) -> dict[str, str]:
+def agent_environ(kafka: KafkaSettings, emulator: Emulator, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """Environment for ``AgentSettings.from_env``: this test's broker and topics, the emulator, fast timings."""
     environ = {
         "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
@@ -106,8 +110,11 @@ def agent_environ(
         "IGW_RULES_FILE": str(SAMPLE_RULES),
         "IGW_CONSUMER_POLL_TIMEOUT_MS": "100",
         "IGW_CONSUMER_COMMIT_INTERVAL_SECONDS": "0.2",
-        "IGW_CONSUMER_HEARTBEAT_MS": "500",
-        "IGW_CONSUMER_SESSION_TIMEOUT_MS": "6000",
+        "IGW_CONSUMER_HEARTBEAT_MS": "300",
+        "IGW_CONSUMER_SESSION_TIMEOUT_MS": "2000",
+        # The emulator's own rate limit is not what these tests are about.
+        "IGW_SEND_RATE_IG": "100000",
+        "IGW_SEND_RATE_PAGE": "100000",
         "IGW_AGENT_RETRY_BASE_SECONDS": "0.05",
         "IGW_AGENT_RETRY_MAX_SECONDS": "0.2",
         "IGW_SHUTDOWN_TIMEOUT_SECONDS": "5",
@@ -220,9 +227,7 @@ StartAgent = Callable[..., Awaitable[RunningAgent]]
 
 
 @pytest.fixture
-async def start_agent(
-    kafka_settings: KafkaSettings, graph_emulator: Emulator
-) -> AsyncIterator[StartAgent]:
+async def start_agent(kafka_settings: KafkaSettings, graph_emulator: Emulator) -> AsyncIterator[StartAgent]:
     """``await start_agent({"ENV": "value"}, agent=..., store=...)``: a consumer task, joined to its group."""
     await create_topics(kafka_settings)
     running: list[RunningAgent] = []
@@ -255,3 +260,69 @@ def rules_path(tmp_path: Path, text: str, name: str = "rules.yaml") -> Path:
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")
     return path
+
+
+@dataclass
+class AgentProcess:
+    """``python -m consumers.agent_replies`` (what ``igw agent`` runs) as a child process."""
+
+    process: asyncio.subprocess.Process
+    metrics_url: str
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    async def wait_ready(self, timeout: float = 20.0) -> None:
+        import aiohttp
+
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as session:
+            while time.monotonic() < deadline:
+                if self.process.returncode is not None:
+                    raise AssertionError(f"igw agent exited with {self.process.returncode}:\n{self.log()}")
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with session.get(f"{self.metrics_url}/readyz") as response:
+                        if response.status == 200:
+                            return
+                await asyncio.sleep(0.1)
+        raise AssertionError(f"igw agent not ready within {timeout} s:\n{self.log()}")
+
+    async def wait(self, timeout: float = 20.0) -> int:
+        return await asyncio.wait_for(self.process.wait(), timeout)
+
+
+SpawnAgent = Callable[..., Awaitable[AgentProcess]]
+
+
+@pytest.fixture
+async def spawn_agent(
+    kafka_settings: KafkaSettings, graph_emulator: Emulator, tmp_path: Path
+) -> AsyncIterator[SpawnAgent]:
+    """``await spawn_agent({"ENV": "value"})``: the agent consumer as a real process, ready (group joined)."""
+    import sys
+
+    from gateway.localbroker import free_port
+
+    await create_topics(kafka_settings)
+    processes: list[AgentProcess] = []
+
+    async def spawn(extra: Mapping[str, str] | None = None) -> AgentProcess:
+        port = free_port()
+        environ = {**os.environ, **agent_environ(kafka_settings, graph_emulator, extra), "IGW_METRICS_PORT": str(port)}
+        environ["IGW_METRICS_HOST"] = "127.0.0.1"
+        log_path = tmp_path / f"agent-{len(processes)}.log"
+        with log_path.open("wb") as log_file:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "consumers.agent_replies", env=environ, stdout=log_file, stderr=log_file
+            )
+        handle = AgentProcess(process, f"http://127.0.0.1:{port}", log_path)
+        processes.append(handle)
+        await handle.wait_ready()
+        return handle
+
+    yield spawn
+    for handle in processes:
+        if handle.process.returncode is None:
+            handle.process.kill()
+            await handle.process.wait()
