@@ -114,9 +114,7 @@ class SendApiClient:
 
     async def start(self) -> None:
         if self._session is None:
-            self._session = aiohttp.ClientSession(
-                json_serialize=lambda obj: orjson.dumps(obj).decode(), raise_for_status=False
-            )
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
         if self._limiter is None:
             if self._settings.redis_url:
                 self._limiter = RedisRateLimiter.from_url(
@@ -255,13 +253,16 @@ class SendApiClient:
             except SendError as err:
                 err.attempts = calls
                 metrics.ERRORS.labels(error_class=err.error_class, code=code_label(err.code)).inc()
-                if not err.retriable or calls >= settings.max_attempts:
+                if not err.retriable:
                     self._log_failure(account, err)
                     raise
                 delay = self._backoff(calls)
                 if err.error_class is ErrorClass.RATE_LIMITED:
                     delay = max(delay, err.retry_after or 0.0)
-                if time.monotonic() + delay > deadline:
+                    err.retry_after = delay
+                    # Blocking the account holds back every sender from it (every replica, with Redis).
+                    await self._limiter.block(key, delay)
+                if calls >= settings.max_attempts or time.monotonic() + delay > deadline:
                     self._log_failure(account, err)
                     raise
                 metrics.RETRIES.labels(error_class=err.error_class).inc()
@@ -273,10 +274,8 @@ class SendApiClient:
                     settings.max_attempts,
                     delay,
                 )
-                if err.error_class is ErrorClass.RATE_LIMITED:
-                    # Blocking the account makes every sender to it wait, not only this one.
-                    await self._limiter.block(key, delay)
-                else:
+                if err.error_class is not ErrorClass.RATE_LIMITED:
+                    # Rate-limited retries wait in the limiter's acquire(), counted as rate-limited time.
                     await asyncio.sleep(delay)
                 continue
             return answer, calls
@@ -286,7 +285,7 @@ class SendApiClient:
         # A bad token or a blocked account stops every send from it: someone must act.
         needs_operator = err.error_class in {ErrorClass.TOKEN_INVALID, ErrorClass.ACCOUNT_BLOCKED}
         level = logging.ERROR if needs_operator else logging.WARNING
-        logger.log(level, "send from account %s failed after %d attempt(s): %s", account.account_id, err.attempts, err)
+        logger.log(level, "send from account %s failed: %s", account.account_id, err)
 
     async def _post(self, account: AccountConfig, key: str, payload: bytes) -> dict[str, Any]:
         """One HTTP call. Returns Meta's answer on success; raises SendError otherwise."""
@@ -338,13 +337,17 @@ class SendApiClient:
             )
         code = _int_or_none(error.get("code"))
         subcode = _int_or_none(error.get("error_subcode"))
+        meta_message = _scrub(str(error.get("message", "")), *secrets)
         error_class = classify(status, code, subcode)
+        if code == 100 and "appsecret_proof" in meta_message:
+            # Meta reports a wrong or missing proof as a generic "invalid parameter": it is a credential problem.
+            error_class = ErrorClass.TOKEN_INVALID
         raise SendError(
             error_class,
             code=code,
             subcode=subcode,
             http_status=status,
             fbtrace_id=str(error["fbtrace_id"]) if error.get("fbtrace_id") else None,
-            meta_message=_scrub(str(error.get("message", "")), *secrets),
+            meta_message=meta_message,
             retry_after=retry_after if error_class is ErrorClass.RATE_LIMITED else None,
         )

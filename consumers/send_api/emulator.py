@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 
 from consumers.send_api.client import MAX_QUICK_REPLIES, SENDER_ACTIONS, appsecret_proof
 from consumers.send_api.model import AccountConfig, Flavour
@@ -31,6 +32,7 @@ from gateway.config import Secret
 
 __all__ = [
     "AcceptedSend",
+    "EmulatorAccessLogger",
     "EmulatorConfig",
     "EmulatorState",
     "InjectedFailure",
@@ -70,6 +72,8 @@ class EmulatorConfig:
     page_rate_per_second: float = 300.0
     # Meta's "Require App Secret" app setting: calls without appsecret_proof are refused.
     require_appsecret_proof: bool = False
+    # The newest sends and calls kept for listing; a long `igw dev` run must not grow without end.
+    max_records: int = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,12 +94,17 @@ class AcceptedSend:
 
 @dataclass(slots=True)
 class InjectedFailure:
-    """The next ``count`` sends (of one account, or any) fail this way or are delayed."""
+    """The next ``count`` sends (of one account, or any) fail this way, or are only delayed.
+
+    With ``code`` the answer is Meta's error body (HTTP ``http_status``, default 400); with only
+    ``http_status`` it is a bare non-Meta answer (a proxy's 429 or 503); with neither, the send is
+    delayed by ``delay_seconds`` and then handled normally.
+    """
 
     count: int
     code: int | None = None
     subcode: int | None = None
-    http_status: int = 400
+    http_status: int | None = None
     account_id: str | None = None
     delay_seconds: float = 0.0
     message: str | None = None
@@ -136,6 +145,12 @@ class EmulatorState:
                 failure.count -= 1
                 return failure
         return None
+
+    def trim(self, keep: int) -> None:
+        if len(self.messages) > keep:
+            del self.messages[: len(self.messages) - keep]
+        if len(self.calls) > keep:
+            del self.calls[: len(self.calls) - keep]
 
     def sent_to(self, recipient_id: str) -> list[AcceptedSend]:
         return [sent for sent in self.messages if sent.recipient_id == recipient_id]
@@ -228,7 +243,8 @@ def _usage_header(account_id: str, flavour: Flavour, used: int, limit: float, re
 
 async def _read_body(request: web.Request) -> dict[str, Any]:
     raw = await request.read()
-    if request.content_type == "application/x-www-form-urlencoded":
+    # curl -d sends JSON labelled as a form; a body that starts like JSON is read as JSON.
+    if request.content_type == "application/x-www-form-urlencoded" and not raw.lstrip().startswith(b"{"):
         # Meta also takes form fields whose values are JSON (recipient={"id":...}&message={...}).
         form = await request.post()
         body: dict[str, Any] = {}
@@ -332,7 +348,22 @@ def _check_window(
         raise _GraphError(10, subcode=subcode)
 
 
+def _check_appsecret_proof(config: EmulatorConfig, caller: _Caller, proof: str | None) -> None:
+    # Only graph.facebook.com (Page tokens) is documented to check the proof.
+    if not (caller.flavour.uses_page_token and caller.app_secret):
+        return
+    if proof is not None and not hmac.compare_digest(proof, appsecret_proof(caller.token, caller.app_secret.value)):
+        raise _GraphError(
+            100, "Invalid appsecret_proof provided in the API argument", error_type="GraphMethodException"
+        )
+    if proof is None and config.require_appsecret_proof:
+        raise _GraphError(
+            100, "API calls from the server require an appsecret_proof argument", error_type="GraphMethodException"
+        )
+
+
 async def _messages(request: web.Request) -> web.Response:
+    """``POST /{version}/{id}/messages``: auth, proof, injected failures, rate limit, validation, window."""
     config = request.app[config_key]
     state = request.app[state_key]
     version = request.match_info["version"]
@@ -354,20 +385,7 @@ async def _messages(request: web.Request) -> web.Response:
         window.popleft()
     headers = _usage_header(caller.account_id, caller.flavour, len(window) + 1, rate, 0)
     try:
-        proof = request.query.get("appsecret_proof")
-        if caller.flavour.uses_page_token and caller.app_secret:
-            if proof is not None and not hmac.compare_digest(
-                proof, appsecret_proof(caller.token, caller.app_secret.value)
-            ):
-                raise _GraphError(
-                    100, "Invalid appsecret_proof provided in the API argument", error_type="GraphMethodException"
-                )
-            if proof is None and config.require_appsecret_proof:
-                raise _GraphError(
-                    100,
-                    "API calls from the server require an appsecret_proof argument",
-                    error_type="GraphMethodException",
-                )
+        _check_appsecret_proof(config, caller, request.query.get("appsecret_proof"))
         failure = state.take_failure({caller.account_id, object_id})
         if failure is not None:
             if failure.delay_seconds > 0:
@@ -381,8 +399,11 @@ async def _messages(request: web.Request) -> web.Response:
                     failure.message,
                     subcode=failure.subcode,
                     error_type=failure.error_type,
-                    status=failure.http_status,
+                    status=failure.http_status or 400,
                 )
+            if failure.http_status is not None:
+                state.calls.append(Call(caller.account_id, failure.http_status, auth, time.time()))
+                return web.Response(status=failure.http_status, text=failure.message or "injected failure")
         if len(window) >= rate:
             headers = _usage_header(caller.account_id, caller.flavour, len(window) + 1, rate, 0)
             raise _GraphError(613 if caller.flavour.uses_page_token else 4)
@@ -409,6 +430,7 @@ async def _messages(request: web.Request) -> web.Response:
         )
     )
     state.calls.append(Call(caller.account_id, 200, auth, time.time()))
+    state.trim(config.max_records)
     answer: dict[str, str] = {"recipient_id": recipient_id}
     if message_id is not None:
         answer["message_id"] = message_id
@@ -448,7 +470,7 @@ async def _add_failure(request: web.Request) -> web.Response:
             count=int(body.get("count", 1)),
             code=int(body["code"]) if body.get("code") is not None else None,
             subcode=int(body["subcode"]) if body.get("subcode") is not None else None,
-            http_status=int(body.get("http_status", 400)),
+            http_status=int(body["http_status"]) if body.get("http_status") is not None else None,
             account_id=str(body["account_id"]) if body.get("account_id") else None,
             delay_seconds=float(body.get("delay_seconds", 0.0)),
             message=str(body["message"]) if body.get("message") else None,
@@ -457,7 +479,7 @@ async def _add_failure(request: web.Request) -> web.Response:
         )
     except (TypeError, ValueError) as exc:
         return _bad_request(f"invalid failure: {exc}")
-    if failure.count < 1 or not 100 <= failure.http_status <= 599:
+    if failure.count < 1 or (failure.http_status is not None and not 200 <= failure.http_status <= 599):
         return _bad_request("count must be at least 1 and http_status an HTTP status")
     request.app[state_key].inject(failure)
     return _json({"ok": True, "pending": sum(f.count for f in request.app[state_key].failures)})
@@ -485,6 +507,15 @@ async def _clear_messages(request: web.Request) -> web.Response:
 
 async def _healthz(request: web.Request) -> web.Response:
     return _json({"status": "ok", "emulator": True})
+
+
+class EmulatorAccessLogger(AbstractAccessLogger):
+    """Access log lines with the path only: the query string carries access tokens."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info(
+            "%s %s %s %d %.1fms", request.remote, request.method, request.path, response.status, time * 1000
+        )
 
 
 def create_emulator_app(config: EmulatorConfig, *, state: EmulatorState | None = None) -> web.Application:

@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from consumers.send_api.emulator import EmulatorConfig, create_emulator_app
+from consumers.send_api.emulator import EmulatorAccessLogger, EmulatorConfig, create_emulator_app
 from consumers.send_api.settings import load_accounts_file
 from gateway.config import Env
 
@@ -58,5 +58,11 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger(__name__).warning(
         "Graph API emulator on http://%s:%d: a local stand-in for development, not Meta", args.host, args.port
     )
-    web.run_app(create_emulator_app(config), host=args.host, port=args.port, print=None)
+    web.run_app(
+        create_emulator_app(config),
+        host=args.host,
+        port=args.port,
+        print=None,
+        access_log_class=EmulatorAccessLogger,
+    )
     return 0

@@ -111,7 +111,11 @@ class SendError(Exception):
         self.retry_after = retry_after
         self.attempts = attempts
         self.parts_sent = parts_sent
-        super().__init__(self._describe())
+        super().__init__(str(error_class))
+
+    def __str__(self) -> str:
+        # Built on demand: the client fills in attempts and retry_after after the exception exists.
+        return self._describe()
 
     @property
     def retriable(self) -> bool:
@@ -129,5 +133,7 @@ class SendError(Exception):
             parts.append(f"fbtrace_id={self.fbtrace_id}")
         if self.retry_after is not None:
             parts.append(f"retry_after={self.retry_after:.1f}s")
+        if self.attempts > 1:
+            parts.append(f"attempts={self.attempts}")
         text = " ".join(parts)
         return f"{text}: {self.meta_message}" if self.meta_message else text

@@ -123,7 +123,8 @@ class LocalRateLimiter:
         # key -> [tokens, last refill, blocked until]
         self._buckets: dict[str, list[float]] = {}
 
-    def _take(self, key: str, rate: float) -> float:
+    def take(self, key: str, rate: float) -> float:
+        """Take one call now if the budget allows (0.0), else the seconds until it would."""
         now = self._clock()
         burst = max(1.0, rate * self._burst_seconds)
         bucket = self._buckets.setdefault(key, [burst, now, 0.0])
@@ -138,7 +139,7 @@ class LocalRateLimiter:
 
     async def acquire(self, key: str, rate: float, *, max_wait: float) -> float:
         async def take() -> float:
-            return self._take(key, rate)
+            return self.take(key, rate)
 
         return await _wait_for_budget(take, max_wait=max_wait, clock=self._clock, sleep=self._sleep)
 
@@ -208,6 +209,8 @@ class RedisRateLimiter:
         self._owns_client = owns_client
         self._clock = clock
         self._sleep = sleep
+        self._fallback = LocalRateLimiter(burst_seconds=burst_seconds, clock=clock, sleep=sleep)
+        self._degraded = False
         self._acquire_script = redis.register_script(_ACQUIRE_LUA)
         self._block_script = redis.register_script(_BLOCK_LUA)
 
@@ -217,6 +220,24 @@ class RedisRateLimiter:
 
         client = redis.asyncio.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0)
         return cls(client, prefix=prefix, burst_seconds=burst_seconds, owns_client=True)
+
+    async def _run(self, script: Any, keys: list[str], args: list[float]) -> int | None:
+        """Run a script; None while Redis is unreachable (the in-process fallback then decides)."""
+        from redis.exceptions import RedisError
+
+        try:
+            result: int = await script(keys=keys, args=args)
+        except (RedisError, OSError) as exc:
+            if not self._degraded:
+                logger.warning(
+                    "Redis rate limiter unavailable (%s); limiting per process until it is back", type(exc).__name__
+                )
+            self._degraded = True
+            return None
+        if self._degraded:
+            logger.warning("Redis rate limiter is back; limits are shared again")
+            self._degraded = False
+        return result
 
     def _keys(self, key: str) -> list[str]:
         return [f"{self._prefix}{key}:bucket", f"{self._prefix}{key}:block"]
@@ -228,15 +249,19 @@ class RedisRateLimiter:
         keys = self._keys(key)
 
         async def take() -> float:
-            wait_ms: int = await self._acquire_script(keys=keys, args=[rate, burst, ttl_ms])
+            wait_ms = await self._run(self._acquire_script, keys, [rate, burst, ttl_ms])
+            if wait_ms is None:
+                return self._fallback.take(key, rate)
             return wait_ms / 1000.0
 
         return await _wait_for_budget(take, max_wait=max_wait, clock=self._clock, sleep=self._sleep)
 
     async def block(self, key: str, seconds: float) -> None:
+        # Kept locally as well, so that a block survives Redis going away.
+        await self._fallback.block(key, seconds)
         ms = math.ceil(seconds * 1000)
         if ms > 0:
-            await self._block_script(keys=[self._keys(key)[1]], args=[ms])
+            await self._run(self._block_script, [self._keys(key)[1]], [ms])
 
     async def close(self) -> None:
         if self._owns_client:
