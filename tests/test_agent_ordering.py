@@ -36,32 +36,32 @@ class EchoAgent:
 
 
 async def test_order_within_each_conversation_under_concurrency(
-    kafka_settings: KafkaSettings, graph_emulator: Emulator, start_agent: StartAgent
+    kafka_settings: KafkaSettings, agent_emulator: Emulator, start_agent: StartAgent
 ) -> None:
     """20 conversations x 5 messages with random agent delays: each user gets replies 0..4 in order, in parallel."""
     agent = EchoAgent()
     await start_agent({"IGW_AGENT_CONCURRENCY": "16"}, agent=agent)
     events = [envelope(f"o{user:02d}", str(n)) for n in range(5) for user in range(20)]
     await publish(kafka_settings, events)
-    sent = await graph_emulator.wait_for(100, settle=0.3)
+    sent = await agent_emulator.wait_for(100, settle=0.3)
     assert len(sent) == 100
     for user in range(20):
-        texts = [s.body["message"]["text"] for s in graph_emulator.replies_to(f"o{user:02d}")]
+        texts = [s.body["message"]["text"] for s in agent_emulator.replies_to(f"o{user:02d}")]
         assert texts == [f"echo:{n}" for n in range(5)], (user, texts)
     assert 1 < agent.most_running <= 16
 
 
 async def test_a_slow_conversation_does_not_hold_up_the_others(
-    kafka_settings: KafkaSettings, graph_emulator: Emulator, start_agent: StartAgent
+    kafka_settings: KafkaSettings, agent_emulator: Emulator, start_agent: StartAgent
 ) -> None:
     """While one conversation's agent call takes 2 s, ten other conversations (same partitions) are answered."""
     await start_agent({"IGW_AGENT_CONCURRENCY": "4"}, agent=EchoAgent(slow_seconds=2.0))
     await publish(kafka_settings, [envelope("slowpoke", "slow question"), envelope("slowpoke", "after")])
     await asyncio.sleep(0.3)
     await publish(kafka_settings, [envelope(f"f{i}", "quick") for i in range(10)])
-    quick = await graph_emulator.wait_for(10, timeout=1.5)
+    quick = await agent_emulator.wait_for(10, timeout=1.5)
     assert sorted(s.recipient_id for s in quick) == sorted(f"f{i}" for i in range(10))
-    sent = await graph_emulator.wait_for(12, timeout=5)
+    sent = await agent_emulator.wait_for(12, timeout=5)
     assert [s.body["message"]["text"] for s in sent if s.recipient_id == "slowpoke"] == [
         "echo:slow question",
         "echo:after",

@@ -11,14 +11,14 @@ from tests.plugins.kafka import TopicReader
 
 
 async def test_message_gets_one_reply_and_a_reply_record(
-    kafka_settings: KafkaSettings, graph_emulator: Emulator, start_agent: StartAgent, topic_reader: TopicReader
+    kafka_settings: KafkaSettings, agent_emulator: Emulator, start_agent: StartAgent, topic_reader: TopicReader
 ) -> None:
     """A DM asking for opening hours gets the rules' hours answer with buttons, and a 'sent' record."""
     before = REGISTRY.get_sample_value("igw_agent_replies_total", {"outcome": "sent", "reason": "replied"}) or 0.0
     agent = await start_agent()
     event = envelope("u-hours", "Are you open on Saturday?")
     await publish(kafka_settings, [event])
-    sent = await graph_emulator.wait_for(1)
+    sent = await agent_emulator.wait_for(1)
     assert len(sent) == 1
     assert sent[0].recipient_id == "u-hours"
     assert "Saturday 9:00-13:00" in sent[0].body["message"]["text"]

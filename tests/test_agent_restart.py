@@ -52,41 +52,41 @@ async def unfinished_leases(prefix: str) -> int:
 
 
 async def test_sigterm_mid_batch_then_restart_answers_each_conversation_once(
-    kafka_settings: KafkaSettings, graph_emulator: Emulator, spawn_agent: SpawnAgent
+    kafka_settings: KafkaSettings, agent_emulator: Emulator, spawn_agent: SpawnAgent
 ) -> None:
     """SIGTERM finishes and commits the work in hand: a restart with an empty in-process ledger answers the rest."""
-    slow_sends(graph_emulator)
+    slow_sends(agent_emulator)
     first = await spawn_agent(SLOW)
     await publish(kafka_settings, [envelope(f"u{i:03d}", "hello") for i in range(CONVERSATIONS)])
-    await graph_emulator.wait_for(CONVERSATIONS // 4)
+    await agent_emulator.wait_for(CONVERSATIONS // 4)
     first.process.send_signal(signal.SIGTERM)
     assert await first.wait() == 0, first.log()
-    stopped_at = len(graph_emulator.replies())
+    stopped_at = len(agent_emulator.replies())
     assert stopped_at < CONVERSATIONS, "the first process finished everything: the test did not stop mid-batch"
     await spawn_agent(SLOW)
-    await graph_emulator.wait_for(CONVERSATIONS, timeout=30, settle=0.5)
-    counts = per_user(graph_emulator)
+    await agent_emulator.wait_for(CONVERSATIONS, timeout=30, settle=0.5)
+    counts = per_user(agent_emulator)
     assert len(counts) == CONVERSATIONS
     assert set(counts.values()) == {1}, [user for user, n in counts.items() if n > 1]
 
 
 async def test_sigkill_mid_batch_then_restart_with_redis_ledger(
-    kafka_settings: KafkaSettings, graph_emulator: Emulator, spawn_agent: SpawnAgent, redis_prefix: str
+    kafka_settings: KafkaSettings, agent_emulator: Emulator, spawn_agent: SpawnAgent, redis_prefix: str
 ) -> None:
     """After SIGKILL every conversation is answered, twice only where the crash left a lease (the duplicate window)."""
     extra = crash_env(redis_prefix)
-    slow_sends(graph_emulator)
+    slow_sends(agent_emulator)
     first = await spawn_agent(extra)
     await publish(kafka_settings, [envelope(f"k{i:03d}", "hello") for i in range(CONVERSATIONS)])
-    await graph_emulator.wait_for(CONVERSATIONS // 4)
+    await agent_emulator.wait_for(CONVERSATIONS // 4)
     first.process.kill()
     await first.wait()
-    at_crash = len(graph_emulator.replies())
+    at_crash = len(agent_emulator.replies())
     leases = await unfinished_leases(redis_prefix)
     assert at_crash < CONVERSATIONS
     await spawn_agent(extra)
-    await graph_emulator.wait_for(CONVERSATIONS, timeout=30, settle=1.5)
-    counts = per_user(graph_emulator)
+    await agent_emulator.wait_for(CONVERSATIONS, timeout=30, settle=1.5)
+    counts = per_user(agent_emulator)
     assert len(counts) == CONVERSATIONS
     twice = [user for user, n in counts.items() if n > 1]
     assert max(counts.values()) <= 2
@@ -94,19 +94,19 @@ async def test_sigkill_mid_batch_then_restart_with_redis_ledger(
 
 
 async def test_task_crash_mid_batch_then_restart_with_redis_ledger(
-    kafka_settings: KafkaSettings, graph_emulator: Emulator, start_agent: StartAgent, redis_prefix: str
+    kafka_settings: KafkaSettings, agent_emulator: Emulator, start_agent: StartAgent, redis_prefix: str
 ) -> None:
     """A cancelled consumer task and a new one answer each conversation; duplicates are bounded by leases."""
     extra = crash_env(redis_prefix)
-    slow_sends(graph_emulator)
+    slow_sends(agent_emulator)
     first = await start_agent(extra)
     await publish(kafka_settings, [envelope(f"t{i:03d}", "hello") for i in range(CONVERSATIONS)])
-    await graph_emulator.wait_for(CONVERSATIONS // 3)
+    await agent_emulator.wait_for(CONVERSATIONS // 3)
     await first.crash()
     leases = await unfinished_leases(redis_prefix)
-    assert len(graph_emulator.replies()) < CONVERSATIONS
+    assert len(agent_emulator.replies()) < CONVERSATIONS
     await start_agent(extra)
-    await graph_emulator.wait_for(CONVERSATIONS, timeout=30, settle=1.5)
-    counts = per_user(graph_emulator)
+    await agent_emulator.wait_for(CONVERSATIONS, timeout=30, settle=1.5)
+    counts = per_user(agent_emulator)
     assert len(counts) == CONVERSATIONS
     assert len([user for user, n in counts.items() if n > 1]) <= leases

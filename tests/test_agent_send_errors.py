@@ -11,6 +11,7 @@ from prometheus_client import REGISTRY
 from consumers.send_api.emulator import InjectedFailure
 from gateway.config import KafkaSettings
 from tests.plugins.agent import Emulator, StartAgent, envelope, publish
+from tests.plugins.graph_emulator import IG_ACCOUNT
 from tests.plugins.kafka import TopicReader
 
 
@@ -30,7 +31,7 @@ async def outcome(topic_reader: TopicReader, kafka: KafkaSettings, expect: int =
 )
 async def test_retriable_errors_end_in_one_reply(
     kafka_settings: KafkaSettings,
-    graph_emulator: Emulator,
+    agent_emulator: Emulator,
     start_agent: StartAgent,
     topic_reader: TopicReader,
     failures: int,
@@ -40,26 +41,26 @@ async def test_retriable_errors_end_in_one_reply(
 ) -> None:
     """Retriable failures are retried (by the client, then later by the consumer) until one reply goes out."""
     await start_agent()
-    graph_emulator.state.inject(InjectedFailure(count=failures, code=code, subcode=subcode, http_status=http_status))
+    agent_emulator.state.inject(InjectedFailure(count=failures, code=code, subcode=subcode, http_status=http_status))
     await publish(kafka_settings, [envelope("retry", "hello")])
     [body] = await outcome(topic_reader, kafka_settings)
     assert (body["outcome"], body["reason"]) == ("sent", "replied")
-    assert len(graph_emulator.replies()) == 1
-    assert len(graph_emulator.state.calls) == failures + 1
+    assert len(agent_emulator.replies()) == 1
+    assert len(agent_emulator.state.calls) == failures + 1
 
 
 async def test_retries_run_out_then_failed_and_dead_lettered(
-    kafka_settings: KafkaSettings, graph_emulator: Emulator, start_agent: StartAgent, topic_reader: TopicReader
+    kafka_settings: KafkaSettings, agent_emulator: Emulator, start_agent: StartAgent, topic_reader: TopicReader
 ) -> None:
     """When Meta keeps failing, the event is retried a bounded number of times, then failed and dead-lettered."""
     await start_agent({"IGW_AGENT_MAX_RETRIES": "2"})
-    graph_emulator.state.inject(InjectedFailure(count=100, code=1, http_status=500))
+    agent_emulator.state.inject(InjectedFailure(count=100, code=1, http_status=500))
     event = envelope("doomed", "hello")
     await publish(kafka_settings, [event])
     [body] = await outcome(topic_reader, kafka_settings)
     assert (body["outcome"], body["reason"]) == ("failed", "send_failed")
     # 3 tries of the event (first + 2 retries), 2 HTTP attempts each.
-    assert len(graph_emulator.state.calls) == 6
+    assert len(agent_emulator.state.calls) == 6
     [dead] = await topic_reader(kafka_settings.topic("deadletter"), expect=1)
     assert orjson.loads(dead.value)["id"] == event["id"]
     assert dead.headers["igw_reason"] == b"send_failed"
@@ -78,7 +79,7 @@ async def test_retries_run_out_then_failed_and_dead_lettered(
 )
 async def test_final_errors_are_recorded_once(
     kafka_settings: KafkaSettings,
-    graph_emulator: Emulator,
+    agent_emulator: Emulator,
     start_agent: StartAgent,
     topic_reader: TopicReader,
     code: int,
@@ -88,11 +89,11 @@ async def test_final_errors_are_recorded_once(
 ) -> None:
     """User, thread-owner and invalid-message errors are final: one call, a failed record, dead-lettered if useful."""
     await start_agent()
-    graph_emulator.state.inject(InjectedFailure(count=1, code=code, subcode=subcode))
+    agent_emulator.state.inject(InjectedFailure(count=1, code=code, subcode=subcode))
     await publish(kafka_settings, [envelope("final", "hello")])
     [body] = await outcome(topic_reader, kafka_settings)
     assert (body["outcome"], body["reason"], body["error_code"]) == ("failed", reason, code)
-    assert len(graph_emulator.state.calls) == 1
+    assert len(agent_emulator.state.calls) == 1
     dead = await topic_reader(kafka_settings.topic("deadletter"), expect=1, timeout=1.0 if not dead_lettered else 15.0)
     assert len(dead) == (1 if dead_lettered else 0)
 
@@ -102,7 +103,7 @@ async def test_final_errors_are_recorded_once(
 )
 async def test_token_or_account_error_pauses_the_account(
     kafka_settings: KafkaSettings,
-    graph_emulator: Emulator,
+    agent_emulator: Emulator,
     start_agent: StartAgent,
     topic_reader: TopicReader,
     caplog: pytest.LogCaptureFixture,
@@ -113,7 +114,7 @@ async def test_token_or_account_error_pauses_the_account(
     """A bad token or blocked account pauses the account with an operator WARNING; later events are dead-lettered."""
     caplog.set_level(logging.WARNING, logger="consumers.agent_replies.processor")
     await start_agent()
-    graph_emulator.state.inject(InjectedFailure(count=1, code=code, subcode=subcode))
+    agent_emulator.state.inject(InjectedFailure(count=1, code=code, subcode=subcode))
     await publish(kafka_settings, [envelope("first", "hello")])
     await outcome(topic_reader, kafka_settings)
     await publish(kafka_settings, [envelope("second", "hello")])
@@ -122,10 +123,10 @@ async def test_token_or_account_error_pauses_the_account(
         ("first", "failed", reason),
         ("second", "skipped", "account_paused"),
     ]
-    assert len(graph_emulator.state.calls) == 1
+    assert len(agent_emulator.state.calls) == 1
     dead = await topic_reader(kafka_settings.topic("deadletter"), expect=2)
     assert sorted(d.headers["igw_reason"] for d in dead) == sorted([reason.encode(), b"account_paused"])
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "paused" in r.getMessage()]
     assert warnings
-    assert "test-token" not in " ".join(warnings)
+    assert IG_ACCOUNT.token.value not in caplog.text
     assert REGISTRY.get_sample_value("igw_agent_paused_accounts") == 1

@@ -24,7 +24,7 @@ async def reasons(topic_reader: TopicReader, kafka: KafkaSettings, expect: int) 
 
 async def test_human_echo_pauses_but_our_own_echo_does_not(
     kafka_settings: KafkaSettings,
-    graph_emulator: Emulator,
+    agent_emulator: Emulator,
     start_agent: StartAgent,
     topic_reader: TopicReader,
     redis_prefix: str,
@@ -32,7 +32,7 @@ async def test_human_echo_pauses_but_our_own_echo_does_not(
     """Echoes of our replies (our mid or our app_id) change nothing; an echo from a person pauses that conversation."""
     await start_agent({"REDIS_URL": REDIS_URL, "IGW_AGENT_REDIS_PREFIX": redis_prefix, "IGW_APP_ID": "555"})
     await publish(kafka_settings, [envelope("bot-only", "hello"), envelope("human", "hello")])
-    sent = await graph_emulator.wait_for(2)
+    sent = await agent_emulator.wait_for(2)
     ours = {s.recipient_id: s.message_id for s in sent}
     await publish(
         kafka_settings,
@@ -50,16 +50,16 @@ async def test_human_echo_pauses_but_our_own_echo_does_not(
     await publish(kafka_settings, [envelope("bot-only", "opening hours?"), envelope("human", "opening hours?")])
     by_user = await reasons(topic_reader, kafka_settings, expect=4)
     assert by_user == {"bot-only": ["replied", "replied"], "human": ["replied", "human_takeover"]}
-    assert [s.recipient_id for s in graph_emulator.replies()].count("human") == 1
+    assert [s.recipient_id for s in agent_emulator.replies()].count("human") == 1
 
 
 async def test_handover_rule_pauses_and_the_pause_ends(
-    kafka_settings: KafkaSettings, graph_emulator: Emulator, start_agent: StartAgent, topic_reader: TopicReader
+    kafka_settings: KafkaSettings, agent_emulator: Emulator, start_agent: StartAgent, topic_reader: TopicReader
 ) -> None:
     """The clinic's "talk to a person" button sends its text and hands over; replies resume once the pause ends."""
     await start_agent({"IGW_HANDOVER_PAUSE_SECONDS": "1.5"})
     await publish(kafka_settings, [envelope("handover", "Talk to a person", payload="HUMAN")])
-    sent = await graph_emulator.wait_for(1)
+    sent = await agent_emulator.wait_for(1)
     assert "member of our team" in sent[0].body["message"]["text"]
     await asyncio.sleep(0.3)
     assert REGISTRY.get_sample_value("igw_agent_paused_conversations") == 1
@@ -68,14 +68,14 @@ async def test_handover_rule_pauses_and_the_pause_ends(
     await publish(kafka_settings, [envelope("handover", "hello again")])
     by_user = await reasons(topic_reader, kafka_settings, expect=3)
     assert by_user == {"handover": ["handover", "human_takeover", "replied"]}
-    assert len(graph_emulator.replies()) == 2
+    assert len(agent_emulator.replies()) == 2
 
 
 async def test_an_old_human_echo_does_not_pause(
-    kafka_settings: KafkaSettings, graph_emulator: Emulator, start_agent: StartAgent
+    kafka_settings: KafkaSettings, agent_emulator: Emulator, start_agent: StartAgent
 ) -> None:
     """A person's echo older than the pause (replayed from the start of the topic) pauses nothing."""
     await start_agent({"IGW_HUMAN_PAUSE_SECONDS": "60"})
     old = envelope("late", "answered by a person long ago", type="message_echo", timestamp_ms=1_000_000)
     await publish(kafka_settings, [old, envelope("late", "hello")])
-    assert len(await graph_emulator.wait_for(1)) == 1
+    assert len(await agent_emulator.wait_for(1)) == 1
