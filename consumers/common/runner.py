@@ -310,6 +310,9 @@ async def poll_loop(
         for tp, records in batch.items():
             count_records(group, tp.topic, len(records))
             for record in records:
+                if stop.is_set():
+                    # Records not handed out are not tracked, so their offsets are not committed.
+                    break
                 await submit(record, tracker.track(tp, record.offset))
         if time.monotonic() - last_commit >= commit_interval:
             await commit_finished(consumer, tracker)

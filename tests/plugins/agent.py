@@ -16,11 +16,10 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import pytest
-from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
 from consumers.agent_replies.agent import Agent
@@ -28,10 +27,15 @@ from consumers.agent_replies.service import run_agent
 from consumers.agent_replies.settings import SAMPLE_RULES, AgentSettings
 from consumers.agent_replies.store import Store
 from consumers.common.topics import ensure_topics
-from consumers.send_api.emulator import AcceptedSend, EmulatorConfig, EmulatorState, create_emulator_app
+from consumers.send_api.emulator import AcceptedSend, EmulatorConfig, EmulatorState
 from gateway.config import KafkaSettings
 
-ACCOUNT = "17841400000000000"
+if TYPE_CHECKING:
+    from tests.plugins.graph_emulator import StartEmulator
+
+# The Instagram-Login account of tests/plugins/graph_emulator.py (imported lazily: pytest loads that
+# plugin after this one and must import it first to rewrite its asserts).
+ACCOUNT = "17841400000000001"
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379")
 
 
@@ -39,6 +43,7 @@ REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379")
 class Emulator:
     url: str
     state: EmulatorState
+    accounts_file: Path
 
     def replies(self, kind: str = "message") -> list[AcceptedSend]:
         return [sent for sent in self.state.messages if sent.kind == kind]
@@ -49,7 +54,8 @@ class Emulator:
     async def wait_for(self, count: int, timeout: float = 15.0, settle: float = 0.0) -> list[AcceptedSend]:
         """Wait until ``count`` messages arrived (then ``settle`` more seconds, to catch extras)."""
         deadline = time.monotonic() + timeout
-        while len(self.replies()) < count and time.monotonic() < deadline:
+        # Polling: the emulator's state has no event to wait on, and the loop is bounded by the deadline.
+        while len(self.replies()) < count and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         if settle:
             await asyncio.sleep(settle)
@@ -57,18 +63,30 @@ class Emulator:
 
 
 @pytest.fixture
-async def graph_emulator() -> AsyncIterator[Emulator]:
-    """The Graph API emulator on a free port, accepting any token; the window rule is the consumer's."""
-    state = EmulatorState()
-    runner = web.AppRunner(create_emulator_app(EmulatorConfig(enforce_window=False), state=state), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield Emulator(f"http://127.0.0.1:{port}", state)
-    finally:
-        await runner.cleanup()
+async def agent_emulator(start_graph_emulator: StartEmulator, tmp_path: Path) -> Emulator:
+    """The Graph API emulator with the three test accounts; the window rule here is the consumer's own."""
+    from tests.plugins.graph_emulator import IG_ACCOUNT, TEST_ACCOUNTS
+
+    assert IG_ACCOUNT.account_id == ACCOUNT
+    config = EmulatorConfig(
+        accounts=TEST_ACCOUNTS, enforce_window=False, ig_rate_per_second=100_000, page_rate_per_second=100_000
+    )
+    running = await start_graph_emulator(config)
+    accounts_file = tmp_path / "accounts.json"
+    accounts_file.write_bytes(
+        orjson.dumps(
+            [
+                {
+                    "account_id": a.account_id,
+                    "flavour": str(a.flavour),
+                    "token": a.token.value,
+                    **({"app_secret": a.app_secret.value} if a.app_secret else {}),
+                }
+                for a in TEST_ACCOUNTS
+            ]
+        )
+    )
+    return Emulator(running.base_url, running.state, accounts_file)
 
 
 @pytest.fixture
@@ -95,7 +113,7 @@ def agent_environ(kafka: KafkaSettings, emulator: Emulator, extra: Mapping[str, 
         "KAFKA_ENABLE_IDEMPOTENCE": "true" if kafka.enable_idempotence else "false",
         "IGW_TOPIC_PARTITIONS": str(kafka.partitions),
         "IGW_AGENT_GROUP": f"agent-{kafka.topic_prefix}",
-        "IGW_ACCESS_TOKEN": "test-token",
+        "IGW_ACCOUNTS_FILE": str(emulator.accounts_file),
         "IGW_GRAPH_BASE_URL": emulator.url,
         "IGW_INSTAGRAM_GRAPH_BASE_URL": emulator.url,
         "IGW_SEND_BACKOFF_BASE_SECONDS": "0.01",
@@ -104,8 +122,11 @@ def agent_environ(kafka: KafkaSettings, emulator: Emulator, extra: Mapping[str, 
         "IGW_RULES_FILE": str(SAMPLE_RULES),
         "IGW_CONSUMER_POLL_TIMEOUT_MS": "100",
         "IGW_CONSUMER_COMMIT_INTERVAL_SECONDS": "0.2",
-        "IGW_CONSUMER_HEARTBEAT_MS": "500",
-        "IGW_CONSUMER_SESSION_TIMEOUT_MS": "6000",
+        "IGW_CONSUMER_HEARTBEAT_MS": "300",
+        "IGW_CONSUMER_SESSION_TIMEOUT_MS": "2000",
+        # The emulator's own rate limit is not what these tests are about.
+        "IGW_SEND_RATE_IG": "100000",
+        "IGW_SEND_RATE_PAGE": "100000",
         "IGW_AGENT_RETRY_BASE_SECONDS": "0.05",
         "IGW_AGENT_RETRY_MAX_SECONDS": "0.2",
         "IGW_SHUTDOWN_TIMEOUT_SECONDS": "5",
@@ -218,7 +239,7 @@ StartAgent = Callable[..., Awaitable[RunningAgent]]
 
 
 @pytest.fixture
-async def start_agent(kafka_settings: KafkaSettings, graph_emulator: Emulator) -> AsyncIterator[StartAgent]:
+async def start_agent(kafka_settings: KafkaSettings, agent_emulator: Emulator) -> AsyncIterator[StartAgent]:
     """``await start_agent({"ENV": "value"}, agent=..., store=...)``: a consumer task, joined to its group."""
     await create_topics(kafka_settings)
     running: list[RunningAgent] = []
@@ -226,7 +247,7 @@ async def start_agent(kafka_settings: KafkaSettings, graph_emulator: Emulator) -
     async def start(
         extra: Mapping[str, str] | None = None, *, agent: Agent | None = None, store: Store | None = None
     ) -> RunningAgent:
-        settings = AgentSettings.from_env(agent_environ(kafka_settings, graph_emulator, extra))
+        settings = AgentSettings.from_env(agent_environ(kafka_settings, agent_emulator, extra))
         stop, started = asyncio.Event(), asyncio.Event()
         task = asyncio.create_task(
             run_agent(settings, stop, agent=agent, store=store, serve_http=False, started=started)
@@ -251,3 +272,69 @@ def rules_path(tmp_path: Path, text: str, name: str = "rules.yaml") -> Path:
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")
     return path
+
+
+@dataclass
+class AgentProcess:
+    """``python -m consumers.agent_replies`` (what ``igw agent`` runs) as a child process."""
+
+    process: asyncio.subprocess.Process
+    metrics_url: str
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    async def wait_ready(self, timeout: float = 20.0) -> None:
+        import aiohttp
+
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as session:
+            while time.monotonic() < deadline:
+                if self.process.returncode is not None:
+                    raise AssertionError(f"igw agent exited with {self.process.returncode}:\n{self.log()}")
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with session.get(f"{self.metrics_url}/readyz") as response:
+                        if response.status == 200:
+                            return
+                await asyncio.sleep(0.1)
+        raise AssertionError(f"igw agent not ready within {timeout} s:\n{self.log()}")
+
+    async def wait(self, timeout: float = 20.0) -> int:
+        return await asyncio.wait_for(self.process.wait(), timeout)
+
+
+SpawnAgent = Callable[..., Awaitable[AgentProcess]]
+
+
+@pytest.fixture
+async def spawn_agent(
+    kafka_settings: KafkaSettings, agent_emulator: Emulator, tmp_path: Path
+) -> AsyncIterator[SpawnAgent]:
+    """``await spawn_agent({"ENV": "value"})``: the agent consumer as a real process, ready (group joined)."""
+    import sys
+
+    from gateway.localbroker import free_port
+
+    await create_topics(kafka_settings)
+    processes: list[AgentProcess] = []
+
+    async def spawn(extra: Mapping[str, str] | None = None) -> AgentProcess:
+        port = free_port()
+        environ = {**os.environ, **agent_environ(kafka_settings, agent_emulator, extra), "IGW_METRICS_PORT": str(port)}
+        environ["IGW_METRICS_HOST"] = "127.0.0.1"
+        log_path = tmp_path / f"agent-{len(processes)}.log"
+        with log_path.open("wb") as log_file:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "consumers.agent_replies", env=environ, stdout=log_file, stderr=log_file
+            )
+        handle = AgentProcess(process, f"http://127.0.0.1:{port}", log_path)
+        processes.append(handle)
+        await handle.wait_ready()
+        return handle
+
+    yield spawn
+    for handle in processes:
+        if handle.process.returncode is None:
+            handle.process.kill()
+            await handle.process.wait()
