@@ -55,7 +55,7 @@ def start_prometheus(tmp: Path, targets: dict[str, str], *, scrape_interval: str
     config_path = tmp / "prometheus.yml"
     config_path.write_text(yaml.safe_dump(config))
     log = (tmp / "prometheus.log").open("wb")
-    process = subprocess.Popen(  # noqa: S603 - a fixed binary with our own arguments
+    process = subprocess.Popen(
         [
             binary,
             f"--config.file={config_path}",

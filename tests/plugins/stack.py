@@ -57,7 +57,7 @@ def igw_stack(tmp_path: Path) -> Iterator[IgwStarter]:
         log_path = tmp_path / f"{name}.log"
         environ = {"PATH": os.environ.get("PATH", ""), "PYTHONUNBUFFERED": "1", **env}
         with log_path.open("wb") as log:
-            process = subprocess.Popen(  # noqa: S603 - our own CLI with our own arguments
+            process = subprocess.Popen(
                 [sys.executable, "-m", "gateway.cli", *args], env=environ, stdout=log, stderr=subprocess.STDOUT
             )
         proc = IgwProcess(name, url, process, log_path)
