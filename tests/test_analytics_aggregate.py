@@ -135,3 +135,14 @@ def test_a_reply_read_before_its_message_still_gives_the_first_response(
     agg.handle("replies", encode(reply("sent", timestamp=T0 + 3000, latency_ms=3000)))
     agg.handle("messages", encode(message("hi", timestamp=T0)))
     assert value(registry, "igw_biz_first_response_seconds_sum", account=ACCOUNT) == 3.0
+
+
+def test_events_older_than_the_dedup_window_are_counted_and_flagged(registry: CollectorRegistry) -> None:
+    """Past the window a duplicate cannot be recognised: it is counted again and shows as beyond_window."""
+    agg = Aggregator(AnalyticsSettings(dedup_retention_hours=2), AnalyticsMetrics(registry), clock=lambda: T0 / 1000)
+    old = encode(message("old", timestamp=T0))
+    agg.handle("messages", old)
+    agg.handle("messages", encode(message("new", timestamp=T0 + 5 * HOUR)))
+    assert agg.handle("messages", old)
+    assert value(registry, "igw_biz_beyond_dedup_window_total", topic="messages") == 1
+    assert value(registry, "igw_biz_inbound_messages_total", account=ACCOUNT, type="text") == 3
