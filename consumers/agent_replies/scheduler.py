@@ -37,6 +37,9 @@ class ConversationScheduler(Generic[J]):
         concurrency: int,
         max_in_flight: int,
         on_change: Callable[[int], None] | None = None,
+        max_errors: int = 20,
+        error_backoff: float = 1.0,
+        error_backoff_max: float = 30.0,
     ) -> None:
         self._handler = handler
         self._ticket_of = ticket_of
@@ -46,6 +49,9 @@ class ConversationScheduler(Generic[J]):
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._in_flight = 0
         self._on_change = on_change
+        self._max_errors = max_errors
+        self._error_backoff = error_backoff
+        self._error_backoff_max = error_backoff_max
 
     @property
     def in_flight(self) -> int:
@@ -89,6 +95,7 @@ class ConversationScheduler(Generic[J]):
 
     async def _run(self, job: J) -> None:
         ticket = self._ticket_of(job)
+        errors = 0
         while True:
             if ticket.stale:
                 # The partition moved to another replica: its new owner handles this record.
@@ -97,14 +104,22 @@ class ConversationScheduler(Generic[J]):
             async with self._slots:
                 try:
                     delay = await self._handler(job)
+                    errors = 0
                 except asyncio.CancelledError:
                     raise
-                except Exception:
-                    # A bug in the handler must not kill the conversation's worker; the record is
-                    # left unfinished, so its offset is not committed and a restart replays it.
-                    log.exception("handler failed; the record stays uncommitted")
-                    ticket.drop()
-                    return
+                except Exception as exc:
+                    # An outage of the store or the broker: try again with backoff, this conversation only.
+                    errors += 1
+                    if errors >= self._max_errors:
+                        # Most likely a bug that this record triggers: give up on it here. It stays
+                        # uncommitted (the partition's commit point stops at it) and a restart replays it.
+                        log.exception("giving up on a record after %d unexpected errors; restart to replay it", errors)
+                        ticket.drop()
+                        return
+                    delay = min(self._error_backoff_max, self._error_backoff * 2.0 ** (errors - 1))
+                    log.error(
+                        "handling a record failed (%s: %s); trying again in %.1f s", type(exc).__name__, exc, delay
+                    )
             if delay is None:
                 ticket.finish()
                 return
