@@ -28,20 +28,27 @@ PublisherFactory = Callable[[KafkaSettings], Publisher]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def create_app(
-    settings: GatewaySettings, *, publisher_factory: PublisherFactory = AiokafkaPublisher
-) -> web.Application:
+def create_app(settings: GatewaySettings, *, publisher_factory: PublisherFactory | None = None) -> web.Application:
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[_observe])
     app[settings_key] = settings
     app[state_key] = GatewayState.from_settings(settings)
-    app[publisher_key] = publisher_factory(settings.kafka)
+    app[publisher_key] = (publisher_factory or default_publisher_factory(settings))(settings.kafka)
     app.router.add_get(settings.webhook_path, verify_subscription)
     app.router.add_post(settings.webhook_path, receive_webhook)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", make_aiohttp_handler())
+    app.router.add_get("/metrics", make_aiohttp_handler(metrics.registry()))
     app.cleanup_ctx.append(_kafka)
     return app
+
+
+def default_publisher_factory(settings: GatewaySettings) -> PublisherFactory:
+    """aiokafka by default; librdkafka with ``IGW_PRODUCER_BACKEND=confluent``."""
+    if settings.producer_backend == "confluent":
+        from gateway.publisher_confluent import ConfluentPublisher
+
+        return ConfluentPublisher
+    return AiokafkaPublisher
 
 
 async def _kafka(app: web.Application) -> AsyncIterator[None]:
@@ -52,11 +59,14 @@ async def _kafka(app: web.Application) -> AsyncIterator[None]:
     """
     settings = app[settings_key]
     publisher = app[publisher_key]
+    # Wait briefly for Kafka, then serve anyway: /readyz reports the broker, and Meta's deliveries
+    # get 503 (and are retried) rather than connection refused while the producer keeps trying.
     await publisher.start()
     topics_task: asyncio.Task[None] | None = None
     if settings.create_topics:
         topics_task = asyncio.create_task(_create_topics_when_connected(publisher, settings), name="igw-topics")
-        await asyncio.wait({topics_task}, timeout=10)
+        if publisher.connected:
+            await asyncio.wait({topics_task}, timeout=10)
     metrics.PRODUCER_READY.set(1 if publisher.connected else 0)
     try:
         yield
