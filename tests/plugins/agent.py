@@ -55,7 +55,7 @@ class Emulator:
         """Wait until ``count`` messages arrived (then ``settle`` more seconds, to catch extras)."""
         deadline = time.monotonic() + timeout
         # Polling: the emulator's state has no event to wait on, and the loop is bounded by the deadline.
-        while len(self.replies()) < count and time.monotonic() < deadline:  # noqa: ASYNC110
+        while len(self.replies()) < count and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         if settle:
             await asyncio.sleep(settle)
