@@ -59,10 +59,9 @@ async def test_a_slow_conversation_does_not_hold_up_the_others(
     await publish(kafka_settings, [envelope("slowpoke", "slow question"), envelope("slowpoke", "after")])
     await asyncio.sleep(0.3)
     await publish(kafka_settings, [envelope(f"f{i}", "quick") for i in range(10)])
-    quick = await agent_emulator.wait_for(10, timeout=1.5)
-    assert sorted(s.recipient_id for s in quick) == sorted(f"f{i}" for i in range(10))
-    sent = await agent_emulator.wait_for(12, timeout=5)
-    assert [s.body["message"]["text"] for s in sent if s.recipient_id == "slowpoke"] == [
-        "echo:slow question",
-        "echo:after",
-    ]
+    sent = await agent_emulator.wait_for(12, timeout=10)
+    order = [s.recipient_id for s in sent]
+    # Every quick conversation was answered while the slow one's first agent call was still running.
+    assert sorted(order[:10]) == sorted(f"f{i}" for i in range(10))
+    slow = [s.body["message"]["text"] for s in sent if s.recipient_id == "slowpoke"]
+    assert slow == ["echo:slow question", "echo:after"]

@@ -29,7 +29,7 @@ def crash_env(redis_prefix: str) -> dict[str, str]:
     }
 
 
-def slow_sends(emulator: Emulator, seconds: float = 0.02) -> None:
+def slow_sends(emulator: Emulator, seconds: float = 0.04) -> None:
     emulator.state.inject(InjectedFailure(count=10 * CONVERSATIONS, delay_seconds=seconds))
 
 

@@ -17,7 +17,9 @@ from tests.plugins.kafka import TopicReader
 
 async def outcome(topic_reader: TopicReader, kafka: KafkaSettings, expect: int = 1) -> list[dict[str, object]]:
     records = await topic_reader(kafka.topic("replies"), expect=expect, settle=0.3)
-    return [orjson.loads(r.value) for r in sorted(records, key=lambda r: r.offset)]
+    # Offsets order records within one partition only: order by user, then offset.
+    bodies = [(orjson.loads(r.value), r.offset) for r in records]
+    return [body for body, _ in sorted(bodies, key=lambda pair: (str(pair[0]["user_id"]), pair[1]))]
 
 
 @pytest.mark.parametrize(

@@ -70,3 +70,15 @@ async def test_dropped_record_holds_the_commit_point_but_not_idleness() -> None:
     assert tracker.in_flight == 0
     await asyncio.wait_for(tracker.wait_idle(), 1.0)
     assert tracker.to_commit() == {TP: 0}
+
+
+async def test_revoked_partition_is_not_owned_until_assigned_again() -> None:
+    """After a revoke the tracker refuses the partition's records until the group assigns it back."""
+    tracker = OffsetTracker()
+    tracker.track(TP, 0).finish()
+    tracker.revoke([TP])
+    tracker.forget([TP])
+    assert not tracker.owns(TP)
+    assert tracker.owns(TP2)
+    tracker.assigned([TP])
+    assert tracker.owns(TP)

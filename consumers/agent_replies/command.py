@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import logging
 import os
 from typing import Any
 
 from consumers.agent_replies.settings import AgentSettings
 from consumers.common.runner import run_main, stop_on_signals
+from gateway.logs import configure_logging
 
 __all__ = ["register", "run"]
 
@@ -27,15 +27,15 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--metrics-port", type=int, default=None, help="port for /metrics, /healthz, /readyz (default 9101)"
     )
-    parser.add_argument("--log-level", default=os.environ.get("IGW_LOG_LEVEL", "INFO"), help="logging level")
+    parser.add_argument("--log-level", default=os.environ.get("IGW_LOG_LEVEL", "info"), help="logging level")
+    parser.add_argument(
+        "--log-format", choices=("auto", "json", "text"), default=os.environ.get("IGW_LOG_FORMAT", "auto")
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    configure_logging(args.log_level, args.log_format)
     settings = AgentSettings.from_env()
     if args.metrics_port is not None:
         settings = dataclasses.replace(

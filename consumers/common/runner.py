@@ -160,6 +160,16 @@ class OffsetTracker:
 
     def __init__(self) -> None:
         self._partitions: dict[TopicPartition, PartitionOffsets] = {}
+        # Revoked and not (yet) assigned again. aiokafka's assignment() still lists partitions
+        # while a rebalance is in progress, so the tracker keeps its own account.
+        self._away: set[TopicPartition] = set()
+
+    def owns(self, tp: TopicPartition) -> bool:
+        """False for a partition revoked in a rebalance and not assigned back: do not start its records."""
+        return tp not in self._away
+
+    def assigned(self, partitions: Iterable[TopicPartition]) -> None:
+        self._away.difference_update(partitions)
 
     def track(self, tp: TopicPartition, offset: int) -> Ticket:
         part = self._partitions.get(tp)
@@ -195,6 +205,7 @@ class OffsetTracker:
         """Mark ``partitions`` as moving away; returns their state (still tracked until :meth:`forget`)."""
         revoked = []
         for tp in partitions:
+            self._away.add(tp)
             part = self._partitions.get(tp)
             if part is not None:
                 part.revoked = True
@@ -223,7 +234,9 @@ async def commit_finished(
     A failed commit is logged and left for the next round: the work is recorded in the ledger,
     so replaying it after a crash costs time, not a duplicate.
     """
-    offsets = tracker.to_commit(partitions)
+    # Only partitions the group still gives us: committing any other fails the whole request.
+    assignment = consumer.assignment()
+    offsets = {tp: offset for tp, offset in tracker.to_commit(partitions).items() if tp in assignment}
     if not offsets:
         return {}
     try:
@@ -279,6 +292,7 @@ class CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         assigned = list(assigned)
+        self.tracker.assigned(assigned)
         log.info("partitions assigned: %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in assigned) or "none")
         if self.on_assigned is not None:
             self.on_assigned(assigned)
@@ -310,8 +324,9 @@ async def poll_loop(
         for tp, records in batch.items():
             count_records(group, tp.topic, len(records))
             for record in records:
-                if stop.is_set():
-                    # Records not handed out are not tracked, so their offsets are not committed.
+                # Records not handed out are not tracked, so their offsets are not committed. A
+                # partition revoked while submit() waited belongs to another replica now.
+                if stop.is_set() or not tracker.owns(tp):
                     break
                 await submit(record, tracker.track(tp, record.offset))
         if time.monotonic() - last_commit >= commit_interval:
