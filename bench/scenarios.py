@@ -1,0 +1,44 @@
+"""The scenario registry: what ``--scenario`` may name.
+
+Webhook scenarios send signed bodies to each HTTP server (ceiling, gateway, baseline) in turn.
+Other kinds (agent replies per second through the Graph emulator, analytics events per second)
+register here too: give them their own ``kind`` and a runner in ``bench/harness.py``'s
+``RUNNERS``; they must report measured figures only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bench import payloads
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    name: str
+    description: str
+    kind: str  # "webhook": load the HTTP servers side by side; other kinds have their own runner
+    bodies: Callable[[str], list[payloads.SignedBody]]
+
+
+SCENARIOS: dict[str, Scenario] = {}
+
+
+def register(scenario: Scenario) -> Scenario:
+    if scenario.name in SCENARIOS:
+        raise ValueError(f"scenario {scenario.name!r} is registered twice")
+    SCENARIOS[scenario.name] = scenario
+    return scenario
+
+
+register(Scenario("one", "one signed Instagram DM per POST (~600 bytes)", "webhook", payloads.one_message))
+register(Scenario("batch", "1000 DMs in one POST (Meta's maximum delivery)", "webhook", payloads.batch))
+register(
+    Scenario(
+        "mixed",
+        "rotating single-event bodies: DMs, image, story reply, postback, reaction, read, comment, Messenger DM",
+        "webhook",
+        payloads.mixed,
+    )
+)
