@@ -36,6 +36,7 @@ class Options:
     warmup: float
     rounds: int
     connections: int
+    batch_connections: int | None
     scenarios: tuple[str, ...]
     servers: tuple[str, ...]
     use_wrk: bool
@@ -60,6 +61,9 @@ def run_webhook_round(
     if len(per_request) != 1:
         raise ValueError(f"scenario {scenario.name}: every body must carry the same number of events")
     events_per_request = per_request.pop()
+    connections = options.connections
+    if scenario.max_connections is not None:
+        connections = options.batch_connections or min(connections, scenario.max_connections)
     results = []
     for key in options.servers:
         prefix = f"bench{options.run_id}{scenario.name}{round_no}{key[0]}"
@@ -74,7 +78,9 @@ def run_webhook_round(
             kafka_check.create_topic(broker.bootstrap_servers, topic)  # ops create topics before deploying
             spec = servers.baseline_spec(broker.bootstrap_servers, topic, options.secret)
         workdir = options.results_dir / scenario.name / f"round{round_no}-{key}"
-        result = measure(options, spec, bodies, events_per_request, workdir, broker, prefix, scenario.name, round_no)
+        result = measure(
+            options, spec, bodies, events_per_request, workdir, broker, prefix, scenario.name, round_no, connections
+        )
         results.append(result)
         print(f"  round {round_no} {spec.label:<24} {describe_run(result)}", flush=True)
         if result.delivery is not None:
@@ -87,7 +93,7 @@ def describe_run(r: report.RunResult) -> str:
     return (
         f"{r.load.rps:>9,.0f} req/s {r.events_per_s:>10,.0f} events/s  p50 {r.load.p50_ms:7.2f} ms  "
         f"p99 {r.load.p99_ms:7.2f} ms  max {r.load.max_ms:8.2f} ms  "
-        f"{r.cpu_per_1k_events:.3f} CPU s/1k events  peak RSS {r.peak_rss_bytes / 2**20:.0f} MiB"
+        f"{r.cpu_per_1k_events:.3g} CPU s/1k events  peak RSS {r.peak_rss_bytes / 2**20:.0f} MiB"
         + (f"  ERRORS {errors}" if errors else "")
     )
 
@@ -102,6 +108,7 @@ def measure(
     prefix: str,
     scenario: str,
     round_no: int,
+    connections: int,
 ) -> report.RunResult:
     workdir.mkdir(parents=True, exist_ok=True)
     server = servers.start(
@@ -115,7 +122,7 @@ def measure(
                 path=servers.WEBHOOK_PATH,
                 bodies=bodies,
                 workdir=workdir,
-                connections=options.connections,
+                connections=connections,
                 duration=duration,
                 core=_pin(options, LOAD_CORE),
                 use_wrk=options.use_wrk,
@@ -133,8 +140,9 @@ def measure(
     if spec.publishes:
         found = sum(kafka_check.count_records(broker.bootstrap_servers, prefix).values())
         acked = server.probe_events + ((warm.ok if warm else 0) + result.ok) * events_per_request
-        runs = 2 if warm else 1
-        delivery = report.Delivery(acked, found, in_flight_bound=runs * options.connections * events_per_request)
+        loads = [x for x in (warm, result) if x is not None]
+        unacked = sum(x.non2xx + x.socket_errors for x in loads) + len(loads) * connections
+        delivery = report.Delivery(acked, found, in_flight_bound=unacked * events_per_request)
     return report.RunResult(scenario, spec.key, round_no, result, events_per_request, cpu, peak, delivery)
 
 
@@ -245,6 +253,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians are reported (default 3)")
     parser.add_argument("--connections", type=int, default=64, help="concurrent connections (default 64)")
     parser.add_argument(
+        "--batch-connections", type=int, help="connections for the batch scenario (default: min(--connections, 8))"
+    )
+    parser.add_argument(
         "--warmup", type=float, default=2.0, help="seconds of unmeasured load before each run (default 2)"
     )
     parser.add_argument("--scenario", choices=[*SCENARIOS, "all"], default="all")
@@ -286,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         warmup=args.warmup,
         rounds=args.rounds,
         connections=args.connections,
+        batch_connections=args.batch_connections,
         scenarios=tuple(SCENARIOS) if args.scenario == "all" else (args.scenario,),
         servers=tuple(s for s in report.SERVERS if s in args.servers.split(",")),
         use_wrk=loadgen.have_wrk() and not args.python_load,
@@ -314,8 +326,10 @@ def main(argv: list[str] | None = None) -> int:
         scenario = SCENARIOS[name]
         results += RUNNERS[scenario.kind](options, scenario)
     summaries = report.summarize(results)
+    batch_connections = options.batch_connections or min(options.connections, SCENARIOS["batch"].max_connections or 0)
     setup = (
-        f"Load: {generator}, {options.connections} connections, {options.duration:.0f} s per run after "
+        f"Load: {generator}, {options.connections} connections ({batch_connections} for batch), "
+        f"{options.duration:.0f} s per run after "
         f"{options.warmup:.0f} s warm-up, medians of {options.rounds} alternating round(s); "
         f"server on core {SERVER_CORE}, load on core {LOAD_CORE}{'' if options.pin else ' (unpinned)'}; "
         "one local Tansu broker, acks=all."

@@ -21,7 +21,9 @@ class Delivery:
 
     acknowledged: int
     found: int
-    in_flight_bound: int  # requests wrk had in flight when it stopped may be published yet uncounted
+    # Requests in flight when the load stopped, and requests answered non-2xx (Meta would retry
+    # them), may have been published without being counted as acknowledged.
+    in_flight_bound: int
 
     @property
     def missing(self) -> int:
@@ -41,7 +43,7 @@ class Delivery:
         verdict = "ok" if self.ok else f"UNEXPECTED: more extras than the {self.in_flight_bound} in flight"
         return (
             f"{verdict}: {self.acknowledged} acknowledged, {self.found} found in Kafka "
-            f"({self.extra} extra from requests still in flight when the load stopped)"
+            f"({self.extra} extra: requests in flight when the load stopped or answered non-2xx)"
         )
 
 
@@ -143,6 +145,10 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return "–" if value is None or value != value else f"{value:,.{digits}f}"
 
 
+def _sig(value: float) -> str:
+    return "–" if value != value else f"{value:.3g}"
+
+
 def markdown(summaries: list[Summary], *, setup: str) -> str:
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
@@ -158,7 +164,7 @@ def markdown(summaries: list[Summary], *, setup: str) -> str:
         ratio_c = ratio(summaries, s.scenario, "baseline") if s.server == "gateway" else None
         lines.append(
             f"| {s.scenario} | {LABELS[s.server]} | {_fmt(s.rps, 0)} | {_fmt(s.events_per_s, 0)} | {_fmt(s.p50_ms)} "
-            f"| {_fmt(s.p99_ms)} | {_fmt(s.max_ms)} | {_fmt(s.cpu_per_1k_events, 3)} | {_fmt(s.peak_rss_mib, 0)} "
+            f"| {_fmt(s.p99_ms)} | {_fmt(s.max_ms)} | {_sig(s.cpu_per_1k_events)} | {_fmt(s.peak_rss_mib, 0)} "
             f"| {_fmt(ratio_a)} | {_fmt(ratio_c)} |"
         )
     errors = [s for s in summaries if s.errors]
