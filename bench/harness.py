@@ -41,6 +41,7 @@ class Options:
     servers: tuple[str, ...]
     use_wrk: bool
     pin: bool
+    pin_broker: bool
     gateway_cmd: str | None
     results_dir: Path
     run_id: str
@@ -93,8 +94,8 @@ def describe_run(r: report.RunResult) -> str:
     return (
         f"{r.load.rps:>9,.0f} req/s {r.events_per_s:>10,.0f} events/s  p50 {r.load.p50_ms:7.2f} ms  "
         f"p99 {r.load.p99_ms:7.2f} ms  max {r.load.max_ms:8.2f} ms  "
-        f"{r.cpu_per_1k_events:.3g} CPU s/1k events  peak RSS {r.peak_rss_bytes / 2**20:.0f} MiB"
-        + (f"  ERRORS {errors}" if errors else "")
+        f"{r.cpu_per_1k_events:.3g} CPU s/1k events (core {r.server_core_busy:.0%} busy)  "
+        f"peak RSS {r.peak_rss_bytes / 2**20:.0f} MiB" + (f"  ERRORS {errors}" if errors else "")
     )
 
 
@@ -130,9 +131,12 @@ def measure(
             return loadgen.run(cmd, duration=duration, log=workdir / f"{name}.txt", cwd=servers.REPO_DIR)
 
         warm = load(options.warmup, "warmup") if options.warmup > 0 else None
+        broker_pid = broker.process.pid if broker.process is not None else None
         cpu_before = procstat.cpu_seconds(server.pid)
+        broker_before = procstat.cpu_seconds(broker_pid) if broker_pid else 0.0
         result = load(options.duration, "load")
         cpu = procstat.cpu_seconds(server.pid) - cpu_before
+        broker_cpu = procstat.cpu_seconds(broker_pid) - broker_before if broker_pid and spec.publishes else None
         peak = procstat.memory(server.pid).hwm_bytes
     finally:
         server.stop()
@@ -143,15 +147,29 @@ def measure(
         loads = [x for x in (warm, result) if x is not None]
         unacked = sum(x.non2xx + x.socket_errors for x in loads) + len(loads) * connections
         delivery = report.Delivery(acked, found, in_flight_bound=unacked * events_per_request)
-    return report.RunResult(scenario, spec.key, round_no, result, events_per_request, cpu, peak, delivery)
+    return report.RunResult(
+        scenario, spec.key, round_no, result, events_per_request, cpu, peak, delivery, broker_cpu_seconds=broker_cpu
+    )
+
+
+def start_broker(options: Options, log_path: Path) -> LocalBroker:
+    """A fresh Tansu; with --pin-broker on the load generator's core, so the server's core is its own."""
+    broker = LocalBroker(log_path=log_path)
+    broker.start()
+    if options.pin and options.pin_broker and broker.process is not None:
+        try:
+            procstat.pin_all_threads(broker.process.pid, LOAD_CORE)
+        except BaseException:
+            broker.stop()
+            raise
+    return broker
 
 
 def run_webhook_scenario(options: Options, scenario: Scenario) -> list[report.RunResult]:
     print(f"\n## scenario {scenario.name}: {scenario.description}", flush=True)
     results: list[report.RunResult] = []
     # Tansu keeps every record in memory and only grows: a fresh broker per scenario.
-    broker = LocalBroker(log_path=options.results_dir / scenario.name / "tansu.log")
-    broker.start()
+    broker = start_broker(options, options.results_dir / scenario.name / "tansu.log")
     try:
         for round_no in range(1, options.rounds + 1):
             results += run_webhook_round(options, scenario, broker, round_no)
@@ -170,8 +188,7 @@ def memory_soak(options: Options, seconds: float, rate: float, interval: float) 
     bodies = scenario.bodies(options.secret)
     workdir = options.results_dir / "memory-soak"
     workdir.mkdir(parents=True, exist_ok=True)
-    broker = LocalBroker(log_path=workdir / "tansu.log")
-    broker.start()
+    broker = start_broker(options, workdir / "tansu.log")
     samples: list[tuple[float, int]] = []
     try:
         prefix = f"bench{options.run_id}soak"
@@ -270,6 +287,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--soak-interval", type=float, default=5, help="seconds between RSS samples (default 5)")
     parser.add_argument("--python-load", action="store_true", help="use the Python load generator even if wrk is there")
     parser.add_argument("--no-pin", action="store_true", help="do not pin server and load generator to cores 0 and 1")
+    parser.add_argument(
+        "--pin-broker", action="store_true", help="pin the broker to the load generator's core (default: unpinned)"
+    )
     parser.add_argument("--gateway-cmd", help="benchmark another gateway command instead of `igw gateway`")
     args = parser.parse_args(argv)
     if args.quick:
@@ -302,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         servers=tuple(s for s in report.SERVERS if s in args.servers.split(",")),
         use_wrk=loadgen.have_wrk() and not args.python_load,
         pin=not args.no_pin and (os.cpu_count() or 1) >= 2,
+        pin_broker=args.pin_broker,
         gateway_cmd=args.gateway_cmd,
         results_dir=servers.BENCH_DIR / "results" / f"{stamp}-{run_id}",
         run_id=run_id,
@@ -331,8 +352,13 @@ def main(argv: list[str] | None = None) -> int:
         f"Load: {generator}, {options.connections} connections ({batch_connections} for batch), "
         f"{options.duration:.0f} s per run after "
         f"{options.warmup:.0f} s warm-up, medians of {options.rounds} alternating round(s); "
-        f"server on core {SERVER_CORE}, load on core {LOAD_CORE}{'' if options.pin else ' (unpinned)'}; "
-        "one local Tansu broker, acks=all."
+        + (
+            f"server on core {SERVER_CORE}, load generator on core {LOAD_CORE}, broker "
+            + (f"on core {LOAD_CORE}" if options.pin_broker else "unpinned")
+            if options.pin
+            else "nothing pinned"
+        )
+        + "; one local Tansu broker, acks=all."
     )
     table = report.markdown(summaries, setup=setup)
     (options.results_dir / "results.md").write_text(table + "\n")

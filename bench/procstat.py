@@ -31,3 +31,12 @@ def memory(pid: int) -> Memory:
         if key in {"VmRSS", "VmHWM"}:
             values[key] = int(rest.split()[0]) * 1024  # reported in kB
     return Memory(rss_bytes=values.get("VmRSS", 0), hwm_bytes=values.get("VmHWM", 0))
+
+
+def pin_all_threads(pid: int, core: int) -> None:
+    """Move every thread of ``pid`` to ``core`` (threads it starts later inherit the mask)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(tid), {core})
+        except ProcessLookupError:  # the thread ended meanwhile
+            continue

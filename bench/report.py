@@ -57,6 +57,22 @@ class RunResult:
     cpu_seconds: float
     peak_rss_bytes: int
     delivery: Delivery | None
+    broker_cpu_seconds: float | None = None  # the broker's CPU over the measured run (publishing servers)
+
+    @property
+    def events(self) -> int:
+        return self.load.ok * self.events_per_request
+
+    @property
+    def server_core_busy(self) -> float:
+        """Share of its core the server used: well under 1 means something else (load, broker) limited it."""
+        return self.cpu_seconds / self.load.duration_s if self.load.duration_s else 0.0
+
+    @property
+    def broker_cpu_per_1k_events(self) -> float | None:
+        if self.broker_cpu_seconds is None or not self.events:
+            return None
+        return self.broker_cpu_seconds / self.events * 1000
 
     @property
     def events_per_s(self) -> float:
@@ -64,8 +80,7 @@ class RunResult:
 
     @property
     def cpu_per_1k_events(self) -> float:
-        events = self.load.ok * self.events_per_request
-        return self.cpu_seconds / events * 1000 if events else float("nan")
+        return self.cpu_seconds / self.events * 1000 if self.events else float("nan")
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +94,8 @@ class Summary:
     p99_ms: float
     max_ms: float
     cpu_per_1k_events: float
+    server_core_busy: float
+    broker_cpu_per_1k_events: float | None
     peak_rss_mib: float
     errors: int  # non-2xx answers and socket errors over all rounds
 
@@ -103,11 +120,18 @@ def summarize(results: list[RunResult]) -> list[Summary]:
                     p99_ms=statistics.median(r.load.p99_ms for r in runs),
                     max_ms=max(r.load.max_ms for r in runs),
                     cpu_per_1k_events=statistics.median(r.cpu_per_1k_events for r in runs),
+                    server_core_busy=statistics.median(r.server_core_busy for r in runs),
+                    broker_cpu_per_1k_events=_median_or_none([r.broker_cpu_per_1k_events for r in runs]),
                     peak_rss_mib=max(r.peak_rss_bytes for r in runs) / 2**20,
                     errors=sum(r.load.non2xx + r.load.socket_errors for r in runs),
                 )
             )
     return out
+
+
+def _median_or_none(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
 
 
 def _find(summaries: list[Summary], scenario: str, server: str) -> Summary | None:
@@ -145,8 +169,8 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return "–" if value is None or value != value else f"{value:,.{digits}f}"
 
 
-def _sig(value: float) -> str:
-    return "–" if value != value else f"{value:.3g}"
+def _sig(value: float | None) -> str:
+    return "–" if value is None or value != value else f"{value:.3g}"
 
 
 def markdown(summaries: list[Summary], *, setup: str) -> str:
@@ -155,16 +179,17 @@ def markdown(summaries: list[Summary], *, setup: str) -> str:
         f"Measured {now} on {machine()}.",
         setup,
         "",
-        "| scenario | server | req/s | events/s | p50 ms | p99 ms | max ms | CPU s / 1k events | peak RSS MiB "
-        "| b/a | b/c |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| scenario | server | req/s | events/s | p50 ms | p99 ms | max ms | CPU s / 1k events | server CPU % "
+        "| broker CPU s / 1k events | peak RSS MiB | b/a | b/c |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for s in summaries:
         ratio_a = ratio(summaries, s.scenario, "ceiling") if s.server == "gateway" else None
         ratio_c = ratio(summaries, s.scenario, "baseline") if s.server == "gateway" else None
         lines.append(
             f"| {s.scenario} | {LABELS[s.server]} | {_fmt(s.rps, 0)} | {_fmt(s.events_per_s, 0)} | {_fmt(s.p50_ms)} "
-            f"| {_fmt(s.p99_ms)} | {_fmt(s.max_ms)} | {_sig(s.cpu_per_1k_events)} | {_fmt(s.peak_rss_mib, 0)} "
+            f"| {_fmt(s.p99_ms)} | {_fmt(s.max_ms)} | {_sig(s.cpu_per_1k_events)} | {s.server_core_busy:.0%} "
+            f"| {_sig(s.broker_cpu_per_1k_events)} | {_fmt(s.peak_rss_mib, 0)} "
             f"| {_fmt(ratio_a)} | {_fmt(ratio_c)} |"
         )
     errors = [s for s in summaries if s.errors]
