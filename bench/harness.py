@@ -80,7 +80,17 @@ def run_webhook_round(
             spec = servers.baseline_spec(broker.bootstrap_servers, topic, options.secret)
         workdir = options.results_dir / scenario.name / f"round{round_no}-{key}"
         result = measure(
-            options, spec, bodies, events_per_request, workdir, broker, prefix, scenario.name, round_no, connections
+            options,
+            spec,
+            bodies,
+            events_per_request,
+            workdir,
+            broker,
+            prefix,
+            scenario.name,
+            round_no,
+            connections,
+            scenario.min_duration,
         )
         results.append(result)
         print(f"  round {round_no} {spec.label:<24} {describe_run(result)}", flush=True)
@@ -110,6 +120,7 @@ def measure(
     scenario: str,
     round_no: int,
     connections: int,
+    min_duration: float,
 ) -> report.RunResult:
     workdir.mkdir(parents=True, exist_ok=True)
     server = servers.start(
@@ -130,11 +141,12 @@ def measure(
             )
             return loadgen.run(cmd, duration=duration, log=workdir / f"{name}.txt", cwd=servers.REPO_DIR)
 
+        duration = max(options.duration, min_duration)
         warm = load(options.warmup, "warmup") if options.warmup > 0 else None
         broker_pid = broker.process.pid if broker.process is not None else None
         cpu_before = procstat.cpu_seconds(server.pid)
         broker_before = procstat.cpu_seconds(broker_pid) if broker_pid else 0.0
-        result = load(options.duration, "load")
+        result = load(duration, "load")
         cpu = procstat.cpu_seconds(server.pid) - cpu_before
         broker_cpu = procstat.cpu_seconds(broker_pid) - broker_before if broker_pid and spec.publishes else None
         peak = procstat.memory(server.pid).hwm_bytes
@@ -270,7 +282,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians are reported (default 3)")
     parser.add_argument("--connections", type=int, default=64, help="concurrent connections (default 64)")
     parser.add_argument(
-        "--batch-connections", type=int, help="connections for the batch scenario (default: min(--connections, 8))"
+        "--batch-connections", type=int, help="connections for the batch scenario (default: min(--connections, 4))"
     )
     parser.add_argument(
         "--warmup", type=float, default=2.0, help="seconds of unmeasured load before each run (default 2)"
@@ -349,7 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     summaries = report.summarize(results)
     batch_connections = options.batch_connections or min(options.connections, SCENARIOS["batch"].max_connections or 0)
     setup = (
-        f"Load: {generator}, {options.connections} connections ({batch_connections} for batch), "
+        f"Load: {generator}, {options.connections} connections ({batch_connections} for batch, runs of at least "
+        f"{SCENARIOS['batch'].min_duration:.0f} s), "
         f"{options.duration:.0f} s per run after "
         f"{options.warmup:.0f} s warm-up, medians of {options.rounds} alternating round(s); "
         + (
