@@ -104,7 +104,7 @@ def describe_run(r: report.RunResult) -> str:
     return (
         f"{r.load.rps:>9,.0f} req/s {r.events_per_s:>10,.0f} events/s  p50 {r.load.p50_ms:7.2f} ms  "
         f"p99 {r.load.p99_ms:7.2f} ms  max {r.load.max_ms:8.2f} ms  "
-        f"{r.cpu_per_1k_events:.3g} CPU s/1k events (core {r.server_core_busy:.0%} busy)  "
+        f"{r.cpu_per_1k_events:.3g} CPU s/1k events (server CPU {r.server_core_busy:.0%})  "
         f"peak RSS {r.peak_rss_bytes / 2**20:.0f} MiB" + (f"  ERRORS {errors}" if errors else "")
     )
 
