@@ -345,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     generator = (
         report.wrk_version()
         if options.use_wrk
-        else "the Python load generator (wrk not found; it may be the bottleneck)"
+        else "the Python load generator (slower than wrk: it may be the bottleneck)"
     )
     print(f"igw bench {run_id}: results in {options.results_dir}")
     print(f"machine: {report.machine()}; load: {generator}")
