@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
-from bench import kafka_check, loadgen, procstat, report, servers
+from bench import kafka_check, loadgen, payloads, procstat, report, servers
 from bench.scenarios import SCENARIOS, Scenario
 from gateway.localbroker import LocalBroker, free_port
 
@@ -53,18 +53,41 @@ def _pin(options: Options, core: int) -> int | None:
     return core if options.pin else None
 
 
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """One measured run of one server: what to send, how hard and for how long."""
+
+    scenario: str
+    round_no: int
+    bodies: tuple[payloads.SignedBody, ...]
+    events_per_request: int
+    connections: int
+    duration: float
+
+
+def plan_round(options: Options, scenario: Scenario, round_no: int) -> Plan:
+    bodies = tuple(scenario.bodies(options.secret))
+    per_request = {b.events for b in bodies}
+    if len(per_request) != 1:
+        raise ValueError(f"scenario {scenario.name}: every body must carry the same number of events")
+    connections = options.connections
+    if scenario.max_connections is not None:
+        connections = options.batch_connections or min(connections, scenario.max_connections)
+    return Plan(
+        scenario=scenario.name,
+        round_no=round_no,
+        bodies=bodies,
+        events_per_request=per_request.pop(),
+        connections=connections,
+        duration=max(options.duration, scenario.min_duration),
+    )
+
+
 def run_webhook_round(
     options: Options, scenario: Scenario, broker: LocalBroker, round_no: int
 ) -> list[report.RunResult]:
     """One round of a webhook scenario: each server in turn, fresh and pinned."""
-    bodies = scenario.bodies(options.secret)
-    per_request = {b.events for b in bodies}
-    if len(per_request) != 1:
-        raise ValueError(f"scenario {scenario.name}: every body must carry the same number of events")
-    events_per_request = per_request.pop()
-    connections = options.connections
-    if scenario.max_connections is not None:
-        connections = options.batch_connections or min(connections, scenario.max_connections)
+    plan = plan_round(options, scenario, round_no)
     results = []
     for key in options.servers:
         prefix = f"bench{options.run_id}{scenario.name}{round_no}{key[0]}"
@@ -79,19 +102,7 @@ def run_webhook_round(
             kafka_check.create_topic(broker.bootstrap_servers, topic)  # ops create topics before deploying
             spec = servers.baseline_spec(broker.bootstrap_servers, topic, options.secret)
         workdir = options.results_dir / scenario.name / f"round{round_no}-{key}"
-        result = measure(
-            options,
-            spec,
-            bodies,
-            events_per_request,
-            workdir,
-            broker,
-            prefix,
-            scenario.name,
-            round_no,
-            connections,
-            scenario.min_duration,
-        )
+        result = measure(options, plan, spec, broker, prefix, workdir)
         results.append(result)
         print(f"  round {round_no} {spec.label:<24} {describe_run(result)}", flush=True)
         if result.delivery is not None:
@@ -110,21 +121,12 @@ def describe_run(r: report.RunResult) -> str:
 
 
 def measure(
-    options: Options,
-    spec: servers.ServerSpec,
-    bodies: list,  # list[payloads.SignedBody]
-    events_per_request: int,
-    workdir: Path,
-    broker: LocalBroker,
-    prefix: str,
-    scenario: str,
-    round_no: int,
-    connections: int,
-    min_duration: float,
+    options: Options, plan: Plan, spec: servers.ServerSpec, broker: LocalBroker, prefix: str, workdir: Path
 ) -> report.RunResult:
+    """Start the server, warm it up, measure one run, stop it; then check what reached Kafka."""
     workdir.mkdir(parents=True, exist_ok=True)
     server = servers.start(
-        spec, port=free_port(), core=_pin(options, SERVER_CORE), log_path=workdir / "server.log", probe=bodies[0]
+        spec, port=free_port(), core=_pin(options, SERVER_CORE), log_path=workdir / "server.log", probe=plan.bodies[0]
     )
     try:
 
@@ -132,35 +134,43 @@ def measure(
             cmd = loadgen.command(
                 url=server.url,
                 path=servers.WEBHOOK_PATH,
-                bodies=bodies,
+                bodies=list(plan.bodies),
                 workdir=workdir,
-                connections=connections,
+                connections=plan.connections,
                 duration=duration,
                 core=_pin(options, LOAD_CORE),
                 use_wrk=options.use_wrk,
             )
             return loadgen.run(cmd, duration=duration, log=workdir / f"{name}.txt", cwd=servers.REPO_DIR)
 
-        duration = max(options.duration, min_duration)
         warm = load(options.warmup, "warmup") if options.warmup > 0 else None
-        broker_pid = broker.process.pid if broker.process is not None else None
+        broker_pid = broker.process.pid if broker.process is not None and spec.publishes else None
         cpu_before = procstat.cpu_seconds(server.pid)
         broker_before = procstat.cpu_seconds(broker_pid) if broker_pid else 0.0
-        result = load(duration, "load")
+        result = load(plan.duration, "load")
         cpu = procstat.cpu_seconds(server.pid) - cpu_before
-        broker_cpu = procstat.cpu_seconds(broker_pid) - broker_before if broker_pid and spec.publishes else None
+        broker_cpu = procstat.cpu_seconds(broker_pid) - broker_before if broker_pid else None
         peak = procstat.memory(server.pid).hwm_bytes
     finally:
         server.stop()
     delivery = None
     if spec.publishes:
         found = sum(kafka_check.count_records(broker.bootstrap_servers, prefix).values())
-        acked = server.probe_events + ((warm.ok if warm else 0) + result.ok) * events_per_request
         loads = [x for x in (warm, result) if x is not None]
-        unacked = sum(x.non2xx + x.socket_errors for x in loads) + len(loads) * connections
-        delivery = report.Delivery(acked, found, in_flight_bound=unacked * events_per_request)
+        acked = server.probe_events + sum(x.ok for x in loads) * plan.events_per_request
+        # Requests in flight when a load stopped, or answered non-2xx, may be in Kafka all the same.
+        unacked = sum(x.non2xx + x.socket_errors for x in loads) + len(loads) * plan.connections
+        delivery = report.Delivery(acked, found, in_flight_bound=unacked * plan.events_per_request)
     return report.RunResult(
-        scenario, spec.key, round_no, result, events_per_request, cpu, peak, delivery, broker_cpu_seconds=broker_cpu
+        plan.scenario,
+        spec.key,
+        plan.round_no,
+        result,
+        plan.events_per_request,
+        cpu,
+        peak,
+        delivery,
+        broker_cpu_seconds=broker_cpu,
     )
 
 
@@ -250,9 +260,14 @@ def memory_soak(options: Options, seconds: float, rate: float, interval: float) 
             )
         finally:
             server.stop()
+        found = sum(kafka_check.count_records(broker.bootstrap_servers, prefix).values())
+        unacked = result.non2xx + result.socket_errors + options.connections
+        delivery = report.Delivery(server.probe_events + result.ok, found, in_flight_bound=unacked)
+        print(f"  delivery check: {delivery.describe()}")
     finally:
         broker.stop()
-    return judge_soak(samples, seconds)
+    flat = judge_soak(samples, seconds)
+    return flat if delivery.ok else 1
 
 
 def judge_soak(samples: list[tuple[float, int]], seconds: float) -> int:
