@@ -11,7 +11,11 @@ from gateway.errors import SettingsError
 
 # Each module defines ``register(subparsers)``: it adds one parser and sets ``func`` to a callable
 # taking the parsed arguments and returning the exit status.
-COMMAND_MODULES: tuple[str, ...] = ("gateway.commands.serve", "consumers.send_api.emulator_command")
+COMMAND_MODULES: tuple[str, ...] = (
+    "gateway.commands.serve",
+    "gateway.commands.dev",
+    "consumers.send_api.emulator_command",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
