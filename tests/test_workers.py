@@ -49,6 +49,7 @@ async def test_workers_share_port_metrics_and_restart_gracefully(kafka_bootstrap
         "KAFKA_ENABLE_IDEMPOTENCE": "false",
         "IGW_TOPIC_PREFIX": f"t{uuid.uuid4().hex[:10]}",
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+        "IGW_SPOOL_DIR": str(tmp_path / "spool"),  # each worker takes its own directory under it
     }
     (tmp_path / "metrics").mkdir()
     proc = subprocess.Popen(
