@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,12 +66,14 @@ class GatewaySettings:
         if spool_after >= 4.0:
             raise SettingsError("IGW_SPOOL_AFTER_SECONDS", "must leave time to fsync within Meta's 5 s (try 1)")
         spool_dir = Path(env.str("IGW_SPOOL_DIR", DEFAULT_SPOOL_DIR)) if env.bool("IGW_SPOOL_ENABLED", True) else None
+        max_body = env.int("IGW_MAX_BODY_BYTES", d["max_body_bytes"], min_value=1024)
         return cls(
             verify_token=verify_token,
             app_secrets=app_secrets,
-            kafka=KafkaSettings.from_env(env),
+            # A dead letter carries a whole body plus headers.
+            kafka=replace(KafkaSettings.from_env(env), max_message_bytes=max_body + 65_536),
             webhook_path=path,
-            max_body_bytes=env.int("IGW_MAX_BODY_BYTES", d["max_body_bytes"], min_value=1024),
+            max_body_bytes=max_body,
             publish_timeout=publish_timeout,
             degraded_publish_timeout=min(
                 publish_timeout,
