@@ -217,3 +217,57 @@ def report_fault(name: str, **figures: object) -> None:
     if path:
         with Path(path).open("ab") as f:
             f.write(orjson.dumps({"test": name, **figures}) + b"\n")
+
+
+@dataclass
+class RedisServer:
+    """A ``redis-server`` of a test's own on a free loopback port, free to be frozen, killed and restarted."""
+
+    directory: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> None:
+        self.process = subprocess.Popen(
+            [
+                *("redis-server", "--port", str(self.port), "--bind", "127.0.0.1"),
+                *("--save", "", "--appendonly", "no", "--dir", str(self.directory)),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not port_is_open("127.0.0.1", self.port):
+            time.sleep(0.02)
+        if not port_is_open("127.0.0.1", self.port):
+            raise RuntimeError("redis-server did not listen in time")
+
+    def freeze(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGCONT)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+            self.process.kill()
+            self.process.wait(5)
+        self.process = None
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis of this test's own (the suite's shared one must not be stopped)."""
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
