@@ -16,6 +16,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from gateway import metrics
 from gateway.config import KafkaSettings
 from gateway.drain import drain_forever
+from gateway.errors import SettingsError
 from gateway.logs import request_id
 from gateway.publisher import AiokafkaPublisher, Publisher
 from gateway.settings import GatewaySettings
@@ -93,9 +94,13 @@ async def _spool(app: web.Application) -> AsyncIterator[None]:
     if settings.spool_dir is None:
         yield
         return
-    spool = await open_spool(
-        settings.spool_dir, max_bytes=settings.spool_max_bytes, max_age_seconds=settings.spool_max_age_seconds
-    )
+    try:
+        spool = await open_spool(
+            settings.spool_dir, max_bytes=settings.spool_max_bytes, max_age_seconds=settings.spool_max_age_seconds
+        )
+    except OSError as exc:
+        # A spool that cannot be used is a configuration error: refuse to start rather than run without it.
+        raise SettingsError("IGW_SPOOL_DIR", f"cannot use {settings.spool_dir}: {exc.strerror or exc}") from exc
     state.spool = spool
     report = spool.scan_report
     if report.records:

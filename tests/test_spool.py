@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 from prometheus_client import REGISTRY
 
+from gateway.config import KafkaSettings
 from gateway.errors import SpoolFull, SpoolUnavailable
+from gateway.localbroker import free_port
 from gateway.spool import Spool, SpooledBody, SpoolLocked, decode_frames, encode_frame, open_spool, orphan_dirs
+from tests.plugins.outage import gateway_env
 
 
 def _sample(name: str, labels: dict[str, str] | None = None) -> float:
@@ -219,3 +224,18 @@ async def test_one_process_per_directory(tmp_path: Path) -> None:
         await adopted.close()
     finally:
         await first.close()
+
+
+def test_unusable_spool_dir_stops_start_up_naming_the_variable(tmp_path: Path) -> None:
+    """A spool directory that cannot be created stops start-up with an error naming IGW_SPOOL_DIR."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "gateway", "--port", str(free_port())],
+        env={**gateway_env(KafkaSettings(bootstrap_servers="127.0.0.1:1"), blocker / "spool")},
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert b"IGW_SPOOL_DIR" in proc.stderr + proc.stdout
