@@ -7,11 +7,12 @@ Docker, Kubernetes and ECS mount secrets).
 
 from __future__ import annotations
 
+import builtins
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from gateway.errors import SettingsError
 
@@ -36,46 +37,48 @@ class Secret:
 class Env:
     """Typed access to an environment mapping; each error names the variable at fault."""
 
-    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
-        self._environ: Mapping[str, str] = os.environ if environ is None else environ
+    def __init__(self, environ: Mapping[builtins.str, builtins.str] | None = None) -> None:
+        self._environ: Mapping[builtins.str, builtins.str] = os.environ if environ is None else environ
 
-    def raw(self, name: str) -> str | None:
+    def raw(self, name: builtins.str) -> builtins.str | None:
         value = self._environ.get(name)
         if value is None or value.strip() == "":
             return None
         return value.strip()
 
-    def str(self, name: str, default: str) -> str:
+    def str(self, name: builtins.str, default: builtins.str) -> builtins.str:
         return self.raw(name) or default
 
-    def optional_str(self, name: str) -> str | None:
+    def optional_str(self, name: builtins.str) -> builtins.str | None:
         return self.raw(name)
 
-    def int(self, name: str, default: int, *, min_value: int | None = None) -> int:
+    def int(self, name: builtins.str, default: builtins.int, *, min_value: builtins.int | None = None) -> builtins.int:
         raw = self.raw(name)
         if raw is None:
             return default
         try:
-            value = int(raw.replace("_", ""))
+            value = builtins.int(raw.replace("_", ""))
         except ValueError:
             raise SettingsError(name, f"expected a whole number, got {raw!r}") from None
         if min_value is not None and value < min_value:
             raise SettingsError(name, f"must be at least {min_value}, got {value}")
         return value
 
-    def float(self, name: str, default: float, *, min_value: float | None = None) -> float:
+    def float(
+        self, name: builtins.str, default: builtins.float, *, min_value: builtins.float | None = None
+    ) -> builtins.float:
         raw = self.raw(name)
         if raw is None:
             return default
         try:
-            value = float(raw)
+            value = builtins.float(raw)
         except ValueError:
             raise SettingsError(name, f"expected a number, got {raw!r}") from None
         if min_value is not None and value < min_value:
             raise SettingsError(name, f"must be at least {min_value}, got {value}")
         return value
 
-    def bool(self, name: str, default: bool) -> bool:
+    def bool(self, name: builtins.str, default: builtins.bool) -> builtins.bool:
         raw = self.raw(name)
         if raw is None:
             return default
@@ -86,13 +89,13 @@ class Env:
             return False
         raise SettingsError(name, f"expected true or false, got {raw!r}")
 
-    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+    def choice(self, name: builtins.str, default: builtins.str, choices: tuple[builtins.str, ...]) -> builtins.str:
         value = self.str(name, default).lower()
         if value not in choices:
             raise SettingsError(name, f"expected one of {', '.join(choices)}, got {value!r}")
         return value
 
-    def secret(self, name: str) -> Secret | None:
+    def secret(self, name: builtins.str) -> Secret | None:
         """``NAME`` or the contents of the file named by ``NAME_FILE`` (not both)."""
         direct = self.raw(name)
         file_name = self.raw(f"{name}_FILE")
@@ -108,7 +111,7 @@ class Env:
             return Secret(text)
         return Secret(direct) if direct is not None else None
 
-    def required_secret(self, name: str, why: str) -> Secret:
+    def required_secret(self, name: builtins.str, why: builtins.str) -> Secret:
         secret = self.secret(name)
         if secret is None:
             raise SettingsError(name, f"is required ({why}); set {name} or {name}_FILE")
@@ -140,27 +143,28 @@ class KafkaSettings:
 
     @classmethod
     def from_env(cls, env: Env) -> KafkaSettings:
-        prefix = env.str("IGW_TOPIC_PREFIX", cls.topic_prefix)
+        d: dict[str, Any] = {f.name: f.default for f in fields(cls)}
+        prefix = env.str("IGW_TOPIC_PREFIX", d["topic_prefix"])
         if not prefix.replace("-", "").replace("_", "").replace(".", "").isalnum():
             raise SettingsError("IGW_TOPIC_PREFIX", f"may hold letters, digits, '.', '_', '-'; got {prefix!r}")
-        acks = env.choice("KAFKA_ACKS", cls.acks, ("all", "1"))
-        idempotence = env.bool("KAFKA_ENABLE_IDEMPOTENCE", cls.enable_idempotence)
+        acks = env.choice("KAFKA_ACKS", d["acks"], ("all", "1"))
+        idempotence = env.bool("KAFKA_ENABLE_IDEMPOTENCE", d["enable_idempotence"])
         if idempotence and acks != "all":
             raise SettingsError("KAFKA_ACKS", "must be 'all' while KAFKA_ENABLE_IDEMPOTENCE is true")
         return cls(
-            bootstrap_servers=env.str("KAFKA_BOOTSTRAP_SERVERS", cls.bootstrap_servers),
+            bootstrap_servers=env.str("KAFKA_BOOTSTRAP_SERVERS", d["bootstrap_servers"]),
             topic_prefix=prefix,
             enable_idempotence=idempotence,
             acks="all" if acks == "all" else "1",
-            linger_ms=env.int("KAFKA_LINGER_MS", cls.linger_ms, min_value=0),
-            max_batch_bytes=env.int("KAFKA_MAX_BATCH_BYTES", cls.max_batch_bytes, min_value=1024),
+            linger_ms=env.int("KAFKA_LINGER_MS", d["linger_ms"], min_value=0),
+            max_batch_bytes=env.int("KAFKA_MAX_BATCH_BYTES", d["max_batch_bytes"], min_value=1024),
             compression=env.choice(  # type: ignore[arg-type]
-                "KAFKA_COMPRESSION", cls.compression, ("none", "gzip", "snappy", "lz4", "zstd")
+                "KAFKA_COMPRESSION", d["compression"], ("none", "gzip", "snappy", "lz4", "zstd")
             ),
-            request_timeout_ms=env.int("KAFKA_REQUEST_TIMEOUT_MS", cls.request_timeout_ms, min_value=1000),
-            partitions=env.int("IGW_TOPIC_PARTITIONS", cls.partitions, min_value=1),
-            replication_factor=env.int("IGW_TOPIC_REPLICATION", cls.replication_factor, min_value=1),
-            client_id=env.str("KAFKA_CLIENT_ID", cls.client_id),
+            request_timeout_ms=env.int("KAFKA_REQUEST_TIMEOUT_MS", d["request_timeout_ms"], min_value=1000),
+            partitions=env.int("IGW_TOPIC_PARTITIONS", d["partitions"], min_value=1),
+            replication_factor=env.int("IGW_TOPIC_REPLICATION", d["replication_factor"], min_value=1),
+            client_id=env.str("KAFKA_CLIENT_ID", d["client_id"]),
             security_protocol=env.choice(
                 "KAFKA_SECURITY_PROTOCOL", "PLAINTEXT", ("plaintext", "ssl", "sasl_plaintext", "sasl_ssl")
             ).upper(),

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from gateway.config import Env, KafkaSettings, Secret
 from gateway.errors import SettingsError
@@ -31,6 +32,7 @@ class GatewaySettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> GatewaySettings:
         env = Env(environ)
+        d: dict[str, Any] = {f.name: f.default for f in fields(cls)}
         verify_token = env.required_secret(
             "INSTAGRAM_WEBHOOK_VERIFY_TOKEN", "the token you typed in Meta's App Dashboard"
         )
@@ -45,7 +47,7 @@ class GatewaySettings:
             raise SettingsError("IGW_WEBHOOK_PATH", f"must be a plain absolute path, got {path!r}")
         if path in {"/healthz", "/readyz", "/metrics"}:
             raise SettingsError("IGW_WEBHOOK_PATH", f"{path} is taken by the gateway itself")
-        publish_timeout = env.float("IGW_PUBLISH_TIMEOUT_SECONDS", cls.publish_timeout, min_value=0.05)
+        publish_timeout = env.float("IGW_PUBLISH_TIMEOUT_SECONDS", d["publish_timeout"], min_value=0.05)
         if publish_timeout >= 5.0:
             raise SettingsError("IGW_PUBLISH_TIMEOUT_SECONDS", "must stay under Meta's 5 s answer deadline (try 3)")
         return cls(
@@ -53,15 +55,15 @@ class GatewaySettings:
             app_secrets=app_secrets,
             kafka=KafkaSettings.from_env(env),
             webhook_path=path,
-            max_body_bytes=env.int("IGW_MAX_BODY_BYTES", cls.max_body_bytes, min_value=1024),
+            max_body_bytes=env.int("IGW_MAX_BODY_BYTES", d["max_body_bytes"], min_value=1024),
             publish_timeout=publish_timeout,
             degraded_publish_timeout=min(
                 publish_timeout,
-                env.float("IGW_DEGRADED_PUBLISH_TIMEOUT_SECONDS", cls.degraded_publish_timeout, min_value=0.01),
+                env.float("IGW_DEGRADED_PUBLISH_TIMEOUT_SECONDS", d["degraded_publish_timeout"], min_value=0.01),
             ),
-            create_topics=env.bool("IGW_CREATE_TOPICS", cls.create_topics),
-            ready_cache_seconds=env.float("IGW_READY_CACHE_SECONDS", cls.ready_cache_seconds, min_value=0),
-            shutdown_timeout=env.float("IGW_SHUTDOWN_TIMEOUT_SECONDS", cls.shutdown_timeout, min_value=0),
+            create_topics=env.bool("IGW_CREATE_TOPICS", d["create_topics"]),
+            ready_cache_seconds=env.float("IGW_READY_CACHE_SECONDS", d["ready_cache_seconds"], min_value=0),
+            shutdown_timeout=env.float("IGW_SHUTDOWN_TIMEOUT_SECONDS", d["shutdown_timeout"], min_value=0),
             producer_backend=env.choice("IGW_PRODUCER_BACKEND", "aiokafka", ("aiokafka", "confluent")),
         )
 

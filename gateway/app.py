@@ -1,0 +1,99 @@
+"""The gateway's application factory. Pure: no I/O until the app starts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client.aiohttp import make_aiohttp_handler
+
+from gateway import metrics
+from gateway.config import KafkaSettings
+from gateway.publisher import AiokafkaPublisher, Publisher
+from gateway.settings import GatewaySettings
+from gateway.state import GatewayState
+from gateway.topics import GATEWAY_TOPICS, ensure_topics
+from gateway.typedefs import publisher_key, settings_key, state_key
+from gateway.views import healthz, readyz, receive_webhook, verify_subscription
+
+__all__ = ["PublisherFactory", "create_app"]
+
+log = logging.getLogger(__name__)
+
+PublisherFactory = Callable[[KafkaSettings], Publisher]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def create_app(
+    settings: GatewaySettings, *, publisher_factory: PublisherFactory = AiokafkaPublisher
+) -> web.Application:
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[_observe])
+    app[settings_key] = settings
+    app[state_key] = GatewayState.from_settings(settings)
+    app[publisher_key] = publisher_factory(settings.kafka)
+    app.router.add_get(settings.webhook_path, verify_subscription)
+    app.router.add_post(settings.webhook_path, receive_webhook)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", make_aiohttp_handler())
+    app.cleanup_ctx.append(_kafka)
+    return app
+
+
+async def _kafka(app: web.Application) -> AsyncIterator[None]:
+    """Connect the producer and create missing topics; on shutdown, flush and close it.
+
+    aiohttp runs this cleanup only after in-flight handlers finished (within shutdown_timeout),
+    so the records they handed to the producer are flushed by ``stop()``.
+    """
+    settings = app[settings_key]
+    publisher = app[publisher_key]
+    await publisher.start()
+    topics_task: asyncio.Task[None] | None = None
+    if settings.create_topics:
+        topics_task = asyncio.create_task(_create_topics_when_connected(publisher, settings), name="igw-topics")
+        await asyncio.wait({topics_task}, timeout=10)
+    metrics.PRODUCER_READY.set(1 if publisher.connected else 0)
+    try:
+        yield
+    finally:
+        if topics_task is not None and not topics_task.done():
+            topics_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await topics_task
+        await publisher.stop()
+        metrics.PRODUCER_READY.set(0)
+
+
+async def _create_topics_when_connected(publisher: Publisher, settings: GatewaySettings) -> None:
+    while True:
+        if publisher.connected:
+            try:
+                await ensure_topics(settings.kafka, GATEWAY_TOPICS)
+                return
+            except Exception as exc:  # any failure is retried; readiness reports it meanwhile
+                log.warning("creating topics failed (%s: %s); retrying", type(exc).__name__, exc)
+        await asyncio.sleep(2.0)
+
+
+@web.middleware
+async def _observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        _record(route, request.method, exc.status, started)
+        raise
+    _record(route, request.method, response.status, started)
+    return response
+
+
+def _record(route: str, method: str, status: int, started: float) -> None:
+    metrics.HTTP_REQUESTS.labels(route, method, str(status)).inc()
+    metrics.HTTP_DURATION.labels(route).observe(time.perf_counter() - started)

@@ -1,0 +1,363 @@
+"""Meta's webhook bodies into envelope v1 events (docs/events.md).
+
+Pure: ``normalize(body, received_at)`` does no I/O, so it can be fuzzed and timed alone. It never
+raises on input: what cannot be read becomes a dead letter, what is merely unfamiliar becomes an
+``unknown`` event that keeps the raw item.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Final
+
+import orjson
+
+__all__ = ["DeadLetter", "Event", "Normalized", "Topic", "normalize", "normalize_document"]
+
+ENVELOPE_VERSION: Final = 1
+
+
+class Topic(StrEnum):
+    MESSAGES = "messages"
+    POSTBACKS = "postbacks"
+    EVENTS = "events"
+    DEADLETTER = "deadletter"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    id: str
+    type: str
+    topic: Topic
+    key: str
+    timestamp: int
+    source: str
+    subject: str | None
+    envelope: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    reason: str
+    detail: str
+    paths: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Normalized:
+    events: list[Event]
+    dead_letter: DeadLetter | None = None
+
+
+_PLATFORMS: Final = {"instagram": "instagram", "page": "messenger"}
+_HANDOVER_KEYS: Final = ("pass_thread_control", "take_thread_control", "request_thread_control", "app_roles")
+# Keys whose object becomes the event type under the same name; checked in this order.
+_PLAIN_KEYS: Final = (
+    "reaction",
+    "read",
+    "delivery",
+    "referral",
+    "optin",
+    "policy_enforcement",
+    "response_feedback",
+    "account_linking",
+    "messaging_feedback",
+    "order",
+)
+_TOPIC_OF: Final = {
+    "message": Topic.MESSAGES,
+    "message_echo": Topic.MESSAGES,
+    "message_deleted": Topic.MESSAGES,
+    "message_edit": Topic.MESSAGES,
+    "postback": Topic.POSTBACKS,
+}
+# Meta's messaging timestamps are ms; `changes` examples use seconds. Anything below this is seconds.
+_SECONDS_LIMIT: Final = 100_000_000_000
+
+
+def normalize(body: bytes, received_at: int) -> Normalized:
+    """Parse a signed webhook body and normalize every item in it."""
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        return Normalized([], DeadLetter("not_json", f"body is not JSON: {exc.msg}"))
+    return normalize_document(document, received_at)
+
+
+def normalize_document(document: Any, received_at: int) -> Normalized:
+    if not isinstance(document, dict):
+        return Normalized([], DeadLetter("not_object", "body is not a JSON object"))
+    obj = document.get("object")
+    if obj is None:
+        return Normalized([], DeadLetter("no_object", "body has no 'object' field"))
+    platform = _PLATFORMS.get(obj) if isinstance(obj, str) else None
+    if platform is None:
+        return Normalized([], DeadLetter("unsupported_object", "'object' is not 'instagram' or 'page'"))
+    entries = document.get("entry")
+    if not isinstance(entries, list):
+        return Normalized([], DeadLetter("bad_entry", "'entry' is not a list", ("entry",)))
+
+    events: list[Event] = []
+    bad: list[str] = []
+    reason = ""
+    for e_index, entry in enumerate(entries):
+        if not isinstance(entry, dict) or _as_id(entry.get("id")) is None:
+            bad.append(f"entry[{e_index}]")
+            reason = reason or "bad_entry"
+            continue
+        account_id = _as_id(entry["id"])
+        assert account_id is not None
+        entry_time = _as_ms(entry.get("time"))
+        for list_key in ("messaging", "standby", "changes"):
+            items = entry.get(list_key)
+            if items is None:
+                continue
+            if not isinstance(items, list):
+                bad.append(f"entry[{e_index}].{list_key}")
+                reason = reason or "bad_entry"
+                continue
+            standby = list_key == "standby"
+            for i_index, item in enumerate(items):
+                if not isinstance(item, dict):
+                    bad.append(f"entry[{e_index}].{list_key}[{i_index}]")
+                    reason = reason or "bad_item"
+                    continue
+                if list_key == "changes":
+                    events.append(_change_event(platform, account_id, entry_time, item, received_at))
+                else:
+                    events.append(_messaging_event(platform, account_id, entry_time, item, standby, received_at))
+        if "field" in entry and "value" in entry:
+            # The bare form some Instagram examples use: one change directly on the entry.
+            bare = {"field": entry["field"], "value": entry["value"]}
+            events.append(_change_event(platform, account_id, entry_time, bare, received_at))
+    dead = None
+    if bad:
+        detail = f"{len(bad)} unreadable entr{'y' if len(bad) == 1 else 'ies or items'}"
+        dead = DeadLetter(reason, detail, tuple(bad[:50]))
+    return Normalized(events, dead)
+
+
+def _as_id(value: Any) -> str | None:
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def _as_ms(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    ms = int(value)
+    return ms * 1000 if 0 <= ms < _SECONDS_LIMIT else ms
+
+
+def _digest(basis: bytes) -> str:
+    return hashlib.blake2b(basis, digest_size=16).hexdigest()
+
+
+def _canonical_id(platform: str, account_id: str, type_: str, item: dict[str, Any]) -> str:
+    try:
+        canonical = orjson.dumps(item, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # pragma: no cover - parsed JSON always serializes
+        canonical = repr(sorted(item.items())).encode()
+    return _digest(b"\x1f".join((platform.encode(), account_id.encode(), type_.encode(), canonical)))
+
+
+def _party(item: dict[str, Any], key: str) -> str | None:
+    party = item.get(key)
+    return _as_id(party.get("id")) if isinstance(party, dict) else None
+
+
+def _message_object(message: dict[str, Any]) -> dict[str, Any]:
+    attachments: list[dict[str, Any]] = []
+    raw_attachments = message.get("attachments")
+    if isinstance(raw_attachments, list):
+        for attachment in raw_attachments:
+            if not isinstance(attachment, dict):
+                continue
+            payload = attachment.get("payload")
+            payload = payload if isinstance(payload, dict) else {}
+            out: dict[str, Any] = {"type": attachment.get("type"), "url": payload.get("url")}
+            title = payload.get("title", attachment.get("title"))
+            if title is not None:
+                out["title"] = title
+            for extra in ("id", "sticker_id", "reel_video_id"):
+                if extra in payload:
+                    out[extra] = payload[extra]
+            attachments.append(out)
+    quick_reply = message.get("quick_reply")
+    return {
+        "mid": message.get("mid"),
+        "text": message.get("text"),
+        "attachments": attachments,
+        "quick_reply_payload": quick_reply.get("payload") if isinstance(quick_reply, dict) else None,
+        "reply_to": message.get("reply_to"),
+        "referral": message.get("referral"),
+        "is_unsupported": bool(message.get("is_unsupported", False)),
+        "app_id": message.get("app_id"),
+        "metadata": message.get("metadata"),
+    }
+
+
+def _classify(item: dict[str, Any]) -> tuple[str, str, dict[str, Any], str | None]:
+    """(type, object name, type object, the mid that names this event or None)."""
+    message = item.get("message")
+    if isinstance(message, dict):
+        if message.get("is_deleted"):
+            type_ = "message_deleted"
+        elif message.get("is_echo"):
+            type_ = "message_echo"
+        else:
+            type_ = "message"
+        mid = message.get("mid")
+        return type_, "message", _message_object(message), mid if isinstance(mid, str) and mid else None
+    edit = item.get("message_edit")
+    if isinstance(edit, dict):
+        obj = {"mid": edit.get("mid"), "text": edit.get("text"), "num_edit": edit.get("num_edit")}
+        mid = edit.get("mid")
+        named = f"{mid}\x1f{edit.get('num_edit')}" if isinstance(mid, str) and mid else None
+        return "message_edit", "message_edit", obj, named
+    postback = item.get("postback")
+    if isinstance(postback, dict):
+        obj = {
+            "mid": postback.get("mid"),
+            "title": postback.get("title"),
+            "payload": postback.get("payload"),
+            "referral": postback.get("referral"),
+        }
+        mid = postback.get("mid")
+        return "postback", "postback", obj, mid if isinstance(mid, str) and mid else None
+    for key in _PLAIN_KEYS:
+        value = item.get(key)
+        if isinstance(value, dict):
+            if key == "reaction":
+                value = {
+                    "mid": value.get("mid"),
+                    "action": value.get("action"),
+                    "reaction": value.get("reaction"),
+                    "emoji": value.get("emoji"),
+                }
+            elif key == "read":
+                value = {"mid": value.get("mid"), "watermark": value.get("watermark")}
+            return key, key, value, None
+    for key in _HANDOVER_KEYS:
+        value = item.get(key)
+        if isinstance(value, dict):
+            return "handover", "handover", {"kind": key, **value}, None
+    return "unknown", "unknown", {"keys": sorted(item)}, None
+
+
+def _messaging_event(
+    platform: str,
+    account_id: str,
+    entry_time: int | None,
+    item: dict[str, Any],
+    standby: bool,
+    received_at: int,
+) -> Event:
+    type_, object_name, type_object, named_by = _classify(item)
+    sender_id = _party(item, "sender")
+    recipient_id = _party(item, "recipient")
+    user_id = recipient_id if type_ == "message_echo" else sender_id
+    if user_id == account_id and type_ != "message_echo":
+        user_id = None
+    if named_by is not None:
+        event_id = _digest(f"{type_}\x1f{named_by}".encode())
+    else:
+        event_id = _canonical_id(platform, account_id, type_, item)
+    timestamp = _as_ms(item.get("timestamp")) or entry_time or received_at
+    return _event(
+        event_id,
+        type_,
+        platform,
+        account_id,
+        user_id,
+        sender_id,
+        recipient_id,
+        timestamp,
+        received_at,
+        standby,
+        object_name,
+        type_object,
+        item,
+    )
+
+
+def _change_event(
+    platform: str, account_id: str, entry_time: int | None, item: dict[str, Any], received_at: int
+) -> Event:
+    value = item.get("value")
+    user_id: str | None = None
+    timestamp: int | None = None
+    if isinstance(value, dict):
+        user_id = _party(value, "from")
+        timestamp = _as_ms(value.get("timestamp"))
+    change = {"field": item.get("field"), "value": value}
+    event_id = _canonical_id(platform, account_id, "change", item)
+    return _event(
+        event_id,
+        "change",
+        platform,
+        account_id,
+        user_id,
+        user_id,
+        None,
+        timestamp or entry_time or received_at,
+        received_at,
+        False,
+        "change",
+        change,
+        item,
+    )
+
+
+def _event(
+    event_id: str,
+    type_: str,
+    platform: str,
+    account_id: str,
+    user_id: str | None,
+    sender_id: str | None,
+    recipient_id: str | None,
+    timestamp: int,
+    received_at: int,
+    standby: bool,
+    object_name: str,
+    type_object: dict[str, Any],
+    raw: dict[str, Any],
+) -> Event:
+    envelope: dict[str, Any] = {
+        "v": ENVELOPE_VERSION,
+        "id": event_id,
+        "type": type_,
+        "platform": platform,
+        "account_id": account_id,
+    }
+    conversation_id = None
+    if user_id is not None:
+        conversation_id = f"{platform}:{account_id}:{user_id}"
+        envelope["user_id"] = user_id
+    if sender_id is not None:
+        envelope["sender_id"] = sender_id
+    if recipient_id is not None:
+        envelope["recipient_id"] = recipient_id
+    if conversation_id is not None:
+        envelope["conversation_id"] = conversation_id
+    envelope["timestamp"] = timestamp
+    envelope["received_at"] = received_at
+    envelope["standby"] = standby
+    envelope[object_name] = type_object
+    envelope["raw"] = raw
+    return Event(
+        id=event_id,
+        type=type_,
+        topic=_TOPIC_OF.get(type_, Topic.EVENTS),
+        key=conversation_id or account_id,
+        timestamp=timestamp,
+        source=f"igw/{platform}/{account_id}",
+        subject=conversation_id,
+        envelope=envelope,
+    )

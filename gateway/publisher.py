@@ -1,0 +1,154 @@
+"""One Kafka producer per process, behind a small interface the HTTP handlers depend on.
+
+Client errors are translated here, once, into ``gateway.errors``. A request's records are handed
+to the producer together and awaited together, so they share batches instead of paying a round
+trip each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from gateway.config import KafkaSettings
+from gateway.errors import BrokerUnavailable, PublishTimeout
+from gateway.records import OutRecord
+
+__all__ = ["AiokafkaPublisher", "Publisher"]
+
+log = logging.getLogger(__name__)
+
+
+class Publisher(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    @property
+    def connected(self) -> bool: ...
+
+    async def publish(self, records: Sequence[OutRecord], timeout: float) -> None:
+        """Return once the broker acknowledged every record; raise ``PublishError`` otherwise."""
+
+    async def missing_topics(self, topics: Sequence[str], timeout: float) -> list[str]:
+        """Which of ``topics`` the cluster does not have; raise ``PublishError`` when unreachable."""
+
+
+class AiokafkaPublisher:
+    """aiokafka producer with acks and batching from settings, connecting in the background.
+
+    The gateway starts serving even when the broker is away at start-up: readiness says so and
+    publishing fails fast until the producer is connected.
+    """
+
+    def __init__(self, settings: KafkaSettings, *, reconnect_interval: float = 2.0) -> None:
+        self._settings = settings
+        self._reconnect_interval = reconnect_interval
+        self._producer: AIOKafkaProducer | None = None
+        self._connector: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+
+    @property
+    def connected(self) -> bool:
+        return self._producer is not None
+
+    def _new_producer(self) -> AIOKafkaProducer:
+        s = self._settings
+        kwargs: dict[str, Any] = dict(s.client_kwargs())
+        return AIOKafkaProducer(
+            client_id=f"{s.client_id}-gateway",
+            acks="all" if s.acks == "all" else 1,
+            enable_idempotence=s.enable_idempotence,
+            linger_ms=s.linger_ms,
+            max_batch_size=s.max_batch_bytes,
+            # A 1000-item batch can exceed the 1 MiB default in one partition's request.
+            max_request_size=max(s.max_batch_bytes * 4, 4 * 1024 * 1024),
+            compression_type=None if s.compression == "none" else s.compression,
+            **kwargs,
+        )
+
+    async def _try_connect(self) -> bool:
+        producer = self._new_producer()
+        try:
+            await producer.start()
+        except (KafkaError, OSError) as exc:
+            log.warning(
+                "Kafka is not reachable at %s (%s); retrying every %.0fs. Check KAFKA_BOOTSTRAP_SERVERS.",
+                self._settings.bootstrap_servers,
+                type(exc).__name__,
+                self._reconnect_interval,
+            )
+            await producer.stop()
+            return False
+        self._producer = producer
+        log.info("Kafka producer connected to %s", self._settings.bootstrap_servers)
+        return True
+
+    async def _connect_forever(self) -> None:
+        while not await self._try_connect():
+            try:
+                await asyncio.wait_for(self._stopping.wait(), self._reconnect_interval)
+                return
+            except TimeoutError:
+                continue
+
+    async def start(self, wait: float = 10.0) -> None:
+        """Connect, waiting up to ``wait`` seconds; keep trying in the background after that."""
+        self._connector = asyncio.create_task(self._connect_forever(), name="igw-kafka-connect")
+        done, _ = await asyncio.wait({self._connector}, timeout=wait)
+        if done:
+            self._connector.result()
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._connector is not None and not self._connector.done():
+            self._connector.cancel()
+            await asyncio.gather(self._connector, return_exceptions=True)
+        if self._producer is not None:
+            # stop() flushes what in-flight requests handed over before returning.
+            await self._producer.stop()
+            self._producer = None
+
+    async def publish(self, records: Sequence[OutRecord], timeout: float) -> None:
+        producer = self._producer
+        if producer is None:
+            raise BrokerUnavailable("the Kafka producer is not connected")
+        deadline = time.monotonic() + timeout
+        futures: list[asyncio.Future[Any]] = []
+        try:
+            async with asyncio.timeout(timeout):
+                futures.extend([await producer.send(r.topic, r.value, key=r.key, headers=r.headers) for r in records])
+        except TimeoutError:
+            raise PublishTimeout(f"records not accepted by the producer within {timeout:.2f}s") from None
+        except KafkaError as exc:
+            raise BrokerUnavailable(f"producer refused records: {type(exc).__name__}") from exc
+        if not futures:
+            return
+        # asyncio.wait does not cancel the delivery futures: a late ack is still an ack.
+        done, pending = await asyncio.wait(futures, timeout=max(0.0, deadline - time.monotonic()))
+        if pending:
+            raise PublishTimeout(f"{len(pending)} of {len(futures)} records not acknowledged within {timeout:.2f}s")
+        for fut in done:
+            failure = fut.exception()
+            if failure is not None:
+                raise BrokerUnavailable(f"broker rejected a record: {type(failure).__name__}") from failure
+
+    async def missing_topics(self, topics: Sequence[str], timeout: float) -> list[str]:
+        producer = self._producer
+        if producer is None:
+            raise BrokerUnavailable("the Kafka producer is not connected")
+        try:
+            async with asyncio.timeout(timeout):
+                metadata = await producer.client.fetch_all_metadata()
+        except TimeoutError:
+            raise PublishTimeout("no metadata from the cluster in time") from None
+        except KafkaError as exc:
+            raise BrokerUnavailable(f"metadata request failed: {type(exc).__name__}") from exc
+        present = metadata.topics()
+        return [t for t in topics if t not in present]

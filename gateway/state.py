@@ -1,0 +1,32 @@
+"""What the gateway keeps between requests: the verifier, topic names and broker health."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gateway.normalize import Topic
+from gateway.settings import GatewaySettings
+from gateway.signature import SignatureVerifier
+
+
+@dataclass(slots=True)
+class Readiness:
+    ready: bool
+    checks: dict[str, str]
+    checked_at: float
+
+
+@dataclass(slots=True)
+class GatewayState:
+    verifier: SignatureVerifier
+    topics: dict[Topic, str]
+    # Set after a failed publish, cleared by the next success: while set, requests get the short deadline.
+    degraded: bool = False
+    readiness: Readiness | None = field(default=None)
+
+    @classmethod
+    def from_settings(cls, settings: GatewaySettings) -> GatewayState:
+        return cls(
+            verifier=SignatureVerifier(s.value for s in settings.app_secrets),
+            topics={t: settings.kafka.topic(t.value) for t in Topic},
+        )

@@ -1,0 +1,166 @@
+"""HTTP handlers: Meta's verification handshake, webhook deliveries, health and readiness."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from collections import Counter as Tally
+from typing import Final
+
+import orjson
+from aiohttp import web
+
+from gateway import metrics
+from gateway.errors import PublishError, PublishTimeout
+from gateway.normalize import Topic, normalize
+from gateway.records import OutRecord, dead_letter_record, event_record
+from gateway.signature import SignatureVerdict
+from gateway.state import Readiness
+from gateway.topics import GATEWAY_TOPICS
+from gateway.typedefs import publisher_key, settings_key, state_key
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_HEADER: Final = "X-Hub-Signature-256"
+# Meta's own samples answer this; any 200 body is accepted.
+_RECEIVED: Final = b"EVENT_RECEIVED"
+
+
+def error_response(status: int, code: str, message: str, *, retry_after: int | None = None) -> web.Response:
+    """A stable ``{"error": code, "message": ...}`` body; ``code`` is for machines, ``message`` for people."""
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return web.Response(
+        status=status,
+        body=orjson.dumps({"error": code, "message": message}),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+async def verify_subscription(request: web.Request) -> web.Response:
+    """Meta's GET handshake: echo ``hub.challenge`` as plain text when the token matches."""
+    query = request.query
+    mode = query.get("hub.mode")
+    token = query.get("hub.verify_token")
+    challenge = query.get("hub.challenge")
+    if mode != "subscribe" or not challenge or token is None:
+        log.warning("webhook verification refused: missing or wrong hub.mode / hub.challenge / hub.verify_token")
+        return web.Response(status=403, text="verification failed", content_type="text/plain")
+    expected = request.app[settings_key].verify_token.value
+    if not hmac.compare_digest(token.encode(), expected.encode()):
+        log.warning(
+            "webhook verification refused: hub.verify_token does not match INSTAGRAM_WEBHOOK_VERIFY_TOKEN; "
+            "check the token typed in Meta's App Dashboard"
+        )
+        return web.Response(status=403, text="verification failed", content_type="text/plain")
+    log.info("webhook subscription verified by Meta")
+    # Byte for byte: a JSON-quoted echo fails Meta's check.
+    return web.Response(text=challenge, content_type="text/plain")
+
+
+async def receive_webhook(request: web.Request) -> web.Response:
+    """A signed delivery: verify, normalize, publish, and say 200 only once Kafka acknowledged."""
+    app = request.app
+    settings = app[settings_key]
+    state = app[state_key]
+
+    encoding = request.headers.get("Content-Encoding")
+    if encoding and encoding.lower() != "identity":
+        # Meta signs the bytes it sends uncompressed; decompressing here would also invite bombs.
+        return error_response(415, "unsupported_encoding", "Content-Encoding is not supported")
+    length = request.content_length
+    if length is not None and length > settings.max_body_bytes:
+        response = error_response(413, "body_too_large", f"body over {settings.max_body_bytes} bytes")
+        response.force_close()  # do not read the rest of it
+        return response
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        response = error_response(413, "body_too_large", f"body over {settings.max_body_bytes} bytes")
+        response.force_close()
+        return response
+
+    signature = request.headers.get(SIGNATURE_HEADER)
+    verdict = state.verifier.verify(body, signature)
+    if verdict is not SignatureVerdict.OK:
+        metrics.SIGNATURE_FAILURES.labels(verdict.value).inc()
+        log.warning(
+            "webhook refused: signature %s; check INSTAGRAM_APP_SECRET against the app that sends it", verdict.value
+        )
+        return error_response(403, "invalid_signature", f"X-Hub-Signature-256 {verdict.value}")
+
+    received_at = time.time_ns() // 1_000_000
+    metrics.PAYLOAD_BYTES.observe(len(body))
+    normalized = normalize(body, received_at)
+    topics = state.topics
+    records: list[OutRecord] = [event_record(e, topics[e.topic]) for e in normalized.events]
+    dead = normalized.dead_letter
+    if dead is not None:
+        records.append(dead_letter_record(dead, topics[Topic.DEADLETTER], body, received_at, signature))
+        log.warning("signed body kept on the dead-letter topic: %s (%s)", dead.reason, dead.detail)
+
+    timeout = settings.degraded_publish_timeout if state.degraded else settings.publish_timeout
+    started = time.perf_counter()
+    try:
+        await request.app[publisher_key].publish(records, timeout)
+    except PublishError as exc:
+        kind = "timeout" if isinstance(exc, PublishTimeout) else "unavailable"
+        metrics.BROKER_ERRORS.labels(kind).inc()
+        if not state.degraded:
+            log.error("Kafka did not acknowledge a webhook (%s); answering 503 so Meta retries", exc)
+        state.degraded = True
+        return error_response(503, "broker_unavailable", "events not stored yet; retry", retry_after=1)
+    if state.degraded:
+        log.info("Kafka acknowledges again")
+        state.degraded = False
+    metrics.PUBLISH_DURATION.observe(time.perf_counter() - started)
+    metrics.EVENTS_PER_REQUEST.observe(len(normalized.events))
+    if len(normalized.events) == 1:
+        event = normalized.events[0]
+        metrics.EVENTS_PUBLISHED.labels(event.type, event.topic.value).inc()
+    else:
+        for (type_, topic), count in Tally((e.type, e.topic.value) for e in normalized.events).items():
+            metrics.EVENTS_PUBLISHED.labels(type_, topic).inc(count)
+    if dead is not None:
+        metrics.DEAD_LETTERS.labels(dead.reason).inc()
+    return web.Response(body=_RECEIVED, content_type="text/plain")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """The process is alive and serving; says nothing about Kafka (that is /readyz)."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready when the producer is connected and every topic the gateway writes to exists."""
+    app = request.app
+    settings = app[settings_key]
+    state = app[state_key]
+    cached = state.readiness
+    now = time.monotonic()
+    if cached is None or now - cached.checked_at >= settings.ready_cache_seconds:
+        cached = state.readiness = await _check_readiness(request.app, now)
+    body = {"status": "ready" if cached.ready else "not_ready", "checks": cached.checks}
+    return web.json_response(body, status=200 if cached.ready else 503)
+
+
+async def _check_readiness(app: web.Application, now: float) -> Readiness:
+    settings = app[settings_key]
+    publisher = app[publisher_key]
+    checks: dict[str, str] = {}
+    if not publisher.connected:
+        checks["kafka"] = "not connected"
+        metrics.PRODUCER_READY.set(0)
+        return Readiness(False, checks, now)
+    topics = [settings.kafka.topic(name) for name in GATEWAY_TOPICS]
+    try:
+        missing = await publisher.missing_topics(topics, timeout=min(2.0, settings.publish_timeout))
+    except PublishError as exc:
+        checks["kafka"] = f"metadata unavailable ({type(exc).__name__})"
+        metrics.PRODUCER_READY.set(0)
+        return Readiness(False, checks, now)
+    checks["kafka"] = "ok"
+    checks["topics"] = "ok" if not missing else "missing: " + ", ".join(missing)
+    metrics.PRODUCER_READY.set(1)
+    return Readiness(not missing, checks, now)
