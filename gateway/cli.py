@@ -11,7 +11,13 @@ from gateway.errors import SettingsError
 
 # Each module defines ``register(subparsers)``: it adds one parser and sets ``func`` to a callable
 # taking the parsed arguments and returning the exit status.
-COMMAND_MODULES: tuple[str, ...] = ("gateway.commands.serve",)
+COMMAND_MODULES: tuple[str, ...] = (
+    "gateway.commands.serve",
+    "gateway.commands.simulate",
+    "gateway.commands.check",
+    "gateway.commands.topics",
+    "gateway.commands.replay",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,6 +19,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from gateway.config import KafkaSettings
+from gateway.topics import end_offsets
 
 __all__ = ["RecordFilter", "ReplayPlan", "ReplayReport", "parse_offsets", "parse_time_ms", "replay"]
 
@@ -74,7 +75,7 @@ class RecordFilter:
                 parsed = None
         if self.accounts and not (self._accounts_of(headers, parsed) & self.accounts):
             return False
-        return not self.types or self._type_of(headers, parsed) in self.types
+        return not self.types or self.type_of(headers, parsed) in self.types
 
     @staticmethod
     def _accounts_of(headers: Mapping[str, bytes], parsed: Any) -> set[str]:
@@ -91,7 +92,7 @@ class RecordFilter:
         return set()
 
     @staticmethod
-    def _type_of(headers: Mapping[str, bytes], parsed: Any) -> str | None:
+    def type_of(headers: Mapping[str, bytes], parsed: Any) -> str | None:
         ce_type = headers.get("ce_type")
         if ce_type is not None:
             return ce_type.decode("utf-8", "replace").removeprefix("igw.v1.")
@@ -138,7 +139,7 @@ async def _ranges(
 ) -> dict[TopicPartition, tuple[int, int]]:
     """[start, stop) per partition, clamped to what the partition holds right now."""
     begin = await consumer.beginning_offsets(tps)
-    end = await consumer.end_offsets(tps)
+    end = await end_offsets(consumer, tps)
     starts = {tp: begin[tp] for tp in tps}
     stops = {tp: end[tp] for tp in tps}
     if plan.since_ms is not None:
@@ -146,12 +147,7 @@ async def _ranges(
         for tp in tps:
             hit = found.get(tp)
             starts[tp] = hit.offset if hit is not None else end[tp]
-    if plan.until_ms is not None:
-        found = await consumer.offsets_for_times(dict.fromkeys(tps, plan.until_ms))
-        for tp in tps:
-            hit = found.get(tp)
-            if hit is not None:
-                stops[tp] = min(stops[tp], hit.offset)
+    # `until` is applied per record: an offset looked up by time may name a whole batch's start.
     partitions = [tp.partition for tp in tps]
     for tp in tps:
         lower = _per_partition(plan.from_offsets, partitions)[tp.partition]
@@ -179,7 +175,7 @@ async def replay(kafka: KafkaSettings, plan: ReplayPlan) -> ReplayReport:
         try:
             partitions = consumer.partitions_for_topic(plan.source)
             if partitions is None:
-                await consumer._client.force_metadata_update()  # noqa: SLF001 - fresh metadata for a named topic
+                await consumer.topics()  # refreshes the cluster metadata
                 partitions = consumer.partitions_for_topic(plan.source)
             if not partitions:
                 raise ValueError(f"topic {plan.source} does not exist")
@@ -217,7 +213,7 @@ async def replay(kafka: KafkaSettings, plan: ReplayPlan) -> ReplayReport:
                         if not plan.record_filter.matches(record.value, headers):
                             continue
                         report.matched += 1
-                        report.types[RecordFilter._type_of(headers, None) or "?"] += 1  # noqa: SLF001
+                        report.types[RecordFilter.type_of(headers, None) or "?"] += 1
                         if producer is not None:
                             sends.append(
                                 await producer.send(

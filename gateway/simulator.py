@@ -212,7 +212,10 @@ class TrafficGenerator:
             item["message"] = {"mid": self._mid(), "text": title, "quick_reply": {"payload": payload}}
         elif kind == "attachment":
             media = rng.choice(("image", "image", "video", "audio"))
-            item["message"] = {"mid": self._mid(), "attachments": [{"type": media, "payload": {"url": self._cdn_url()}}]}
+            item["message"] = {
+                "mid": self._mid(),
+                "attachments": [{"type": media, "payload": {"url": self._cdn_url()}}],
+            }
         elif kind == "story_mention":
             item["message"] = {
                 "mid": self._mid(),

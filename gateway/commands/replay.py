@@ -71,7 +71,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         " The range ends at the end offsets seen when the replay starts. Kafka settings come from the"
         " environment (KAFKA_BOOTSTRAP_SERVERS, IGW_TOPIC_PREFIX, ...).",
     )
-    parser.add_argument("source", metavar="FROM", help="topic to read: an igw name (deadletter, events, ...) or a full name")
+    parser.add_argument(
+        "source", metavar="FROM", help="topic to read: an igw name (deadletter, events, ...) or a full name"
+    )
     parser.add_argument("--to", required=True, help="topic to publish to (igw name or full name)")
     parser.add_argument("--since", help="first record time, ISO 8601 (UTC unless given) or ms since the epoch")
     parser.add_argument("--until", help="end time (exclusive), ISO 8601 or ms")
