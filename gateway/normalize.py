@@ -180,7 +180,8 @@ def _message_object(message: dict[str, Any]) -> dict[str, Any]:
                 continue
             payload = attachment.get("payload")
             payload = payload if isinstance(payload, dict) else {}
-            out: dict[str, Any] = {"type": attachment.get("type"), "url": payload.get("url")}
+            # Messenger's `fallback` attachments carry url and title beside an empty payload.
+            out: dict[str, Any] = {"type": attachment.get("type"), "url": payload.get("url", attachment.get("url"))}
             title = payload.get("title", attachment.get("title"))
             if title is not None:
                 out["title"] = title

@@ -1,5 +1,10 @@
-"""Shared fixtures. Each group of fixtures lives in its own plugin module under tests/plugins/."""
+"""Shared fixtures. Each group of fixtures is a plugin module under tests/plugins/, loaded here.
 
-pytest_plugins = [
-    "tests.plugins.kafka",
-]
+Every module in tests/plugins/ is loaded, so adding fixtures never means editing this file.
+"""
+
+from pathlib import Path
+
+pytest_plugins = sorted(
+    f"tests.plugins.{path.stem}" for path in (Path(__file__).parent / "plugins").glob("*.py") if path.stem != "__init__"
+)

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from gateway import __version__
 from gateway.app import create_app
-from gateway.logs import configure_logging
+from gateway.logs import RedactedAccessLogger, configure_logging
 from gateway.settings import GatewaySettings
 
 log = logging.getLogger("gateway")
@@ -29,6 +29,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--log-level", default=os.environ.get("IGW_LOG_LEVEL", "info"))
     parser.add_argument(
         "--log-format", choices=("auto", "json", "text"), default=os.environ.get("IGW_LOG_FORMAT", "auto")
+    )
+    parser.add_argument(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=os.environ.get("IGW_ACCESS_LOG", "false").lower() in {"1", "true", "yes", "on"},
+        help="log one line per request (paths only: query strings can hold the verify token)",
     )
     parser.set_defaults(func=run)
 
@@ -54,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         shutdown_timeout=settings.shutdown_timeout,
-        access_log=None,
+        access_log=logging.getLogger("gateway.access") if args.access_log else None,
+        access_log_class=RedactedAccessLogger,
         print=None,
         handler_cancellation=False,
         # Hash the bytes as received: a decompressed body is not what Meta signed.
