@@ -99,6 +99,8 @@ class WebhookChecker:
         account_id: str | None = None,
         timeout: float = 10.0,
         ssl_context: ssl.SSLContext | None = None,
+        slow_seconds: float = SLOW_SECONDS,
+        limit_seconds: float = META_LIMIT_SECONDS,
     ) -> None:
         self.url = url
         self._token = verify_token
@@ -107,6 +109,8 @@ class WebhookChecker:
         self.account_id = account_id
         self.timeout = timeout
         self.ssl_context = ssl_context or ssl.create_default_context()
+        self.slow_seconds = slow_seconds
+        self.limit_seconds = limit_seconds
         self.results: list[CheckResult] = []
         self._latencies: list[tuple[str, float]] = []
 
@@ -354,15 +358,15 @@ class WebhookChecker:
             return
         slowest_name, slowest = max(self._latencies, key=lambda pair: pair[1])
         detail = f"slowest {slowest * 1000:.0f} ms ({slowest_name})"
-        if slowest > META_LIMIT_SECONDS:
+        if slowest > self.limit_seconds:
             self._add(
                 name,
                 Verdict.FAIL,
                 detail,
-                f"Meta gives up after {META_LIMIT_SECONDS:g} s and retries: answer before any slow work",
+                f"Meta gives up after {self.limit_seconds:g} s and retries: answer before any slow work",
             )
-        elif slowest > SLOW_SECONDS:
-            self._add(name, Verdict.WARN, detail, f"close to Meta's {META_LIMIT_SECONDS:g} s limit")
+        elif slowest > self.slow_seconds:
+            self._add(name, Verdict.WARN, detail, f"close to Meta's {self.limit_seconds:g} s limit")
         else:
             self._add(name, Verdict.PASS, detail)
 
