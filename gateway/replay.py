@@ -172,6 +172,8 @@ async def replay(kafka: KafkaSettings, plan: ReplayPlan) -> ReplayReport:
     producer: AIOKafkaProducer | None = None
     async with asyncio.timeout(plan.timeout):
         await consumer.start()
+        # Let the consumer's background task start: stopping it before then raises CancelledError.
+        await asyncio.sleep(0)
         try:
             partitions = consumer.partitions_for_topic(plan.source)
             if partitions is None:

@@ -94,6 +94,8 @@ async def describe_topics(
         finally:
             await admin.close()
         await consumer.start()
+        # Let the consumer's background task start: stopping it before then raises CancelledError.
+        await asyncio.sleep(0)
         try:
             for name in wanted:
                 topic = described.get(name)
