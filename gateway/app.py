@@ -52,11 +52,14 @@ async def _kafka(app: web.Application) -> AsyncIterator[None]:
     """
     settings = app[settings_key]
     publisher = app[publisher_key]
+    # Wait briefly for Kafka, then serve anyway: /readyz reports the broker, and Meta's deliveries
+    # get 503 (and are retried) rather than connection refused while the producer keeps trying.
     await publisher.start()
     topics_task: asyncio.Task[None] | None = None
     if settings.create_topics:
         topics_task = asyncio.create_task(_create_topics_when_connected(publisher, settings), name="igw-topics")
-        await asyncio.wait({topics_task}, timeout=10)
+        if publisher.connected:
+            await asyncio.wait({topics_task}, timeout=10)
     metrics.PRODUCER_READY.set(1 if publisher.connected else 0)
     try:
         yield

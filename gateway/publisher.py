@@ -98,7 +98,7 @@ class AiokafkaPublisher:
             except TimeoutError:
                 continue
 
-    async def start(self, wait: float = 10.0) -> None:
+    async def start(self, wait: float = 3.0) -> None:
         """Connect, waiting up to ``wait`` seconds; keep trying in the background after that."""
         self._connector = asyncio.create_task(self._connect_forever(), name="igw-kafka-connect")
         done, _ = await asyncio.wait({self._connector}, timeout=wait)

@@ -22,6 +22,7 @@ class GatewayState:
     topics: dict[Topic, str]
     # Set after a failed publish, cleared by the next success: while set, requests get the short deadline.
     degraded: bool = False
+    probe_in_flight: bool = False
     readiness: Readiness | None = field(default=None)
 
     @classmethod

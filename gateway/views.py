@@ -17,7 +17,7 @@ from gateway.normalize import Topic, normalize
 from gateway.records import OutRecord, dead_letter_record, event_record
 from gateway.signature import SignatureVerdict
 from gateway.state import Readiness
-from gateway.topics import GATEWAY_TOPICS
+from gateway.topics import GATEWAY_TOPICS, ensure_topics
 from gateway.typedefs import publisher_key, settings_key, state_key
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,12 @@ async def receive_webhook(request: web.Request) -> web.Response:
         records.append(dead_letter_record(dead, topics[Topic.DEADLETTER], body, received_at, signature))
         log.warning("signed body kept on the dead-letter topic: %s (%s)", dead.reason, dead.detail)
 
-    timeout = settings.degraded_publish_timeout if state.degraded else settings.publish_timeout
+    # While Kafka is failing, one request at a time (the probe) gets the full deadline so recovery
+    # is noticed; the others fail fast instead of each holding a connection for the full deadline.
+    probe = state.degraded and not state.probe_in_flight
+    timeout = settings.degraded_publish_timeout if state.degraded and not probe else settings.publish_timeout
+    if probe:
+        state.probe_in_flight = True
     started = time.perf_counter()
     try:
         await request.app[publisher_key].publish(records, timeout)
@@ -111,6 +116,9 @@ async def receive_webhook(request: web.Request) -> web.Response:
             log.error("Kafka did not acknowledge a webhook (%s); answering 503 so Meta retries", exc)
         state.degraded = True
         return error_response(503, "broker_unavailable", "events not stored yet; retry", retry_after=1)
+    finally:
+        if probe:
+            state.probe_in_flight = False
     if state.degraded:
         log.info("Kafka acknowledges again")
         state.degraded = False
@@ -160,6 +168,13 @@ async def _check_readiness(app: web.Application, now: float) -> Readiness:
         checks["kafka"] = f"metadata unavailable ({type(exc).__name__})"
         metrics.PRODUCER_READY.set(0)
         return Readiness(False, checks, now)
+    if missing and settings.create_topics:
+        # A broker that lost its topics (a new cluster, a wiped dev broker) gets them back here.
+        try:
+            await ensure_topics(settings.kafka, GATEWAY_TOPICS, timeout=2.0)
+            missing = await publisher.missing_topics(topics, timeout=min(2.0, settings.publish_timeout))
+        except Exception as exc:  # readiness reports the state; the next probe tries again
+            log.warning("re-creating missing topics failed: %s", type(exc).__name__)
     checks["kafka"] = "ok"
     checks["topics"] = "ok" if not missing else "missing: " + ", ".join(missing)
     metrics.PRODUCER_READY.set(1)

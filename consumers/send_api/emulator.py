@@ -1,0 +1,534 @@
+"""A local emulator of Meta's Graph API Send endpoints, for development and tests.
+
+NOT a production path and not Meta: it never talks to Meta and nothing it accepts reaches anyone.
+It serves both flavours on one address (point both base URLs of the client at it):
+``POST /{version}/{id}/messages`` with ``Authorization: Bearer`` (Instagram Login) or
+``access_token`` (Page token), and answers in Meta's documented formats: token and
+``appsecret_proof`` checks, request validation, the 24 h messaging window derived from inbound
+events it is told about, per-account rate limits with ``X-Business-Use-Case-Usage`` headers, and
+failures injected on demand. Control endpoints live under ``/_emulator/`` (docs/send-api.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import re
+import secrets
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+
+from consumers.send_api.client import MAX_QUICK_REPLIES, SENDER_ACTIONS, appsecret_proof
+from consumers.send_api.model import AccountConfig, Flavour
+from consumers.send_api.text import IG_IG_MAX_TEXT_BYTES, PAGE_MAX_TEXT_CHARS
+from gateway.config import Secret
+
+__all__ = [
+    "AcceptedSend",
+    "EmulatorAccessLogger",
+    "EmulatorConfig",
+    "EmulatorState",
+    "InjectedFailure",
+    "config_key",
+    "create_emulator_app",
+    "state_key",
+]
+
+logger = logging.getLogger(__name__)
+
+_VERSION = re.compile(r"^v\d+\.\d+$")
+_MESSAGING_TYPES = frozenset({"RESPONSE", "UPDATE", "MESSAGE_TAG"})
+_QUICK_REPLY_TYPES = frozenset({"text", "user_phone_number", "user_email"})
+# Meta's messages for the codes the emulator answers with by default.
+_DEFAULT_MESSAGES = {
+    1: "An unknown error occurred",
+    2: "An unexpected error has occurred. Please retry your request later.",
+    4: "(#4) Application request limit reached",
+    10: "(#10) This message is sent outside of allowed window.",
+    100: "(#100) Invalid parameter",
+    190: "Invalid OAuth access token - Cannot parse access token",
+    200: "(#200) Permissions error",
+    551: "(#551) This person isn't available right now.",
+    613: "(#613) Calls to this api have exceeded the rate limit.",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class EmulatorConfig:
+    """What the emulator knows. With no accounts it accepts any non-empty token for any id."""
+
+    accounts: tuple[AccountConfig, ...] = ()
+    enforce_window: bool = True
+    window_seconds: float = 24 * 3600.0
+    human_agent_window_seconds: float = 7 * 24 * 3600.0
+    ig_rate_per_second: float = 100.0
+    page_rate_per_second: float = 300.0
+    # Meta's "Require App Secret" app setting: calls without appsecret_proof are refused.
+    require_appsecret_proof: bool = False
+    # The newest sends and calls kept for listing; a long `igw dev` run must not grow without end.
+    max_records: int = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedSend:
+    """One send the emulator accepted, as listed by ``GET /_emulator/messages``."""
+
+    account_id: str
+    flavour: str
+    recipient_id: str
+    body: dict[str, Any]
+    message_id: str | None
+    kind: str  # "message" or "sender_action"
+    auth: str  # "bearer" or "access_token"
+    appsecret_proof: bool
+    version: str
+    time: float
+
+
+@dataclass(slots=True)
+class InjectedFailure:
+    """The next ``count`` sends (of one account, or any) fail this way, or are only delayed.
+
+    With ``code`` the answer is Meta's error body (HTTP ``http_status``, default 400); with only
+    ``http_status`` it is a bare non-Meta answer (a proxy's 429 or 503); with neither, the send is
+    delayed by ``delay_seconds`` and then handled normally.
+    """
+
+    count: int
+    code: int | None = None
+    subcode: int | None = None
+    http_status: int | None = None
+    account_id: str | None = None
+    delay_seconds: float = 0.0
+    message: str | None = None
+    error_type: str = "OAuthException"
+    regain_minutes: float = 0.0
+
+
+@dataclass(slots=True)
+class Call:
+    """Every request to a messages endpoint, accepted or not (for assertions)."""
+
+    account_id: str
+    status: int
+    auth: str
+    time: float
+
+
+@dataclass
+class EmulatorState:
+    messages: list[AcceptedSend] = field(default_factory=list)
+    calls: list[Call] = field(default_factory=list)
+    inbound: dict[tuple[str, str], float] = field(default_factory=dict)
+    failures: list[InjectedFailure] = field(default_factory=list)
+    windows: dict[str, deque[float]] = field(default_factory=dict)
+
+    def record_inbound(self, account_id: str, user_id: str, timestamp_ms: float | None = None) -> None:
+        """A user wrote to the account at ``timestamp_ms`` (now when None): the window opens."""
+        when = time.time() if timestamp_ms is None else timestamp_ms / 1000.0
+        key = (account_id, user_id)
+        self.inbound[key] = max(self.inbound.get(key, 0.0), when)
+
+    def inject(self, failure: InjectedFailure) -> None:
+        self.failures.append(failure)
+
+    def take_failure(self, account_ids: set[str]) -> InjectedFailure | None:
+        for failure in self.failures:
+            if failure.count > 0 and (failure.account_id is None or failure.account_id in account_ids):
+                failure.count -= 1
+                return failure
+        return None
+
+    def trim(self, keep: int) -> None:
+        if len(self.messages) > keep:
+            del self.messages[: len(self.messages) - keep]
+        if len(self.calls) > keep:
+            del self.calls[: len(self.calls) - keep]
+
+    def sent_to(self, recipient_id: str) -> list[AcceptedSend]:
+        return [sent for sent in self.messages if sent.recipient_id == recipient_id]
+
+
+config_key = web.AppKey("emulator_config", EmulatorConfig)
+state_key = web.AppKey("emulator_state", EmulatorState)
+
+
+class _GraphError(Exception):
+    """An error answer in Meta's format."""
+
+    def __init__(
+        self,
+        code: int,
+        message: str | None = None,
+        *,
+        subcode: int | None = None,
+        error_type: str = "OAuthException",
+        status: int = 400,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message or _DEFAULT_MESSAGES.get(code, "An unknown error occurred")
+        self.subcode = subcode
+        self.error_type = error_type
+        self.status = status
+
+    def response(self, headers: dict[str, str] | None = None) -> web.Response:
+        error: dict[str, Any] = {"message": self.message, "type": self.error_type, "code": self.code}
+        if self.subcode is not None:
+            error["error_subcode"] = self.subcode
+        error["fbtrace_id"] = "A" + secrets.token_urlsafe(15)
+        return _json({"error": error}, status=self.status, headers=headers)
+
+
+def _json(data: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json", headers=headers)
+
+
+@dataclass(frozen=True, slots=True)
+class _Caller:
+    account_id: str
+    flavour: Flavour
+    app_secret: Secret | None
+    auth: str
+    token: str
+
+
+def _bearer(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() in {"bearer", "oauth"} and value.strip():
+        return value.strip()
+    return None
+
+
+def _identify(config: EmulatorConfig, object_id: str, token: str | None, auth: str) -> _Caller:
+    if not token:
+        raise _GraphError(190, "An access token is required to request this resource.")
+    if not config.accounts:
+        # No accounts configured: any token speaks for any id; the auth style tells the flavour.
+        flavour = Flavour.IG_IG if auth == "bearer" else Flavour.MESSENGER
+        return _Caller(object_id, flavour, None, auth, token)
+    for account in config.accounts:
+        if object_id in {account.account_id, "me"} and hmac.compare_digest(account.token.value, token):
+            return _Caller(account.account_id, account.flavour, account.app_secret, auth, token)
+    if object_id != "me" and all(account.account_id != object_id for account in config.accounts):
+        raise _GraphError(
+            100,
+            f"Unsupported post request. Object with ID '{object_id}' does not exist, cannot be loaded due to "
+            "missing permissions, or does not support this operation.",
+            subcode=33,
+            error_type="GraphMethodException",
+        )
+    raise _GraphError(190)
+
+
+def _usage_header(account_id: str, flavour: Flavour, used: int, limit: float, regain_minutes: float) -> dict[str, str]:
+    percent = min(100, round(used * 100 / limit)) if limit > 0 else 0
+    entry = {
+        "type": "instagram" if flavour is not Flavour.MESSENGER else "messenger",
+        "call_count": percent,
+        "total_cputime": percent,
+        "total_time": percent,
+        "estimated_time_to_regain_access": regain_minutes,
+    }
+    return {"X-Business-Use-Case-Usage": orjson.dumps({account_id: [entry]}).decode()}
+
+
+async def _read_body(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    # curl -d sends JSON labelled as a form; a body that starts like JSON is read as JSON.
+    if request.content_type == "application/x-www-form-urlencoded" and not raw.lstrip().startswith(b"{"):
+        # Meta also takes form fields whose values are JSON (recipient={"id":...}&message={...}).
+        form = await request.post()
+        body: dict[str, Any] = {}
+        for name, value in form.items():
+            text = str(value)
+            try:
+                body[name] = orjson.loads(text) if text[:1] in {"{", "["} else text
+            except orjson.JSONDecodeError:
+                body[name] = text
+        return body
+    try:
+        parsed = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise _GraphError(100, "(#100) The request body is not valid JSON", error_type="OAuthException") from None
+    if not isinstance(parsed, dict):
+        raise _GraphError(100, "(#100) The request body must be a JSON object")
+    return parsed
+
+
+def _validate(caller: _Caller, body: dict[str, Any]) -> tuple[str, str]:
+    """Check ``body`` as Meta does; returns (recipient id, kind)."""
+    instagram = caller.flavour is not Flavour.MESSENGER
+    invalid_subcode = 2534015 if instagram else None
+    recipient = body.get("recipient")
+    recipient_id = None
+    if isinstance(recipient, dict):
+        recipient_id = recipient.get("id") or recipient.get("comment_id") or recipient.get("post_id")
+    if not isinstance(recipient_id, str | int) or not str(recipient_id).strip():
+        raise _GraphError(100, "(#100) The parameter recipient is required")
+    action = body.get("sender_action")
+    message = body.get("message")
+    if action is not None:
+        if message is not None:
+            raise _GraphError(100, "(#100) sender_action cannot be sent together with message")
+        if action not in SENDER_ACTIONS and action != "react" and action != "unreact":
+            raise _GraphError(100, f"(#100) Invalid sender_action: {action}")
+        return str(recipient_id), "sender_action"
+    if not isinstance(message, dict):
+        raise _GraphError(100, "(#100) The parameter message is required")
+    messaging_type = body.get("messaging_type")
+    if caller.flavour.uses_page_token and messaging_type is None:
+        raise _GraphError(100, "(#100) The parameter messaging_type is required")
+    if messaging_type is not None and messaging_type not in _MESSAGING_TYPES:
+        raise _GraphError(100, "(#100) param messaging_type must be one of {RESPONSE, UPDATE, MESSAGE_TAG}")
+    if messaging_type == "MESSAGE_TAG" and not body.get("tag"):
+        raise _GraphError(100, "(#100) The parameter tag is required when messaging_type is MESSAGE_TAG")
+    text = message.get("text")
+    if text is None and not message.get("attachment") and not message.get("attachments"):
+        raise _GraphError(
+            100, "(#100) Invalid message data: message needs text or an attachment", subcode=invalid_subcode
+        )
+    if text is not None:
+        if not isinstance(text, str) or not text:
+            raise _GraphError(
+                100, "(#100) Invalid message data: text must be a non-empty string", subcode=invalid_subcode
+            )
+        if caller.flavour is Flavour.IG_IG and len(text.encode("utf-8")) > IG_IG_MAX_TEXT_BYTES:
+            raise _GraphError(
+                100, f"(#100) Invalid message data: text exceeds {IG_IG_MAX_TEXT_BYTES} bytes", subcode=2534015
+            )
+        if caller.flavour is not Flavour.IG_IG and len(text) > PAGE_MAX_TEXT_CHARS:
+            raise _GraphError(
+                100,
+                f"(#100) Length of param message[text] must be less than or equal to {PAGE_MAX_TEXT_CHARS}",
+                subcode=invalid_subcode,
+            )
+    quick_replies = message.get("quick_replies")
+    if quick_replies is not None:
+        if not isinstance(quick_replies, list) or len(quick_replies) > MAX_QUICK_REPLIES:
+            raise _GraphError(
+                100, f"(#100) param message[quick_replies] must have at most {MAX_QUICK_REPLIES} elements"
+            )
+        for reply in quick_replies:
+            if not isinstance(reply, dict) or reply.get("content_type") not in _QUICK_REPLY_TYPES:
+                raise _GraphError(
+                    100, "(#100) Invalid quick reply: content_type must be text, user_phone_number or user_email"
+                )
+            if reply["content_type"] == "text" and not (reply.get("title") and reply.get("payload")):
+                raise _GraphError(100, "(#100) A text quick reply needs a title and a payload")
+    return str(recipient_id), "message"
+
+
+def _check_window(
+    config: EmulatorConfig, state: EmulatorState, caller: _Caller, recipient_id: str, body: dict[str, Any]
+) -> None:
+    if not config.enforce_window:
+        return
+    last = state.inbound.get((caller.account_id, recipient_id))
+    age = time.time() - last if last is not None else None
+    allowed = age is not None and age <= config.window_seconds
+    if not allowed and body.get("messaging_type") == "MESSAGE_TAG":
+        tag = str(body.get("tag", "")).upper()
+        if tag == "HUMAN_AGENT":
+            # For people answering, 7 days after the user's last message.
+            allowed = age is not None and age <= config.human_agent_window_seconds
+        else:
+            # Messenger's other tags (updates on events, purchases, accounts) are not bound to the window.
+            allowed = caller.flavour is Flavour.MESSENGER
+    if not allowed:
+        subcode = 2018278 if caller.flavour is Flavour.MESSENGER else 2534022
+        raise _GraphError(10, subcode=subcode)
+
+
+def _check_appsecret_proof(config: EmulatorConfig, caller: _Caller, proof: str | None) -> None:
+    # Only graph.facebook.com (Page tokens) is documented to check the proof.
+    if not (caller.flavour.uses_page_token and caller.app_secret):
+        return
+    if proof is not None and not hmac.compare_digest(proof, appsecret_proof(caller.token, caller.app_secret.value)):
+        raise _GraphError(
+            100, "Invalid appsecret_proof provided in the API argument", error_type="GraphMethodException"
+        )
+    if proof is None and config.require_appsecret_proof:
+        raise _GraphError(
+            100, "API calls from the server require an appsecret_proof argument", error_type="GraphMethodException"
+        )
+
+
+async def _messages(request: web.Request) -> web.Response:
+    """``POST /{version}/{id}/messages``: auth, proof, injected failures, rate limit, validation, window."""
+    config = request.app[config_key]
+    state = request.app[state_key]
+    version = request.match_info["version"]
+    object_id = request.match_info["object_id"]
+    if not _VERSION.match(version):
+        return _GraphError(2500, f"Unknown path components: /{version}/{object_id}/messages").response()
+    bearer = _bearer(request)
+    token = bearer or request.query.get("access_token")
+    auth = "bearer" if bearer else "access_token"
+    try:
+        caller = _identify(config, object_id, token, auth)
+    except _GraphError as exc:
+        state.calls.append(Call(object_id, exc.status, auth, time.time()))
+        return exc.response()
+    rate = config.page_rate_per_second if caller.flavour.uses_page_token else config.ig_rate_per_second
+    window = state.windows.setdefault(caller.account_id, deque())
+    now = time.monotonic()
+    while window and now - window[0] >= 1.0:
+        window.popleft()
+    headers = _usage_header(caller.account_id, caller.flavour, len(window) + 1, rate, 0)
+    try:
+        _check_appsecret_proof(config, caller, request.query.get("appsecret_proof"))
+        failure = state.take_failure({caller.account_id, object_id})
+        if failure is not None:
+            if failure.delay_seconds > 0:
+                await asyncio.sleep(failure.delay_seconds)
+            if failure.code is not None:
+                headers = _usage_header(
+                    caller.account_id, caller.flavour, len(window) + 1, rate, failure.regain_minutes
+                )
+                raise _GraphError(
+                    failure.code,
+                    failure.message,
+                    subcode=failure.subcode,
+                    error_type=failure.error_type,
+                    status=failure.http_status or 400,
+                )
+            if failure.http_status is not None:
+                state.calls.append(Call(caller.account_id, failure.http_status, auth, time.time()))
+                return web.Response(status=failure.http_status, text=failure.message or "injected failure")
+        if len(window) >= rate:
+            headers = _usage_header(caller.account_id, caller.flavour, len(window) + 1, rate, 0)
+            raise _GraphError(613 if caller.flavour.uses_page_token else 4)
+        window.append(now)
+        body = await _read_body(request)
+        recipient_id, kind = _validate(caller, body)
+        _check_window(config, state, caller, recipient_id, body)
+    except _GraphError as exc:
+        state.calls.append(Call(caller.account_id, exc.status, auth, time.time()))
+        return exc.response(headers)
+    message_id = "m_" + secrets.token_urlsafe(24) if kind == "message" else None
+    state.messages.append(
+        AcceptedSend(
+            account_id=caller.account_id,
+            flavour=caller.flavour.value,
+            recipient_id=recipient_id,
+            body=body,
+            message_id=message_id,
+            kind=kind,
+            auth=auth,
+            appsecret_proof="appsecret_proof" in request.query,
+            version=version,
+            time=time.time(),
+        )
+    )
+    state.calls.append(Call(caller.account_id, 200, auth, time.time()))
+    state.trim(config.max_records)
+    answer: dict[str, str] = {"recipient_id": recipient_id}
+    if message_id is not None:
+        answer["message_id"] = message_id
+    return _json(answer, headers=headers)
+
+
+def _bad_request(problem: str) -> web.Response:
+    return _json({"error": problem}, status=400)
+
+
+async def _control_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        raise web.HTTPBadRequest(text="expected a JSON object") from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text="expected a JSON object")
+    return body
+
+
+async def _inbound(request: web.Request) -> web.Response:
+    body = await _control_body(request)
+    account_id, user_id = body.get("account_id"), body.get("user_id")
+    if not account_id or not user_id:
+        return _bad_request("account_id and user_id are required")
+    timestamp = body.get("timestamp")
+    if timestamp is not None and not isinstance(timestamp, int | float):
+        return _bad_request("timestamp must be milliseconds since the epoch")
+    request.app[state_key].record_inbound(str(account_id), str(user_id), timestamp)
+    return _json({"ok": True})
+
+
+async def _add_failure(request: web.Request) -> web.Response:
+    body = await _control_body(request)
+    try:
+        failure = InjectedFailure(
+            count=int(body.get("count", 1)),
+            code=int(body["code"]) if body.get("code") is not None else None,
+            subcode=int(body["subcode"]) if body.get("subcode") is not None else None,
+            http_status=int(body["http_status"]) if body.get("http_status") is not None else None,
+            account_id=str(body["account_id"]) if body.get("account_id") else None,
+            delay_seconds=float(body.get("delay_seconds", 0.0)),
+            message=str(body["message"]) if body.get("message") else None,
+            error_type=str(body.get("type", "OAuthException")),
+            regain_minutes=float(body.get("regain_minutes", 0.0)),
+        )
+    except (TypeError, ValueError) as exc:
+        return _bad_request(f"invalid failure: {exc}")
+    if failure.count < 1 or (failure.http_status is not None and not 200 <= failure.http_status <= 599):
+        return _bad_request("count must be at least 1 and http_status an HTTP status")
+    request.app[state_key].inject(failure)
+    return _json({"ok": True, "pending": sum(f.count for f in request.app[state_key].failures)})
+
+
+async def _list_failures(request: web.Request) -> web.Response:
+    return _json([asdict(failure) for failure in request.app[state_key].failures if failure.count > 0])
+
+
+async def _clear_failures(request: web.Request) -> web.Response:
+    request.app[state_key].failures.clear()
+    return _json({"ok": True})
+
+
+async def _list_messages(request: web.Request) -> web.Response:
+    return _json([asdict(sent) for sent in request.app[state_key].messages])
+
+
+async def _clear_messages(request: web.Request) -> web.Response:
+    state = request.app[state_key]
+    state.messages.clear()
+    state.calls.clear()
+    return _json({"ok": True})
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return _json({"status": "ok", "emulator": True})
+
+
+class EmulatorAccessLogger(AbstractAccessLogger):
+    """Access log lines with the path only: the query string carries access tokens."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info(
+            "%s %s %s %d %.1fms", request.remote, request.method, request.path, response.status, time * 1000
+        )
+
+
+def create_emulator_app(config: EmulatorConfig, *, state: EmulatorState | None = None) -> web.Application:
+    """The emulator as an aiohttp application (no I/O here)."""
+    app = web.Application()
+    app[config_key] = config
+    app[state_key] = state if state is not None else EmulatorState()
+    app.router.add_post("/{version}/{object_id}/messages", _messages)
+    app.router.add_post("/_emulator/inbound", _inbound)
+    app.router.add_post("/_emulator/failures", _add_failure)
+    app.router.add_get("/_emulator/failures", _list_failures)
+    app.router.add_delete("/_emulator/failures", _clear_failures)
+    app.router.add_get("/_emulator/messages", _list_messages)
+    app.router.add_delete("/_emulator/messages", _clear_messages)
+    app.router.add_get("/healthz", _healthz)
+    return app

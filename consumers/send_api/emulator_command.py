@@ -1,0 +1,68 @@
+"""``igw graph-emulator``: run the local Graph API emulator (never a production path)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from consumers.send_api.emulator import EmulatorAccessLogger, EmulatorConfig, create_emulator_app
+from consumers.send_api.settings import load_accounts_file
+from gateway.config import Env
+
+__all__ = ["register", "run"]
+
+_DESCRIPTION = (
+    "Run a LOCAL stand-in for Meta's Graph API Send endpoints, for development and tests. It is not "
+    "Meta and never a production path: nothing it accepts reaches anyone. Point IGW_GRAPH_BASE_URL and "
+    "IGW_INSTAGRAM_GRAPH_BASE_URL at it. Control endpoints: POST /_emulator/inbound, POST "
+    "/_emulator/failures, GET|DELETE /_emulator/messages, GET /healthz."
+)
+
+
+def register(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "graph-emulator", help="run the local Graph API emulator (development only)", description=_DESCRIPTION
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8081, help="port to listen on (default 8081)")
+    parser.add_argument(
+        "--accounts-file",
+        type=Path,
+        default=None,
+        help="accounts (JSON, or YAML with PyYAML) in IGW_ACCOUNTS_FILE's format; without it any token is accepted",
+    )
+    parser.add_argument("--no-window", action="store_true", help="do not enforce the 24 h messaging window")
+    parser.add_argument(
+        "--require-appsecret-proof", action="store_true", help="refuse Page-token calls without appsecret_proof"
+    )
+    parser.set_defaults(func=run)
+
+
+def build_config(args: argparse.Namespace, env: Env | None = None) -> EmulatorConfig:
+    env = env or Env()
+    accounts = load_accounts_file(args.accounts_file, env) if args.accounts_file is not None else ()
+    return EmulatorConfig(
+        accounts=accounts,
+        enforce_window=not args.no_window,
+        require_appsecret_proof=args.require_appsecret_proof,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    config = build_config(args)
+    logging.getLogger(__name__).warning(
+        "Graph API emulator on http://%s:%d: a local stand-in for development, not Meta", args.host, args.port
+    )
+    web.run_app(
+        create_emulator_app(config),
+        host=args.host,
+        port=args.port,
+        print=None,
+        access_log_class=EmulatorAccessLogger,
+    )
+    return 0
