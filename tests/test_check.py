@@ -174,7 +174,7 @@ async def test_plain_http_to_a_public_host_fails() -> None:
 def _certificate(directory: Path, days: int) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1 made with the openssl tool."""
     cert, key = directory / f"cert{days}.pem", directory / f"key{days}.pem"
-    subprocess.run(  # noqa: S603 - fixed arguments
+    subprocess.run(
         [  # noqa: S607 - the openssl tool from PATH
             "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
             "-keyout", str(key), "-out", str(cert), "-days", str(days), "-subj", "/CN=127.0.0.1",

@@ -8,7 +8,6 @@ import re
 import shlex
 import subprocess
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -59,6 +58,22 @@ def routes_for(command: str) -> set[str]:
 
 # -- Compose --------------------------------------------------------------------------------------
 
+# `igw agent` and `igw analytics` come from their own branches; until they are registered in
+# gateway.cli the checks of those processes are expected to fail (strict: they must pass once merged).
+_REGISTERED = set(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+
+
+def process(name: str) -> Any:
+    return pytest.param(
+        name,
+        marks=pytest.mark.xfail(
+            name not in _REGISTERED, reason=f"igw {name} is not registered in gateway.cli yet", strict=True
+        ),
+    )
+
+
+PROCESSES = [process("gateway"), process("agent"), process("analytics")]
+
 
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
@@ -66,64 +81,54 @@ def compose() -> dict[str, Any]:
     return document
 
 
-def igw_services(compose: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], argparse.Namespace]]:
-    for name, service in compose["services"].items():
-        command = service.get("command")
-        if command and command[0] == "igw":
-            yield name, service, parse_igw(command)
-
-
-def test_compose_runs_the_three_processes(compose: dict[str, Any]) -> None:
-    """Compose runs gateway, agent and analytics with commands igw accepts, plus Kafka in KRaft mode."""
-    commands = {args.command for _, _, args in igw_services(compose)}
+def test_compose_services(compose: dict[str, Any]) -> None:
+    """Compose runs the three igw processes, Kafka in KRaft mode, Redis, Prometheus and Grafana."""
+    services = compose["services"]
+    commands = {s["command"][1] for s in services.values() if s.get("command", [""])[0] == "igw"}
     assert commands == {"gateway", "agent", "analytics"}
-    kafka = compose["services"]["kafka"]
+    kafka = services["kafka"]
     assert kafka["image"].startswith("apache/kafka:")
     assert kafka["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    assert "ZOOKEEPER" not in json.dumps(kafka)
     for name in ("redis", "prometheus", "grafana"):
-        assert name in compose["services"]
+        assert name in services
 
 
-def test_compose_ports_and_health_checks_match_the_commands(compose: dict[str, Any]) -> None:
-    """Each process's health check, published port and Prometheus target use the port its command listens on."""
+@pytest.mark.parametrize("name", PROCESSES)
+def test_compose_process(name: str, compose: dict[str, Any], code_env_vars: dict[str, set[str]]) -> None:
+    """The command parses; health check, published port and Prometheus target use its port; env is known;
+    secrets are mounted files."""
+    service = compose["services"][name]
+    args = parse_igw(service["command"])
+    assert args.command == name
+    port = listen_port(args)
+    check = service["healthcheck"]["test"]
+    assert check[:4] == ["CMD", "python", "-m", "gateway.healthcheck"], check
+    assert check[4] == f"http://127.0.0.1:{port}/healthz"
+    assert "/healthz" in routes_for(args.command)
+    for published in service.get("ports", []):
+        assert published.endswith(f":{port}"), published
     prometheus = yaml.safe_load((DEPLOY / "compose" / "prometheus.yml").read_text())
     targets = {t for job in prometheus["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
-    for name, service, args in igw_services(compose):
-        port = listen_port(args)
-        check = service["healthcheck"]["test"]
-        assert check[:4] == ["CMD", "python", "-m", "gateway.healthcheck"], check
-        assert check[4] == f"http://127.0.0.1:{port}/healthz"
-        assert "/healthz" in routes_for(args.command)
-        assert f"{name}:{port}" in targets
-        for published in service.get("ports", []):
-            assert published.endswith(f":{port}"), published
+    assert f"{name}:{port}" in targets
+    assert "/metrics" in routes_for(args.command)
+
+    service_secrets = set(service.get("secrets", []))
+    assert service_secrets <= set(compose["secrets"])
+    for key, value in service["environment"].items():
+        assert key in code_env_vars, f"{name} sets {key}, which igw does not read"
+        if SECRET_LIKE.search(key):
+            assert key.endswith("_FILE"), f"{name}: {key} must be given as a file"
+            assert str(value).removeprefix("/run/secrets/") in service_secrets, f"{name}: {value} is not mounted"
 
 
-def test_compose_env_is_known_and_secrets_are_files(
-    compose: dict[str, Any], code_env_vars: dict[str, set[str]]
-) -> None:
-    """igw services set only variables the code reads, and every secret comes from a mounted secret file."""
-    declared = set(compose["secrets"])
-    for name, service, _ in igw_services(compose):
-        env = service["environment"]
-        service_secrets = set(service.get("secrets", []))
-        assert service_secrets <= declared
-        for key, value in env.items():
-            assert key in code_env_vars, f"{name} sets {key}, which igw does not read"
-            if SECRET_LIKE.search(key):
-                assert key.endswith("_FILE"), f"{name}: {key} must be given as a file"
-                secret_name = str(value).removeprefix("/run/secrets/")
-                assert secret_name in service_secrets, f"{name}: {value} is not mounted"
+def test_compose_secrets_and_mounts(compose: dict[str, Any]) -> None:
+    """Secrets are files under deploy/secrets; bind mounts of this area exist; Grafana's password is a file."""
     for secret in compose["secrets"].values():
         assert secret["file"].startswith("./secrets/")
-    # Grafana takes its password from a file too.
-    grafana_env = compose["services"]["grafana"]["environment"]
-    assert "GF_SECURITY_ADMIN_PASSWORD" not in grafana_env
-
-
-def test_compose_mounts_exist(compose: dict[str, Any]) -> None:
-    """Every bind-mounted file of this area exists, relative to deploy/."""
     for service in compose["services"].values():
+        for key in service.get("environment", {}):
+            assert not SECRET_LIKE.search(key) or key.endswith(("_FILE", "__FILE")), key
         for volume in service.get("volumes", []):
             source = volume.split(":", 1)[0]
             if source.startswith("./") and not source.startswith(OTHER_AREAS):
@@ -145,43 +150,46 @@ def of_kind(manifests: list[dict[str, Any]], kind: str) -> dict[str, dict[str, A
     return {m["metadata"]["name"]: m for m in manifests if m["kind"] == kind}
 
 
-def test_kustomization_lists_every_manifest() -> None:
-    """kustomization.yaml names each manifest file in the directory."""
+def test_kustomization_lists_every_manifest(
+    manifests: list[dict[str, Any]], code_env_vars: dict[str, set[str]]
+) -> None:
+    """kustomization.yaml names each manifest; the shared ConfigMap sets only variables igw reads."""
     kustomization = yaml.safe_load((DEPLOY / "kubernetes" / "kustomization.yaml").read_text())
     files = {p.name for p in (DEPLOY / "kubernetes").glob("*.yaml")} - {"kustomization.yaml"}
     assert set(kustomization["resources"]) == files
-
-
-def test_kubernetes_deployments(manifests: list[dict[str, Any]], code_env_vars: dict[str, set[str]]) -> None:
-    """Commands parse, ports match, probes hit served paths, env is known, secrets are mounted files."""
-    deployments = of_kind(manifests, "Deployment")
     configmap = of_kind(manifests, "ConfigMap")["igw-config"]
     assert set(configmap["data"]) <= set(code_env_vars)
-    commands = set()
-    for name, deployment in deployments.items():
-        pod = deployment["spec"]["template"]["spec"]
-        assert pod["securityContext"]["runAsNonRoot"] is True
-        secret_volumes = {v["name"] for v in pod.get("volumes", []) if "secret" in v}
-        [container] = pod["containers"]
-        args = parse_igw(container["command"])
-        commands.add(args.command)
-        port = listen_port(args)
-        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-        assert port in ports.values(), name
-        for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
-            if probe not in container:
-                continue
-            get = container[probe]["httpGet"]
-            assert get["path"] in routes_for(args.command), (name, probe)
-            assert ports.get(get["port"], get["port"]) == port, (name, probe)
-        mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
-        for var in container.get("env", []):
-            assert var["name"] in code_env_vars, f"{name} sets {var['name']}, which igw does not read"
-            if SECRET_LIKE.search(var["name"]):
-                assert var["name"].endswith("_FILE"), f"{name}: {var['name']} must be a mounted file"
-                directory = var["value"].rsplit("/", 1)[0]
-                assert mounts.get(directory) in secret_volumes, f"{name}: {var['value']} is not a mounted secret"
-    assert commands == {"gateway", "agent", "analytics"}
+    assert not any(SECRET_LIKE.search(key) for key in configmap["data"])
+
+
+@pytest.mark.parametrize("name", PROCESSES)
+def test_kubernetes_deployment(name: str, manifests: list[dict[str, Any]], code_env_vars: dict[str, set[str]]) -> None:
+    """Command parses, port matches, probes hit served paths, env is known, secrets are mounted files."""
+    deployment = of_kind(manifests, "Deployment")[f"igw-{name}"]
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    secret_volumes = {v["name"] for v in pod.get("volumes", []) if "secret" in v}
+    [container] = pod["containers"]
+    args = parse_igw(container["command"])
+    assert args.command == name
+    port = listen_port(args)
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert port in ports.values()
+    probes = [p for p in ("livenessProbe", "readinessProbe", "startupProbe") if p in container]
+    assert {"livenessProbe", "readinessProbe"} <= set(probes)
+    for probe in probes:
+        get = container[probe]["httpGet"]
+        assert get["path"] in routes_for(args.command), probe
+        assert ports.get(get["port"], get["port"]) == port, probe
+    mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+    for var in container.get("env", []):
+        assert var["name"] in code_env_vars, f"{name} sets {var['name']}, which igw does not read"
+        if SECRET_LIKE.search(var["name"]):
+            assert var["name"].endswith("_FILE"), f"{var['name']} must be a mounted file"
+            directory = var["value"].rsplit("/", 1)[0]
+            assert mounts.get(directory) in secret_volumes, f"{var['value']} is not a mounted secret"
+    # Above the 20 s drain of the gateway and the consumers' shutdown alike.
+    assert pod["terminationGracePeriodSeconds"] > GatewaySettings.__dataclass_fields__["shutdown_timeout"].default
 
 
 def test_kubernetes_gateway_scaling_and_shutdown(manifests: list[dict[str, Any]]) -> None:
@@ -311,7 +319,7 @@ def test_dockerfile_copies_only_what_exists_and_is_not_ignored() -> None:
 
 def test_image_requirements_are_the_runtime_and_chosen_extras() -> None:
     """The requirement list holds install_requires plus fast, redis, yaml, and never the local broker."""
-    out = subprocess.run(  # noqa: S603 - our own script
+    out = subprocess.run(
         [
             sys.executable,
             str(ROOT / "scripts" / "docker-requirements.py"),
