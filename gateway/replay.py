@@ -1,4 +1,4 @@
-"""Re-publish records from one topic to another, e.g. to re-drive dead letters after a fix.
+"""Re-publish records from one topic to another, or dead letters to a gateway, e.g. after a fix.
 
 The range is fixed when the replay starts (by time or by offsets, per partition, never past the
 end offsets seen then), so a replay into the topic it reads from still ends. Keys and headers are
@@ -15,8 +15,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from gateway.config import KafkaSettings
 from gateway.topics import end_offsets
@@ -107,7 +108,10 @@ class RecordFilter:
 @dataclass(frozen=True, slots=True)
 class ReplayPlan:
     source: str
-    target: str
+    # A topic, or (target_url) a gateway's webhook URL: dead letters keep Meta's original bytes and
+    # signature (``igw_signature``), so a fixed gateway can take them in again as if Meta resent them.
+    target: str | None = None
+    target_url: str | None = None
     since_ms: int | None = None
     until_ms: int | None = None
     from_offsets: Mapping[int, int] | int | None = None
@@ -115,6 +119,15 @@ class ReplayPlan:
     record_filter: RecordFilter = field(default_factory=RecordFilter)
     dry_run: bool = False
     timeout: float = 120.0
+    request_timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        if (self.target is None) == (self.target_url is None):
+            raise ValueError("give exactly one of a target topic and a target URL")
+
+    @property
+    def destination(self) -> str:
+        return self.target or self.target_url or ""
 
 
 @dataclass(slots=True)
@@ -122,8 +135,81 @@ class ReplayReport:
     scanned: int = 0
     matched: int = 0
     published: int = 0
+    failed: int = 0  # posts to a target URL that did not get a 2xx, or had no signature to send
     ranges: dict[int, tuple[int, int]] = field(default_factory=dict)  # partition -> [start, stop)
     types: Counter[str] = field(default_factory=Counter)
+    statuses: Counter[str] = field(default_factory=Counter)
+
+
+class _TopicSink:
+    """Publishes to a topic with the record's key and headers; acknowledged at ``finish``."""
+
+    def __init__(self, kafka: KafkaSettings, topic: str) -> None:
+        self.topic = topic
+        self.producer = AIOKafkaProducer(
+            client_id=f"{kafka.client_id}-replay",
+            acks="all" if kafka.acks == "all" else 1,
+            enable_idempotence=kafka.enable_idempotence,
+            max_batch_size=kafka.max_batch_bytes,
+            linger_ms=kafka.linger_ms,
+            **kafka.client_kwargs(),
+        )
+        self.sends: list[asyncio.Future[Any]] = []
+
+    async def start(self) -> None:
+        await self.producer.start()
+
+    async def put(self, record: ConsumerRecord[bytes, bytes], report: ReplayReport) -> None:
+        self.sends.append(
+            await self.producer.send(self.topic, value=record.value, key=record.key, headers=list(record.headers))
+        )
+
+    async def finish(self, report: ReplayReport) -> None:
+        await self.producer.flush()
+        await asyncio.gather(*self.sends)
+        report.published = len(self.sends)
+
+    async def stop(self) -> None:
+        await self.producer.stop()
+
+
+class _GatewaySink:
+    """POSTs each record's value to a webhook URL with the signature Meta sent (``igw_signature``)."""
+
+    def __init__(self, url: str, request_timeout: float) -> None:
+        self.url = url
+        self.timeout = aiohttp.ClientTimeout(total=request_timeout)
+        self.session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        self.session = aiohttp.ClientSession(timeout=self.timeout)
+
+    async def put(self, record: ConsumerRecord[bytes, bytes], report: ReplayReport) -> None:
+        assert self.session is not None
+        signature = dict(record.headers).get("igw_signature")
+        if not signature:
+            report.failed += 1
+            report.statuses["no-signature"] += 1
+            return
+        headers = {"Content-Type": "application/json", "X-Hub-Signature-256": signature.decode("ascii", "replace")}
+        try:
+            async with self.session.post(self.url, data=record.value or b"", headers=headers) as resp:
+                await resp.read()
+                status = str(resp.status)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            status = "timeout" if isinstance(exc, TimeoutError) else f"error:{type(exc).__name__}"
+        report.statuses[status] += 1
+        if status.startswith("2"):
+            report.published += 1
+        else:
+            report.failed += 1
+
+    async def finish(self, report: ReplayReport) -> None:
+        return None
+
+    async def stop(self) -> None:
+        if self.session is not None:
+            await self.session.close()
 
 
 def _per_partition(spec: Mapping[int, int] | int | None, partitions: Iterable[int]) -> dict[int, int | None]:
@@ -160,7 +246,7 @@ async def _ranges(
 
 
 async def replay(kafka: KafkaSettings, plan: ReplayPlan) -> ReplayReport:
-    """Copy the matching records of ``plan.source`` within its range to ``plan.target``."""
+    """Copy the matching records of ``plan.source`` within its range to the plan's topic or URL."""
     report = ReplayReport()
     consumer = AIOKafkaConsumer(
         client_id=f"{kafka.client_id}-replay",
@@ -169,7 +255,7 @@ async def replay(kafka: KafkaSettings, plan: ReplayPlan) -> ReplayReport:
         auto_offset_reset="earliest",
         **kafka.client_kwargs(),
     )
-    producer: AIOKafkaProducer | None = None
+    sink: _TopicSink | _GatewaySink | None = None
     async with asyncio.timeout(plan.timeout):
         await consumer.start()
         # Let the consumer's background task start: stopping it before then raises CancelledError.
@@ -189,16 +275,12 @@ async def replay(kafka: KafkaSettings, plan: ReplayPlan) -> ReplayReport:
             for tp in pending:
                 consumer.seek(tp, ranges[tp][0])
             if not plan.dry_run and pending:
-                producer = AIOKafkaProducer(
-                    client_id=f"{kafka.client_id}-replay",
-                    acks="all" if kafka.acks == "all" else 1,
-                    enable_idempotence=kafka.enable_idempotence,
-                    max_batch_size=kafka.max_batch_bytes,
-                    linger_ms=kafka.linger_ms,
-                    **kafka.client_kwargs(),
-                )
-                await producer.start()
-            sends: list[asyncio.Future[Any]] = []
+                if plan.target is not None:
+                    sink = _TopicSink(kafka, plan.target)
+                else:
+                    assert plan.target_url is not None
+                    sink = _GatewaySink(plan.target_url, plan.request_timeout)
+                await sink.start()
             while pending:
                 batch = await consumer.getmany(*pending, timeout_ms=500)
                 for tp, records in batch.items():
@@ -216,22 +298,16 @@ async def replay(kafka: KafkaSettings, plan: ReplayPlan) -> ReplayReport:
                             continue
                         report.matched += 1
                         report.types[RecordFilter.type_of(headers, None) or "?"] += 1
-                        if producer is not None:
-                            sends.append(
-                                await producer.send(
-                                    plan.target, value=record.value, key=record.key, headers=list(record.headers)
-                                )
-                            )
+                        if sink is not None:
+                            await sink.put(record, report)
                 for tp in list(pending):
                     if await consumer.position(tp) >= ranges[tp][1]:
                         pending.discard(tp)
-            if producer is not None:
-                await producer.flush()
-                await asyncio.gather(*sends)
-                report.published = len(sends)
+            if sink is not None:
+                await sink.finish(report)
         finally:
-            if producer is not None:
-                await producer.stop()
+            if sink is not None:
+                await sink.stop()
             await consumer.stop()
-    log.info("replayed %d of %d records from %s to %s", report.published, report.scanned, plan.source, plan.target)
+    log.info("replayed %d of %d records from %s to %s", report.published, report.scanned, plan.source, plan.destination)
     return report

@@ -9,8 +9,9 @@ from aiokafka import AIOKafkaProducer
 from gateway.commands.simulate import SimulationPlan, simulate
 from gateway.config import KafkaSettings
 from gateway.replay import RecordFilter, ReplayPlan, parse_offsets, parse_time_ms, replay
+from gateway.signature import sign
 from gateway.topics import ensure_topics
-from tests.plugins.gateway import APP_SECRET
+from tests.plugins.gateway import APP_SECRET, dm_body
 from tests.plugins.kafka import TopicReader
 from tests.plugins.tools import run_cli
 
@@ -123,3 +124,26 @@ def test_parsers() -> None:
     assert parse_offsets("0:5,2:7") == {0: 5, 2: 7}
     with pytest.raises(ValueError, match="not offsets"):
         parse_offsets("a:b")
+
+
+async def test_dead_letters_redriven_through_the_gateway(
+    webhook_url: str, kafka_settings: KafkaSettings, topic_reader: TopicReader
+) -> None:
+    """--to-url posts each dead letter with Meta's original signature; the gateway takes it in as a fresh delivery."""
+    await ensure_topics(kafka_settings, ["deadletter"])
+    source = kafka_settings.topic("deadletter")
+    usable = dm_body("kept while the normalizer was broken")
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_settings.bootstrap_servers, enable_idempotence=False)
+    await producer.start()
+    try:
+        headers = [("igw_reason", b"bad_item"), ("igw_signature", sign(usable, APP_SECRET).encode())]
+        await producer.send_and_wait(source, usable, headers=headers)
+        await producer.send_and_wait(source, usable, headers=[("igw_reason", b"bad_item")])  # no signature kept
+    finally:
+        await producer.stop()
+
+    report = await replay(kafka_settings, ReplayPlan(source=source, target_url=webhook_url))
+    assert (report.matched, report.published, report.failed) == (2, 1, 1)
+    assert report.statuses == {"200": 1, "no-signature": 1}
+    [record] = await topic_reader(kafka_settings.topic("messages"), expect=1, settle=0.3)
+    assert orjson.loads(record.value)["message"]["text"] == "kept while the normalizer was broken"

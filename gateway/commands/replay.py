@@ -1,4 +1,4 @@
-"""``igw replay``: re-publish records of one topic to another, e.g. dead letters after a fix."""
+"""``igw replay``: re-publish records of one topic to another, or re-drive dead letters through a gateway."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ def _csv(values: list[str] | None) -> frozenset[str]:
 def plan_from_args(args: argparse.Namespace, kafka: KafkaSettings) -> ReplayPlan:
     return ReplayPlan(
         source=topic_name(kafka, args.source),
-        target=topic_name(kafka, args.to),
+        target=topic_name(kafka, args.to) if args.to else None,
+        target_url=args.to_url,
         since_ms=parse_time_ms(args.since) if args.since else None,
         until_ms=parse_time_ms(args.until) if args.until else None,
         from_offsets=parse_offsets(args.from_offset) if args.from_offset else None,
@@ -54,13 +55,17 @@ def run(args: argparse.Namespace) -> int:
         return 1
     ranges = ", ".join(f"{p}:[{a},{b})" for p, (a, b) in sorted(report.ranges.items()))
     types = ", ".join(f"{t} {n}" for t, n in report.types.most_common()) or "none"
-    verb = "would publish" if plan.dry_run else "published"
+    verb = "would send" if plan.dry_run else "sent"
     sys.stdout.write(
         f"{plan.source} partitions {ranges}\n"
         f"scanned {report.scanned}, matched {report.matched} ({types}); "
-        f"{verb} {report.matched if plan.dry_run else report.published} to {plan.target}\n"
+        f"{verb} {report.matched if plan.dry_run else report.published} to {plan.destination}\n"
     )
-    return 0
+    if report.statuses:
+        sys.stdout.write("status: " + "  ".join(f"{k}: {n}" for k, n in sorted(report.statuses.items())) + "\n")
+    if report.failed:
+        sys.stdout.write(f"FAILED: {report.failed} record(s) were not accepted\n")
+    return 1 if report.failed else 0
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -74,7 +79,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "source", metavar="FROM", help="topic to read: an igw name (deadletter, events, ...) or a full name"
     )
-    parser.add_argument("--to", required=True, help="topic to publish to (igw name or full name)")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--to", help="topic to publish to (igw name or full name)")
+    target.add_argument(
+        "--to-url",
+        help="POST each record to this webhook URL with the signature Meta sent (igw_signature): re-drives"
+        " dead letters through a fixed gateway",
+    )
     parser.add_argument("--since", help="first record time, ISO 8601 (UTC unless given) or ms since the epoch")
     parser.add_argument("--until", help="end time (exclusive), ISO 8601 or ms")
     parser.add_argument("--from-offset", help="first offset: N for every partition, or P:N,P:N")
