@@ -41,27 +41,25 @@ def own_broker(tmp_path: Path) -> Iterator[LocalBroker]:
         broker.stop()
 
 
-async def test_503_while_broker_is_down_then_recovery(
+async def test_503_while_broker_is_frozen_then_every_200_is_stored(
     own_broker: LocalBroker, gateway_settings: GatewaySettings
 ) -> None:
-    """Broker gone: 503 within the deadline and /readyz says so; a new broker on the port: 200 again."""
-    kafka = replace(gateway_settings.kafka, bootstrap_servers=own_broker.bootstrap_servers, request_timeout_ms=3000)
-    settings = replace(gateway_settings, kafka=kafka, publish_timeout=1.0, ready_cache_seconds=0)
+    """Broker frozen: 503 within the deadline, concurrent requests refused fast; thawed: 200s, all stored."""
+    kafka = replace(gateway_settings.kafka, bootstrap_servers=own_broker.bootstrap_servers)
+    settings = replace(gateway_settings, kafka=kafka, publish_timeout=1.0)
     server = TestServer(create_app(settings))
     client: TestClient[aiohttp.web.Request, aiohttp.web.Application] = TestClient(server)
     await client.start_server()
     try:
         assert (await post_signed(client, dm_body(mid="before"))).status == 200
-        assert (await client.get("/readyz")).status == 200
-
-        own_broker.stop()
-        outage_began = started = time.monotonic()
+        own_broker.freeze()
+        started = time.monotonic()
         resp = await post_signed(client, dm_body(mid="during"))
         assert resp.status == 503
         assert resp.headers["Retry-After"] == "1"
-        assert time.monotonic() - started < 2.5
-        # Degraded: one probe waits the full deadline, the concurrent others are refused fast.
+        assert time.monotonic() - started < 2.0
 
+        # Degraded: one probe waits the full deadline, the concurrent others are refused fast.
         async def timed_post(i: int) -> tuple[int, float]:
             begun = time.monotonic()
             status = (await post_signed(client, dm_body(mid=f"during-{i}"))).status
@@ -70,22 +68,10 @@ async def test_503_while_broker_is_down_then_recovery(
         results = await asyncio.gather(*(timed_post(i) for i in range(6)))
         assert {status for status, _ in results} == {503}
         assert sum(elapsed < 0.8 for _, elapsed in results) >= 5
-        ready = await client.get("/readyz")
-        assert ready.status == 503
 
-        # Let the producer expire the batches it still holds for the outage (request_timeout_ms) before
-        # the new broker appears: Tansu 0.6 acknowledges a retried batch and a new one on a fresh
-        # in-memory partition with overlapping offsets and keeps only one (seen here; Kafka does not).
-        await asyncio.sleep(max(0.0, kafka.request_timeout_ms / 1000 + 0.5 - (time.monotonic() - outage_began)))
-        # Same port, empty storage: readiness must notice the missing topics and re-create them.
-        # (Tansu acknowledges records for a topic it does not have, so waiting for readiness matters here.)
-        own_broker.start()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and (await client.get("/readyz")).status != 200:
-            await asyncio.sleep(0.5)
-        assert (await client.get("/readyz")).status == 200
-        # Meta retries a 503; the producer needs a moment to reconnect and drop expired batches.
+        own_broker.thaw()
         statuses = []
+        deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             statuses.append((await post_signed(client, dm_body(mid="after"))).status)
             if statuses[-1] == 200:
@@ -93,11 +79,47 @@ async def test_503_while_broker_is_down_then_recovery(
             await asyncio.sleep(0.2)
         assert statuses[-1] == 200
     finally:
+        own_broker.thaw()
         await client.close()
-    # Records refused with 503 may still land later (the producer retries them): Meta's retry of
-    # those then carries the same event id, so consumers see a duplicate id, never a loss.
+    # Records refused with 503 may still land later (the producer keeps them): Meta's retry then
+    # carries the same event id, so consumers may see an id twice, never a loss.
     records = await read_topic(own_broker.bootstrap_servers, kafka.topic("messages"), expect=9, timeout=5)
-    assert "after" in {orjson.loads(r.value)["message"]["mid"] for r in records}
+    mids = {orjson.loads(r.value)["message"]["mid"] for r in records}
+    assert {"before", "after"} <= mids
+
+
+async def test_broker_replaced_on_the_same_port(own_broker: LocalBroker, gateway_settings: GatewaySettings) -> None:
+    """Broker killed, a fresh empty one started: readiness re-creates the topics and 200s resume, no restart."""
+    kafka = replace(gateway_settings.kafka, bootstrap_servers=own_broker.bootstrap_servers)
+    settings = replace(gateway_settings, kafka=kafka, publish_timeout=1.0, ready_cache_seconds=0)
+    server = TestServer(create_app(settings))
+    client: TestClient[aiohttp.web.Request, aiohttp.web.Application] = TestClient(server)
+    await client.start_server()
+    try:
+        assert (await post_signed(client, dm_body(mid="before"))).status == 200
+        own_broker.stop()
+        assert (await post_signed(client, dm_body(mid="during"))).status == 503
+        assert (await client.get("/readyz")).status == 503
+        own_broker.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (await client.get("/readyz")).status != 200:
+            await asyncio.sleep(0.5)
+        ready = await client.get("/readyz")
+        assert ready.status == 200
+        assert (await ready.json())["checks"]["topics"] == "ok"
+        statuses = []
+        while time.monotonic() < deadline:
+            statuses.append((await post_signed(client, dm_body(mid="after", user="5550000000000001"))).status)
+            if statuses[-1] == 200:
+                break
+            await asyncio.sleep(0.2)
+        assert statuses[-1] == 200
+        # What a fresh Tansu stores next to records retried from before the outage is not checked here:
+        # Tansu 0.6 acknowledges a retried batch and a new one on a fresh in-memory partition with
+        # overlapping offsets and keeps one (seen here; Kafka does not). Delivery is covered by the
+        # frozen-broker test above and by the spool's fault tests.
+    finally:
+        await client.close()
 
 
 async def test_starts_without_a_broker_and_connects_later(gateway_settings: GatewaySettings, tmp_path: Path) -> None:
