@@ -56,3 +56,18 @@ async def test_cli_describe_exits_1_until_created(
     status, out, _ = await run_cli(["topics"])
     assert status == 0
     assert f"{kafka_settings.topic('deadletter')}" in out
+
+
+def test_create_topics_errors_are_raised_per_topic() -> None:
+    """CreateTopics answers errors per topic instead of raising: a refusal raises the matching error."""
+    from types import SimpleNamespace
+
+    from aiokafka.errors import InvalidReplicationFactorError, TopicAlreadyExistsError
+
+    from gateway.topics import _raise_for_topic_errors
+
+    _raise_for_topic_errors(SimpleNamespace(topic_errors=[("ig.events", 0, None)]))
+    with pytest.raises(InvalidReplicationFactorError, match=r"ig\.events: replication factor 3 > 1 broker"):
+        _raise_for_topic_errors(SimpleNamespace(topic_errors=[("ig.events", 38, "replication factor 3 > 1 broker")]))
+    with pytest.raises(TopicAlreadyExistsError):
+        _raise_for_topic_errors(SimpleNamespace(topic_errors=[("ig.events", 36)]))
