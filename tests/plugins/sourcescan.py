@@ -51,20 +51,24 @@ def env_reads(roots: tuple[str, ...] = SOURCE_DIRS) -> dict[str, set[str]]:
         for root in roots
         for path in sorted((ROOT / root).rglob("*.py"))
     }
-    # Helpers that pass one of their parameters on as the variable name: name -> (index, secret).
-    forwarders: dict[str, tuple[int, bool]] = {}
+    # Functions that pass one of their parameters on as the variable name:
+    # name -> (parameter name, its position at call sites, secret).
+    forwarders: dict[str, tuple[str, int, bool]] = {}
     for tree in trees.values():
         for func in ast.walk(tree):
-            # Env's own readers forward to each other; only plain helper functions count here.
+            # Env's own readers forward to each other; they are handled as readers above.
             if not isinstance(func, ast.FunctionDef) or func.name in _ENV_METHODS:
                 continue
-            params = [a.arg for a in func.args.args]
-            if params[:1] in (["self"], ["cls"]):
-                continue
+            positional = [a.arg for a in func.args.args]
+            if positional[:1] in (["self"], ["cls"]):
+                positional = positional[1:]  # bound at call sites
+            params = set(positional) | {a.arg for a in func.args.kwonlyargs}
             for node in ast.walk(func):
                 found = _reader(node) if isinstance(node, ast.Call) else None
                 if found and isinstance(found[0], ast.Name) and found[0].id in params:
-                    forwarders[func.name] = (params.index(found[0].id), found[1])
+                    name = found[0].id
+                    index = positional.index(name) if name in positional else -1
+                    forwarders[func.name] = (name, index, found[1])
 
     result: dict[str, set[str]] = {}
     for rel, tree in trees.items():
@@ -91,8 +95,12 @@ def env_reads(roots: tuple[str, ...] = SOURCE_DIRS) -> dict[str, set[str]]:
                 if found is not None:
                     names.append((literal(found[0]), found[1]))
                 forward = forwarders.get(_called_name(node) or "")
-                if forward is not None and forward[0] < len(node.args):
-                    names.append((literal(node.args[forward[0]]), forward[1]))
+                if forward is not None:
+                    param, index, secret = forward
+                    given = [k.value for k in node.keywords if k.arg == param]
+                    if 0 <= index < len(node.args):
+                        given.append(node.args[index])
+                    names.extend((literal(arg), secret) for arg in given)
             elif isinstance(node, ast.Subscript) and _is_os_environ(node.value):
                 names.append((literal(node.slice), False))
             for name, secret in names:
