@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ssl
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -223,3 +224,20 @@ async def test_tls_expiring_soon_warns(serve: Serve, tmp_path: Path) -> None:
     checks = by_name(await WebhookChecker(url, verify_token="t", app_secret="s", ssl_context=context).run())
     assert checks["tls certificate"].verdict is Verdict.WARN
     assert "renew" in (checks["tls certificate"].cause or "")
+
+
+async def test_gateway_without_kafka_is_named(serve: Serve, gateway_settings: GatewaySettings) -> None:
+    """When the gateway cannot publish, the signed POST fails with 503 and Kafka is named as the cause."""
+    from gateway.localbroker import free_port
+
+    kafka = dataclasses.replace(gateway_settings.kafka, bootstrap_servers=f"127.0.0.1:{free_port()}")
+    settings = dataclasses.replace(
+        gateway_settings, kafka=kafka, publish_timeout=0.3, degraded_publish_timeout=0.3, create_topics=False
+    )
+    url = await serve(create_app(settings))
+    checks = by_name(await WebhookChecker(url, verify_token=VERIFY_TOKEN, app_secret=APP_SECRET).run())
+    assert checks["verification handshake"].verdict is Verdict.PASS
+    post = checks["signed POST"]
+    assert post.verdict is Verdict.FAIL
+    assert "503" in post.detail
+    assert "cannot reach Kafka" in (post.cause or "")
