@@ -241,3 +241,15 @@ async def test_gateway_without_kafka_is_named(serve: Serve, gateway_settings: Ga
     assert post.verdict is Verdict.FAIL
     assert "503" in post.detail
     assert "cannot reach Kafka" in (post.cause or "")
+
+
+async def test_challenge_with_a_newline_fails(serve: Serve) -> None:
+    """A challenge echoed with a trailing newline fails: Meta compares byte for byte."""
+
+    async def get(request: web.Request) -> web.Response:
+        return web.Response(text=request.query["hub.challenge"] + "\n", content_type="text/plain")
+
+    url = await serve(_app(get, get))
+    handshake = by_name(await WebhookChecker(url, verify_token="t", app_secret="s").run())["verification handshake"]
+    assert handshake.verdict is Verdict.FAIL
+    assert "byte for byte" in (handshake.cause or "")

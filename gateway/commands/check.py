@@ -251,6 +251,13 @@ class WebhookChecker:
                 "the challenge is echoed as JSON; Meta needs the bare challenge as text/plain"
                 " (its dashboard says 'Response does not match challenge')",
             )
+        elif text.strip() == challenge and text != challenge:
+            self._add(
+                name,
+                Verdict.FAIL,
+                f"{got}: the challenge came back with extra whitespace: {text[:60]!r}",
+                "Meta compares the body with the challenge byte for byte: no newline or spaces around it",
+            )
         elif text == challenge:
             self._add(
                 name,

@@ -52,6 +52,8 @@ class SimulationPlan:
             raise ValueError("give a count or a duration")
         if self.rate < 0 or self.batch < 1 or self.concurrency < 1 or self.timeout <= 0:
             raise ValueError("rate must be >= 0; batch, concurrency and timeout must be positive")
+        if self.duration is not None and self.duration <= 0:
+            raise ValueError("duration must be positive")
 
 
 @dataclass(slots=True)
