@@ -38,6 +38,7 @@ WORKDIR /tmp
 # A numeric user, so Kubernetes can verify runAsNonRoot.
 USER 10001:10001
 EXPOSE 8080
+# The gateway's /healthz; the agent and analytics pass their own URL (see deploy/docker-compose.yml).
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "-m", "gateway.healthcheck"]
 # Exec form: igw is PID 1 and gets SIGTERM itself, so it drains in-flight webhooks before exiting.
