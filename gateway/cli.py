@@ -13,6 +13,7 @@ from gateway.errors import SettingsError
 # taking the parsed arguments and returning the exit status.
 COMMAND_MODULES: tuple[str, ...] = (
     "gateway.commands.serve",
+    "gateway.commands.dev",
     "consumers.send_api.emulator_command",
     "gateway.commands.simulate",
     "gateway.commands.check",

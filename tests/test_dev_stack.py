@@ -1,0 +1,92 @@
+"""`igw dev` brings up the local stack, answers the README's examples, and stops on Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+
+from gateway.localbroker import free_port, port_is_open
+from gateway.signature import sign
+from tests.plugins.gateway import dm_body
+
+
+def _dev_args(state_dir: Path, ports: dict[str, int]) -> list[str]:
+    return [
+        sys.executable, "-m", "gateway.cli", "dev", "--state-dir", str(state_dir),
+        "--port", str(ports["gateway"]), "--emulator-port", str(ports["emulator"]),
+        "--kafka-port", str(ports["kafka"]), "--agent-metrics-port", str(ports["agent"]),
+        "--analytics-metrics-port", str(ports["analytics"]),
+    ]  # fmt: skip
+
+
+def _read_env(path: Path) -> dict[str, str]:
+    values = {}
+    for line in path.read_text().splitlines():
+        key, sep, value = line.removeprefix("export ").partition("=")
+        if sep:
+            values[key] = value.strip("'")
+    return values
+
+
+async def test_dev_stack_serves_the_readme_walkthrough(tmp_path: Path) -> None:
+    """The handshake and a signed DM work with the saved dev secrets; SIGINT stops every process."""
+    ports = {name: free_port() for name in ("gateway", "emulator", "kafka", "agent", "analytics")}
+    proc = subprocess.Popen(_dev_args(tmp_path, ports), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{ports['gateway']}/api/v1/instagram/webhook"
+        async with aiohttp.ClientSession() as session:
+            deadline = time.monotonic() + 60
+            ready = False
+            while time.monotonic() < deadline and not ready and proc.poll() is None:
+                try:
+                    async with session.get(f"http://127.0.0.1:{ports['gateway']}/readyz") as resp:
+                        ready = resp.status == 200
+                except aiohttp.ClientError:
+                    await asyncio.sleep(0.3)
+            assert ready, "gateway of igw dev never became ready"
+            secrets = _read_env(tmp_path / "dev.env")
+            assert (tmp_path / "dev.env").stat().st_mode & 0o777 == 0o600
+            params = {
+                "hub.mode": "subscribe",
+                "hub.verify_token": secrets["INSTAGRAM_WEBHOOK_VERIFY_TOKEN"],
+                "hub.challenge": "1158201444",
+            }
+            async with session.get(url, params=params) as resp:
+                assert await resp.text() == "1158201444"
+            body = dm_body()
+            headers = {"X-Hub-Signature-256": sign(body, secrets["INSTAGRAM_APP_SECRET"])}
+            async with session.post(url, data=body, headers=headers) as resp:
+                assert resp.status == 200
+    finally:
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=60)
+    text = output.decode()
+    assert proc.returncode == 0, text
+    assert "stopped" in text
+    for port in ports.values():
+        assert not port_is_open("127.0.0.1", port)
+    # Secrets are printed once, in the banner, and never again in the logs.
+    assert text.count(secrets["INSTAGRAM_APP_SECRET"]) == 1
+
+
+def test_busy_port_is_a_one_line_error(tmp_path: Path) -> None:
+    """A port in use stops igw dev at once with one line naming the port and its flag."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        ports = {name: free_port() for name in ("gateway", "emulator", "kafka", "agent", "analytics")}
+        ports["emulator"] = busy
+        result = subprocess.run(_dev_args(tmp_path, ports), capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert str(busy) in lines[0]
+    assert "--emulator-port" in lines[0]
