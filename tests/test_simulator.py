@@ -89,3 +89,11 @@ def test_unknown_kind_is_refused() -> None:
     """Asking for a kind the generator does not know names the known ones."""
     with pytest.raises(ValueError, match="known: message"):
         TrafficGenerator().next("typing")
+
+
+def test_default_accounts_are_the_dev_stacks() -> None:
+    """Simulated traffic goes to the accounts `igw dev` and its Graph API emulator know."""
+    from gateway.devstack import DEV_INSTAGRAM_ACCOUNT, DEV_PAGE_ACCOUNT
+    from gateway.simulator import DEFAULT_ACCOUNT_IDS
+
+    assert DEFAULT_ACCOUNT_IDS == {"instagram": DEV_INSTAGRAM_ACCOUNT, "messenger": DEV_PAGE_ACCOUNT}
