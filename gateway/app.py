@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -13,6 +15,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 
 from gateway import metrics
 from gateway.config import KafkaSettings
+from gateway.logs import request_id
 from gateway.publisher import AiokafkaPublisher, Publisher
 from gateway.settings import GatewaySettings
 from gateway.state import GatewayState
@@ -28,20 +31,27 @@ PublisherFactory = Callable[[KafkaSettings], Publisher]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def create_app(
-    settings: GatewaySettings, *, publisher_factory: PublisherFactory = AiokafkaPublisher
-) -> web.Application:
+def create_app(settings: GatewaySettings, *, publisher_factory: PublisherFactory | None = None) -> web.Application:
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[_observe])
     app[settings_key] = settings
     app[state_key] = GatewayState.from_settings(settings)
-    app[publisher_key] = publisher_factory(settings.kafka)
+    app[publisher_key] = (publisher_factory or default_publisher_factory(settings))(settings.kafka)
     app.router.add_get(settings.webhook_path, verify_subscription)
     app.router.add_post(settings.webhook_path, receive_webhook)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", make_aiohttp_handler())
+    app.router.add_get("/metrics", make_aiohttp_handler(metrics.registry()))
     app.cleanup_ctx.append(_kafka)
     return app
+
+
+def default_publisher_factory(settings: GatewaySettings) -> PublisherFactory:
+    """aiokafka by default; librdkafka with ``IGW_PRODUCER_BACKEND=confluent``."""
+    if settings.producer_backend == "confluent":
+        from gateway.publisher_confluent import ConfluentPublisher
+
+        return ConfluentPublisher
+    return AiokafkaPublisher
 
 
 async def _kafka(app: web.Application) -> AsyncIterator[None]:
@@ -83,9 +93,15 @@ async def _create_topics_when_connected(publisher: Publisher, settings: GatewayS
         await asyncio.sleep(2.0)
 
 
+_REQUEST_IDS = itertools.count(1)
+_PROCESS_TAG = secrets.token_hex(3)
+
+
 @web.middleware
 async def _observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
+    # A cheap id per request for the log lines it causes (a counter, not a UUID, on the hot path).
+    request_id.set(request.headers.get("X-Request-Id") or f"{_PROCESS_TAG}-{next(_REQUEST_IDS):x}")
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"
     try:

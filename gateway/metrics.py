@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from typing import Final
 
-from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    multiprocess,
+)
 
 # The *_created series double every counter's output and no dashboard reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -39,4 +48,14 @@ PAYLOAD_BYTES = Histogram(
 EVENTS_PER_REQUEST = Histogram(
     "igw_webhook_events_per_request", "Events in one webhook body.", buckets=(1, 2, 5, 10, 50, 100, 500, 1000)
 )
-PRODUCER_READY = Gauge("igw_producer_ready", "1 while the Kafka producer is connected.")
+# With --workers, the lowest value across live workers: 0 when any worker's producer is down.
+PRODUCER_READY = Gauge("igw_producer_ready", "1 while the Kafka producer is connected.", multiprocess_mode="livemin")
+
+
+def registry() -> CollectorRegistry:
+    """What /metrics serves: this process, or every worker's files under ``--workers``."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return REGISTRY
+    aggregated = CollectorRegistry()
+    multiprocess.MultiProcessCollector(aggregated)  # type: ignore[no-untyped-call]
+    return aggregated

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import orjson
 
@@ -26,8 +26,9 @@ class Topic(StrEnum):
     DEADLETTER = "deadletter"
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):
+    """One normalized item. A named tuple: built once per event on the hot path, and cheap to build."""
+
     id: str
     type: str
     topic: Topic
@@ -45,8 +46,7 @@ class DeadLetter:
     paths: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Normalized:
+class Normalized(NamedTuple):
     events: list[Event]
     dead_letter: DeadLetter | None = None
 
@@ -140,17 +140,20 @@ def normalize_document(document: Any, received_at: int) -> Normalized:
 
 
 def _as_id(value: Any) -> str | None:
-    if isinstance(value, str) and value:
-        return value
+    if type(value) is str:
+        return value or None
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     return None
 
 
 def _as_ms(value: Any) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if type(value) is int:
+        ms = value
+    elif type(value) is float:
+        ms = int(value)
+    else:
         return None
-    ms = int(value)
     return ms * 1000 if 0 <= ms < _SECONDS_LIMIT else ms
 
 
@@ -168,7 +171,10 @@ def _canonical_id(platform: str, account_id: str, type_: str, item: dict[str, An
 
 def _party(item: dict[str, Any], key: str) -> str | None:
     party = item.get(key)
-    return _as_id(party.get("id")) if isinstance(party, dict) else None
+    if type(party) is not dict:
+        return None
+    value = party.get("id")
+    return (value or None) if type(value) is str else _as_id(value)
 
 
 def _message_object(message: dict[str, Any]) -> dict[str, Any]:
@@ -353,12 +359,12 @@ def _event(
     envelope[object_name] = type_object
     envelope["raw"] = raw
     return Event(
-        id=event_id,
-        type=type_,
-        topic=_TOPIC_OF.get(type_, Topic.EVENTS),
-        key=conversation_id or account_id,
-        timestamp=timestamp,
-        source=f"igw/{platform}/{account_id}",
-        subject=conversation_id,
-        envelope=envelope,
+        event_id,
+        type_,
+        _TOPIC_OF.get(type_, Topic.EVENTS),
+        conversation_id or account_id,
+        timestamp,
+        f"igw/{platform}/{account_id}",
+        conversation_id,
+        envelope,
     )

@@ -11,8 +11,10 @@ from aiohttp import web
 
 from gateway import __version__
 from gateway.app import create_app
+from gateway.errors import SettingsError
 from gateway.logs import RedactedAccessLogger, configure_logging
 from gateway.settings import GatewaySettings
+from gateway.workers import Supervisor, mark_ready
 
 log = logging.getLogger("gateway")
 
@@ -36,6 +38,13 @@ def register(subparsers: Any) -> None:
         default=os.environ.get("IGW_ACCESS_LOG", "false").lower() in {"1", "true", "yes", "on"},
         help="log one line per request (paths only: query strings can hold the verify token)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("IGW_WORKERS", "1")),
+        help="gateway processes sharing the port (SO_REUSEPORT), one Kafka producer each; SIGHUP restarts them in turn",
+    )
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.set_defaults(func=run)
 
 
@@ -50,15 +59,31 @@ def use_uvloop() -> None:
 
 def run(args: argparse.Namespace) -> int:
     configure_logging(args.log_level, args.log_format)
-    settings = GatewaySettings.from_env()
+    settings = GatewaySettings.from_env()  # validated here too, so a bad setting fails once, not per worker
+    if args.workers < 1:
+        raise SettingsError("IGW_WORKERS", f"must be at least 1, got {args.workers}")
+    if args.workers > 1 and not args.worker:
+        log.info("igw gateway %s: %d workers on %s:%s", __version__, args.workers, args.host, args.port)
+        argv = ["gateway", "--host", args.host, "--port", str(args.port), "--log-level", args.log_level]
+        argv += ["--log-format", args.log_format, "--access-log" if args.access_log else "--no-access-log"]
+        return Supervisor(argv, args.workers, settings.shutdown_timeout).run()
     log.info(
         "igw gateway %s starting on %s:%s", __version__, args.host, args.port, extra={"settings": settings.describe()}
     )
     use_uvloop()
+    app = create_app(settings)
+    if args.worker:
+        multiproc_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+
+        async def ready(_: web.Application) -> None:
+            mark_ready(multiproc_dir)
+
+        app.on_startup.append(ready)
     web.run_app(
-        create_app(settings),
+        app,
         host=args.host,
         port=args.port,
+        reuse_port=args.worker,
         shutdown_timeout=settings.shutdown_timeout,
         access_log=logging.getLogger("gateway.access") if args.access_log else None,
         access_log_class=RedactedAccessLogger,
