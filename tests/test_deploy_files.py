@@ -356,3 +356,17 @@ def test_no_secret_file_is_committed() -> None:
         timeout=30,
     ).stdout.split()
     assert tracked == ["deploy/secrets/README.md"] or not tracked
+
+
+def test_compose_grafana_mounts_match_the_provisioning(compose: dict[str, Any]) -> None:
+    """Grafana's dashboard providers read from where Compose mounts deploy/grafana/dashboards."""
+    mounts = dict(v.split(":")[:2] for v in compose["services"]["grafana"]["volumes"])
+    target = mounts["./grafana/dashboards"]
+    assert mounts["./grafana/provisioning"] == "/etc/grafana/provisioning"
+    for provider_file in sorted((DEPLOY / "grafana" / "provisioning" / "dashboards").glob("*.y*ml")):
+        for provider in yaml.safe_load(provider_file.read_text())["providers"]:
+            assert provider["options"]["path"].rstrip("/") == target, provider_file
+    for source_file in sorted((DEPLOY / "grafana" / "provisioning" / "datasources").glob("*.y*ml")):
+        for source in yaml.safe_load(source_file.read_text())["datasources"]:
+            if source["type"] == "prometheus":
+                assert source["url"] == "http://prometheus:9090", source_file
