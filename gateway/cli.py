@@ -15,6 +15,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gateway.commands.serve",
     "gateway.commands.dev",
     "consumers.send_api.emulator_command",
+    "consumers.agent_replies.command",
+    "consumers.analytics.command",
     "gateway.commands.simulate",
     "gateway.commands.check",
     "gateway.commands.topics",

@@ -1,0 +1,215 @@
+"""Assembling and running the agent consumer: store, agent, Send API client, Kafka, metrics.
+
+:func:`run_agent` runs until ``stop`` is set, then shuts down in this order (each step says why):
+
+1. stop fetching: no new work is taken up;
+2. wait (``IGW_SHUTDOWN_TIMEOUT_SECONDS``) for the events in hand: their replies finish and their
+   outcomes are recorded;
+3. cancel what is still running: those records stay uncommitted and are replayed next time (the
+   ledger keeps that from answering twice);
+4. commit the finished offsets, then leave the group (partitions move without a session timeout);
+5. close the producer (flushes reply records), the Send API client, the agent and the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from consumers.agent_replies.agent import Agent
+from consumers.agent_replies.http_agent import HttpAgent
+from consumers.agent_replies.metrics import IN_FLIGHT, PAUSED_ACCOUNTS, PAUSED_CONVERSATIONS, REPLIES
+from consumers.agent_replies.model import BadEvent, parse_event
+from consumers.agent_replies.openai_agent import OpenAIAgent
+from consumers.agent_replies.outcomes import Outcome, OutcomePublisher, Reason
+from consumers.agent_replies.processor import Job, ReplyProcessor, Sender
+from consumers.agent_replies.rules import RulesAgent
+from consumers.agent_replies.scheduler import ConversationScheduler
+from consumers.agent_replies.settings import AgentSettings
+from consumers.agent_replies.store import MemoryStore, RedisStore, Store
+from consumers.common.lag import lag_sampler
+from consumers.common.metrics_server import create_metrics_app, serve_metrics
+from consumers.common.runner import CommitOnRevoke, OffsetTracker, Ticket, commit_finished, drain, poll_loop
+from consumers.common.topics import ensure_topics
+from consumers.send_api.client import SendApiClient
+
+__all__ = ["build_agent", "build_store", "run_agent"]
+
+log = logging.getLogger(__name__)
+
+GAUGE_INTERVAL_SECONDS = 15.0
+
+
+def build_agent(settings: AgentSettings) -> Agent:
+    """The agent ``IGW_AGENT`` names, configured from the settings (a rules file is read and checked here)."""
+    if settings.agent == "http":
+        assert settings.agent_url is not None
+        return HttpAgent(settings.agent_url, token=settings.agent_token, timeout=settings.agent_timeout_seconds)
+    if settings.agent == "openai":
+        assert settings.openai_api_key is not None
+        return OpenAIAgent(
+            settings.openai_base_url,
+            settings.openai_api_key,
+            settings.openai_model,
+            system_prompt=OpenAIAgent.read_prompt(settings.openai_system_prompt_file),
+            timeout=settings.agent_timeout_seconds,
+            max_tokens=settings.openai_max_tokens,
+            handover_marker=settings.openai_handover_marker,
+        )
+    assert settings.rules_file is not None
+    return RulesAgent.from_file(settings.rules_file)
+
+
+def build_store(settings: AgentSettings) -> Store:
+    if settings.redis_url:
+        return RedisStore.from_url(settings.redis_url, settings.redis_prefix)
+    return MemoryStore()
+
+
+@asynccontextmanager
+async def _gauges(store: Store, wake: asyncio.Event) -> AsyncIterator[None]:
+    """Keep the pause gauges current: on a timer, and at once after a pause."""
+
+    async def loop() -> None:
+        while True:
+            try:
+                PAUSED_CONVERSATIONS.set(await store.paused_conversations())
+                PAUSED_ACCOUNTS.set(await store.paused_accounts())
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the store is down for a moment; the next round tries again
+                log.debug("pause gauges not updated", exc_info=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), GAUGE_INTERVAL_SECONDS)
+            wake.clear()
+
+    task = asyncio.create_task(loop(), name="agent-gauges")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def run_agent(
+    settings: AgentSettings,
+    stop: asyncio.Event,
+    *,
+    sender: Sender | None = None,
+    agent: Agent | None = None,
+    store: Store | None = None,
+    serve_http: bool = True,
+    started: asyncio.Event | None = None,
+) -> None:
+    """Consume and answer until ``stop`` is set (see the module docstring for the shutdown steps).
+
+    ``sender``, ``agent`` and ``store`` default to what the settings describe; tests and embedders
+    may pass their own. ``started`` is set once the consumer has joined its group
+    and received its partitions.
+    """
+    kafka = settings.consumer.kafka
+    if settings.create_topics:
+        await ensure_topics(kafka, [*settings.consumer.topics, kafka.topic("replies"), kafka.topic("deadletter")])
+    async with AsyncExitStack() as stack:
+        store = store if store is not None else build_store(settings)
+        stack.push_async_callback(store.close)
+        agent = agent if agent is not None else build_agent(settings)
+        stack.push_async_callback(agent.close)
+        if sender is None:
+            client = SendApiClient(settings.send_api)
+            await stack.enter_async_context(client)
+            sender = client
+        producer = AIOKafkaProducer(
+            **kafka.client_kwargs(),
+            client_id=f"{kafka.client_id}-agent",
+            acks="all" if kafka.acks == "all" else 1,
+            enable_idempotence=kafka.enable_idempotence,
+            linger_ms=kafka.linger_ms,
+            max_batch_size=kafka.max_batch_bytes,
+            compression_type=None if kafka.compression == "none" else kafka.compression,
+        )
+        await producer.start()
+        stack.push_async_callback(producer.stop)
+        publisher = OutcomePublisher(producer, kafka.topic("replies"), kafka.topic("deadletter"))
+        wake_gauges = asyncio.Event()
+        processor = ReplyProcessor(settings, store, agent, sender, publisher, on_pause=wake_gauges.set)
+        await stack.enter_async_context(_gauges(store, wake_gauges))
+
+        tracker = OffsetTracker()
+        listener = CommitOnRevoke(tracker, drain_timeout=min(10.0, settings.consumer.shutdown_timeout_seconds))
+        consumer = AIOKafkaConsumer(**settings.consumer.consumer_kwargs())
+        listener.consumer = consumer
+
+        def ticket_of(job: Job) -> Ticket:
+            return job.ticket
+
+        scheduler: ConversationScheduler[Job] = ConversationScheduler(
+            processor.handle,
+            ticket_of,
+            concurrency=settings.concurrency,
+            max_in_flight=settings.max_in_flight,
+            on_change=IN_FLIGHT.set,
+        )
+
+        async def submit(record: Any, ticket: Ticket) -> None:
+            source = (record.topic, record.partition, record.offset)
+            try:
+                event = parse_event(record.value)
+            except BadEvent as exc:
+                log.warning("record %s[%d]@%d is not a usable envelope: %s", *source, exc)
+                REPLIES.labels(outcome=Outcome.FAILED, reason=Reason.BAD_EVENT).inc()
+                await publisher.deadletter(record.value, record.key, Reason.BAD_EVENT, str(exc), source=source)
+                ticket.finish()
+                return
+            key = event.conversation_id or event.account_id
+            await scheduler.submit(key, Job(event, ticket, record.value, record.key, source))
+
+        joined = asyncio.Event()
+
+        def on_assigned(_partitions: object) -> None:
+            joined.set()
+            if started is not None:
+                started.set()
+
+        listener.on_assigned = on_assigned
+
+        async def ready() -> bool:
+            # A replica without partitions (more replicas than partitions) is still ready: it stands by.
+            return joined.is_set() and await store.ping()
+
+        if serve_http:
+            app = create_metrics_app(ready)
+            await stack.enter_async_context(
+                serve_metrics(app, settings.consumer.metrics_host, settings.consumer.metrics_port)
+            )
+        consumer.subscribe(list(settings.consumer.topics), listener=listener)
+        await consumer.start()
+        log.info("agent consumer started: %s", settings.describe())
+        try:
+            async with lag_sampler(
+                consumer, settings.consumer.group_id, settings.consumer.topics, settings.consumer.lag_interval_seconds
+            ):
+                await poll_loop(
+                    consumer,
+                    tracker,
+                    submit,
+                    stop,
+                    group=settings.consumer.group_id,
+                    max_records=settings.consumer.max_records_per_poll,
+                    poll_timeout_ms=settings.consumer.poll_timeout_ms,
+                    commit_interval=settings.consumer.commit_interval_seconds,
+                )
+                log.info("stopping: %d events in hand", tracker.in_flight)
+                if not await drain(tracker, settings.consumer.shutdown_timeout_seconds):
+                    log.warning("%d events still in hand at shutdown; they are replayed on restart", tracker.in_flight)
+        finally:
+            await scheduler.close()
+            await commit_finished(consumer, tracker)
+            await consumer.stop()

@@ -1,0 +1,166 @@
+"""The agent consumer's settings: one frozen object, read from the environment once at start-up."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from consumers.common.settings import ConsumerSettings
+from consumers.send_api.settings import SendApiSettings
+from gateway.config import Env, Secret
+from gateway.errors import SettingsError
+
+__all__ = ["AGENT_KINDS", "SAMPLE_RULES", "AgentSettings"]
+
+AGENT_KINDS = ("rules", "http", "openai")
+SAMPLE_RULES = Path(__file__).parent / "samples" / "clinic.yaml"
+DEFAULT_METRICS_PORT = 9101
+
+
+def _owner_id() -> str:
+    # Names this replica's ledger leases: readable in Redis, unique across restarts.
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSettings:
+    consumer: ConsumerSettings
+    send_api: SendApiSettings = field(default_factory=SendApiSettings)
+    agent: str = "rules"
+    rules_file: Path | None = None
+    agent_url: str | None = None
+    agent_token: Secret | None = None
+    agent_timeout_seconds: float = 10.0
+    openai_base_url: str = "https://api.openai.com/v1"
+    openai_api_key: Secret | None = None
+    openai_model: str = "gpt-4o-mini"
+    openai_system_prompt_file: Path | None = None
+    openai_max_tokens: int = 400
+    openai_handover_marker: str = "[HANDOVER]"
+    history_turns: int = 10
+    history_ttl_seconds: float = 7 * 24 * 3600.0
+    redis_url: str | None = None
+    redis_prefix: str = "igw:agent:"
+    # Long enough for any answer: an agent call and a send with the client's retries.
+    lease_seconds: float = 120.0
+    # Longer than Meta's redelivery (up to 36 h) and the 24 h window past which nothing is answered.
+    ledger_ttl_seconds: float = 48 * 3600.0
+    human_pause_seconds: float = 12 * 3600.0
+    handover_pause_seconds: float = 12 * 3600.0
+    account_pause_seconds: float = 15 * 60.0
+    window_seconds: float = 24 * 3600.0
+    app_id: str | None = None
+    concurrency: int = 64
+    max_in_flight: int = 2000
+    max_retries: int = 5
+    retry_base_seconds: float = 2.0
+    retry_max_seconds: float = 60.0
+    create_topics: bool = True
+    owner_id: str = field(default_factory=_owner_id)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> AgentSettings:
+        env = Env(environ)
+        d = _defaults()
+        consumer = ConsumerSettings.from_env(
+            env,
+            group_variable="IGW_AGENT_GROUP",
+            default_group="igw-agent",
+            topic_names=("messages", "postbacks"),
+            default_metrics_port=DEFAULT_METRICS_PORT,
+        )
+        agent = env.choice("IGW_AGENT", d.agent, AGENT_KINDS)
+        rules_file = _path(env, "IGW_RULES_FILE")
+        if agent == "rules" and rules_file is None:
+            raise SettingsError(
+                "IGW_RULES_FILE",
+                f"is required with IGW_AGENT=rules (a YAML or JSON rules file; a sample ships at {SAMPLE_RULES})",
+            )
+        agent_url = env.optional_str("IGW_AGENT_URL")
+        if agent == "http" and agent_url is None:
+            raise SettingsError("IGW_AGENT_URL", "is required with IGW_AGENT=http (the agent service's URL)")
+        if agent_url is not None and not agent_url.startswith(("http://", "https://")):
+            raise SettingsError("IGW_AGENT_URL", f"expected an http(s) URL, got {agent_url!r}")
+        openai_key = env.secret("OPENAI_API_KEY")
+        openai_base = env.str("OPENAI_BASE_URL", d.openai_base_url).rstrip("/")
+        if not openai_base.startswith(("http://", "https://")):
+            raise SettingsError("OPENAI_BASE_URL", f"expected an http(s) URL, got {openai_base!r}")
+        prompt_file = _path(env, "IGW_OPENAI_SYSTEM_PROMPT_FILE")
+        if agent == "openai" and openai_key is None:
+            raise SettingsError("OPENAI_API_KEY", "is required with IGW_AGENT=openai; set OPENAI_API_KEY or _FILE")
+        human_pause = env.float("IGW_HUMAN_PAUSE_SECONDS", d.human_pause_seconds, min_value=0)
+        lease = env.float("IGW_LEDGER_LEASE_SECONDS", d.lease_seconds, min_value=1)
+        agent_timeout = env.float("IGW_AGENT_TIMEOUT_SECONDS", d.agent_timeout_seconds, min_value=0.1)
+        if agent_timeout >= lease:
+            raise SettingsError("IGW_AGENT_TIMEOUT_SECONDS", f"must stay below IGW_LEDGER_LEASE_SECONDS ({lease:g})")
+        return cls(
+            consumer=consumer,
+            send_api=SendApiSettings.from_env(env),
+            agent=agent,
+            rules_file=rules_file,
+            agent_url=agent_url,
+            agent_token=env.secret("IGW_AGENT_TOKEN"),
+            agent_timeout_seconds=agent_timeout,
+            openai_base_url=openai_base,
+            openai_api_key=openai_key,
+            openai_model=env.str("IGW_OPENAI_MODEL", d.openai_model),
+            openai_system_prompt_file=prompt_file,
+            openai_max_tokens=env.int("IGW_OPENAI_MAX_TOKENS", d.openai_max_tokens, min_value=1),
+            openai_handover_marker=env.str("IGW_OPENAI_HANDOVER_MARKER", d.openai_handover_marker),
+            history_turns=env.int("IGW_AGENT_HISTORY_TURNS", d.history_turns, min_value=0),
+            history_ttl_seconds=env.float("IGW_AGENT_HISTORY_TTL_SECONDS", d.history_ttl_seconds, min_value=1),
+            redis_url=env.optional_str("REDIS_URL"),
+            redis_prefix=env.str("IGW_AGENT_REDIS_PREFIX", d.redis_prefix),
+            lease_seconds=lease,
+            ledger_ttl_seconds=env.float("IGW_LEDGER_TTL_SECONDS", d.ledger_ttl_seconds, min_value=60),
+            human_pause_seconds=human_pause,
+            handover_pause_seconds=env.float("IGW_HANDOVER_PAUSE_SECONDS", human_pause, min_value=0),
+            account_pause_seconds=env.float("IGW_ACCOUNT_PAUSE_SECONDS", d.account_pause_seconds, min_value=1),
+            window_seconds=env.float("IGW_REPLY_WINDOW_SECONDS", d.window_seconds, min_value=1),
+            app_id=env.optional_str("IGW_APP_ID"),
+            concurrency=env.int("IGW_AGENT_CONCURRENCY", d.concurrency, min_value=1),
+            max_in_flight=env.int("IGW_AGENT_MAX_IN_FLIGHT", d.max_in_flight, min_value=1),
+            max_retries=env.int("IGW_AGENT_MAX_RETRIES", d.max_retries, min_value=0),
+            retry_base_seconds=env.float("IGW_AGENT_RETRY_BASE_SECONDS", d.retry_base_seconds, min_value=0),
+            retry_max_seconds=env.float("IGW_AGENT_RETRY_MAX_SECONDS", d.retry_max_seconds, min_value=0),
+            create_topics=env.bool("IGW_CREATE_TOPICS", d.create_topics),
+        )
+
+    def topic(self, name: str) -> str:
+        return self.consumer.kafka.topic(name)
+
+    def describe(self) -> dict[str, object]:
+        """What the consumer logs once at start-up: the settings that matter, secrets masked."""
+        return {
+            **self.consumer.describe(),
+            "agent": self.agent,
+            "rules_file": str(self.rules_file) if self.rules_file else None,
+            "agent_url": self.agent_url,
+            "agent_token": "***" if self.agent_token else None,
+            "openai_base_url": self.openai_base_url if self.agent == "openai" else None,
+            "openai_api_key": "***" if self.openai_api_key else None,
+            "store": "redis" if self.redis_url else "in-process",
+            "accounts": len(self.send_api.accounts),
+            "concurrency": self.concurrency,
+            "window_seconds": self.window_seconds,
+            "human_pause_seconds": self.human_pause_seconds,
+        }
+
+
+def _path(env: Env, name: str) -> Path | None:
+    raw = env.optional_str(name)
+    if raw is None:
+        return None
+    path = Path(raw)
+    if not path.is_file():
+        raise SettingsError(name, f"{raw} is not a readable file")
+    return path
+
+
+def _defaults() -> AgentSettings:
+    # Class attributes of a slotted dataclass are slot descriptors, not defaults: use an instance.
+    return AgentSettings(consumer=ConsumerSettings(group_id="igw-agent", topics=()), owner_id="defaults")

@@ -1,0 +1,70 @@
+"""The conversation scheduler: order within a conversation, bounded concurrency, retries and errors."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from aiokafka import TopicPartition
+
+from consumers.agent_replies.scheduler import ConversationScheduler
+from consumers.common.runner import OffsetTracker, Ticket
+
+TP = TopicPartition("t.messages", 0)
+
+
+@dataclass
+class FakeJob:
+    key: str
+    n: int
+    ticket: Ticket
+
+
+def ticket_of(job: FakeJob) -> Ticket:
+    return job.ticket
+
+
+async def test_retry_delay_keeps_order_and_frees_the_slot() -> None:
+    """A job asking to be retried later holds back its own conversation only, not the single concurrency slot."""
+    done: list[tuple[str, int]] = []
+    tries: dict[tuple[str, int], int] = {}
+
+    async def handle(job: FakeJob) -> float | None:
+        tries[(job.key, job.n)] = tries.get((job.key, job.n), 0) + 1
+        if job.key == "a" and job.n == 0 and tries[(job.key, job.n)] < 3:
+            return 0.1
+        done.append((job.key, job.n))
+        return None
+
+    tracker = OffsetTracker()
+    scheduler: ConversationScheduler[FakeJob] = ConversationScheduler(
+        handle, ticket_of, concurrency=1, max_in_flight=100
+    )
+    for offset, (key, n) in enumerate([("a", 0), ("a", 1), ("b", 0), ("b", 1)]):
+        await scheduler.submit(key, FakeJob(key, n, tracker.track(TP, offset)))
+    await asyncio.wait_for(tracker.wait_idle(), 5)
+    assert [d for d in done if d[0] == "a"] == [("a", 0), ("a", 1)]
+    assert done.index(("b", 1)) < done.index(("a", 0))
+    assert tracker.to_commit() == {TP: 4}
+    assert scheduler.in_flight == 0
+
+
+async def test_unexpected_errors_are_retried_then_given_up() -> None:
+    """A handler error is retried with backoff; after max_errors the record is dropped and never committed."""
+    calls = {"flaky": 0, "broken": 0}
+
+    async def handle(job: FakeJob) -> float | None:
+        calls[job.key] += 1
+        if job.key == "broken" or calls[job.key] < 3:
+            raise ConnectionError("store down")
+        return None
+
+    tracker = OffsetTracker()
+    scheduler: ConversationScheduler[FakeJob] = ConversationScheduler(
+        handle, ticket_of, concurrency=4, max_in_flight=10, max_errors=4, error_backoff=0.01
+    )
+    await scheduler.submit("broken", FakeJob("broken", 0, tracker.track(TP, 0)))
+    await scheduler.submit("flaky", FakeJob("flaky", 0, tracker.track(TP, 1)))
+    await asyncio.wait_for(tracker.wait_idle(), 5)
+    assert calls == {"flaky": 3, "broken": 4}
+    assert tracker.to_commit() == {TP: 0}

@@ -1,0 +1,84 @@
+"""The offset tracker commits each partition's lowest unfinished offset, whatever order work finishes in."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiokafka import TopicPartition
+
+from consumers.common.runner import OffsetTracker
+
+TP = TopicPartition("t.messages", 0)
+TP2 = TopicPartition("t.messages", 1)
+
+
+async def test_commit_point_is_lowest_unfinished_offset() -> None:
+    """Finishing later offsets first does not move the commit point past an unfinished one."""
+    tracker = OffsetTracker()
+    tickets = [tracker.track(TP, offset) for offset in range(10, 15)]
+    tickets[3].finish()
+    tickets[1].finish()
+    assert tracker.to_commit() == {TP: 10}
+    tickets[0].finish()
+    assert tracker.to_commit() == {TP: 12}
+    tickets[2].finish()
+    assert tracker.to_commit() == {TP: 14}
+    tickets[4].finish()
+    assert tracker.to_commit() == {TP: 15}
+    assert tracker.in_flight == 0
+
+
+async def test_partitions_are_independent_and_committed_once() -> None:
+    """A slow record on one partition does not hold back another partition; unchanged points are not recommitted."""
+    tracker = OffsetTracker()
+    slow = tracker.track(TP, 0)
+    fast = tracker.track(TP2, 7)
+    fast.finish()
+    offsets = tracker.to_commit()
+    assert offsets == {TP: 0, TP2: 8}
+    tracker.mark_committed(offsets)
+    assert tracker.to_commit() == {}
+    slow.finish()
+    assert tracker.to_commit() == {TP: 1}
+
+
+async def test_revoke_marks_tickets_stale_and_waits_for_work() -> None:
+    """Revoked partitions make their queued tickets stale, and wait_idle returns once their work finished."""
+    tracker = OffsetTracker()
+    ticket = tracker.track(TP, 3)
+    other = tracker.track(TP2, 3)
+    tracker.revoke([TP])
+    assert ticket.stale
+    assert not other.stale
+    waiter = asyncio.create_task(tracker.wait_idle([TP]))
+    await asyncio.sleep(0.01)
+    assert not waiter.done()
+    ticket.finish()
+    await asyncio.wait_for(waiter, 1.0)
+    assert tracker.to_commit([TP]) == {TP: 4}
+    tracker.forget([TP])
+    assert tracker.to_commit() == {TP2: 3}
+
+
+async def test_dropped_record_holds_the_commit_point_but_not_idleness() -> None:
+    """A dropped record counts as resolved for draining, yet the commit point never passes it."""
+    tracker = OffsetTracker()
+    first = tracker.track(TP, 0)
+    second = tracker.track(TP, 1)
+    first.drop()
+    second.finish()
+    assert tracker.in_flight == 0
+    await asyncio.wait_for(tracker.wait_idle(), 1.0)
+    assert tracker.to_commit() == {TP: 0}
+
+
+async def test_revoked_partition_is_not_owned_until_assigned_again() -> None:
+    """After a revoke the tracker refuses the partition's records until the group assigns it back."""
+    tracker = OffsetTracker()
+    tracker.track(TP, 0).finish()
+    tracker.revoke([TP])
+    tracker.forget([TP])
+    assert not tracker.owns(TP)
+    assert tracker.owns(TP2)
+    tracker.assigned([TP])
+    assert tracker.owns(TP)
