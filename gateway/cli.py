@@ -17,6 +17,10 @@ COMMAND_MODULES: tuple[str, ...] = (
     "consumers.send_api.emulator_command",
     "consumers.agent_replies.command",
     "consumers.analytics.command",
+    "gateway.commands.simulate",
+    "gateway.commands.check",
+    "gateway.commands.topics",
+    "gateway.commands.replay",
 )
 
 

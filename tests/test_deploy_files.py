@@ -1,0 +1,372 @@
+"""deploy/ and the Dockerfile only use commands, ports, paths and variables that igw really has."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shlex
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+import yaml
+
+from gateway.app import create_app
+from gateway.cli import build_parser
+from gateway.config import Secret
+from gateway.settings import GatewaySettings
+from tests.plugins.sourcescan import ROOT
+
+DEPLOY = ROOT / "deploy"
+SECRET_LIKE = re.compile(r"(TOKEN|SECRET|PASSWORD|API_KEY)")
+# Bind mounts written by the observability work (deploy/prometheus, deploy/grafana), not checked here.
+OTHER_AREAS = ("./prometheus/", "./grafana/")
+
+
+def parse_igw(command: list[str]) -> argparse.Namespace:
+    """Parse an ``igw ...`` command line with the real parser; fail the test when argparse refuses it."""
+    assert command[0] == "igw", command
+    try:
+        return build_parser().parse_args(command[1:])
+    except SystemExit:
+        pytest.fail(f"igw does not accept: {shlex.join(command)}")
+
+
+def listen_port(args: argparse.Namespace) -> int:
+    """The port a parsed igw command serves HTTP on (webhooks or metrics)."""
+    port = getattr(args, "port", None) if args.command == "gateway" else getattr(args, "metrics_port", None)
+    assert isinstance(port, int), f"{args.command} must be given its port explicitly"
+    return port
+
+
+def gateway_routes() -> set[str]:
+    """The paths the real gateway app serves."""
+    settings = GatewaySettings(verify_token=Secret("t"), app_secrets=(Secret("s"),))
+    app = create_app(settings)
+    return {r.canonical for r in app.router.resources()}
+
+
+# Consumers serve these from their metrics server (consumers/common/metrics_server.py).
+CONSUMER_ROUTES = {"/metrics", "/healthz", "/readyz"}
+
+
+def routes_for(command: str) -> set[str]:
+    return gateway_routes() if command == "gateway" else CONSUMER_ROUTES
+
+
+# -- Compose --------------------------------------------------------------------------------------
+
+# `igw agent` and `igw analytics` come from their own branches; until they are registered in
+# gateway.cli the checks of those processes are expected to fail (strict: they must pass once merged).
+_REGISTERED = set(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+
+
+def process(name: str) -> Any:
+    return pytest.param(
+        name,
+        marks=pytest.mark.xfail(
+            name not in _REGISTERED, reason=f"igw {name} is not registered in gateway.cli yet", strict=True
+        ),
+    )
+
+
+PROCESSES = [process("gateway"), process("agent"), process("analytics")]
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    return document
+
+
+def test_compose_services(compose: dict[str, Any]) -> None:
+    """Compose runs the three igw processes, Kafka in KRaft mode, Redis, Prometheus and Grafana."""
+    services = compose["services"]
+    commands = {s["command"][1] for s in services.values() if s.get("command", [""])[0] == "igw"}
+    assert commands == {"gateway", "agent", "analytics"}
+    kafka = services["kafka"]
+    assert kafka["image"].startswith("apache/kafka:")
+    assert kafka["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    assert "ZOOKEEPER" not in json.dumps(kafka)
+    for name in ("redis", "prometheus", "grafana"):
+        assert name in services
+
+
+@pytest.mark.parametrize("name", PROCESSES)
+def test_compose_process(name: str, compose: dict[str, Any], code_env_vars: dict[str, set[str]]) -> None:
+    """The command parses; health check, published port and Prometheus target use its port; env is known;
+    secrets are mounted files."""
+    service = compose["services"][name]
+    args = parse_igw(service["command"])
+    assert args.command == name
+    port = listen_port(args)
+    check = service["healthcheck"]["test"]
+    assert check[:4] == ["CMD", "python", "-m", "gateway.healthcheck"], check
+    assert check[4] == f"http://127.0.0.1:{port}/healthz"
+    assert "/healthz" in routes_for(args.command)
+    for published in service.get("ports", []):
+        assert published.endswith(f":{port}"), published
+    prometheus = yaml.safe_load((DEPLOY / "compose" / "prometheus.yml").read_text())
+    targets = {t for job in prometheus["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
+    assert f"{name}:{port}" in targets
+    assert "/metrics" in routes_for(args.command)
+
+    service_secrets = set(service.get("secrets", []))
+    assert service_secrets <= set(compose["secrets"])
+    for key, value in service["environment"].items():
+        assert key in code_env_vars, f"{name} sets {key}, which igw does not read"
+        if SECRET_LIKE.search(key):
+            assert key.endswith("_FILE"), f"{name}: {key} must be given as a file"
+            assert str(value).removeprefix("/run/secrets/") in service_secrets, f"{name}: {value} is not mounted"
+
+
+def test_compose_secrets_and_mounts(compose: dict[str, Any]) -> None:
+    """Secrets are files under deploy/secrets; bind mounts of this area exist; Grafana's password is a file."""
+    for secret in compose["secrets"].values():
+        assert secret["file"].startswith("./secrets/")
+    for service in compose["services"].values():
+        for key in service.get("environment", {}):
+            assert not SECRET_LIKE.search(key) or key.endswith(("_FILE", "__FILE")), key
+        for volume in service.get("volumes", []):
+            source = volume.split(":", 1)[0]
+            if source.startswith("./") and not source.startswith(OTHER_AREAS):
+                assert (DEPLOY / source).exists(), source
+
+
+# -- Kubernetes -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def manifests() -> list[dict[str, Any]]:
+    docs: list[dict[str, Any]] = []
+    for path in sorted((DEPLOY / "kubernetes").glob("*.yaml")):
+        docs.extend(d for d in yaml.safe_load_all(path.read_text()) if d)
+    return docs
+
+
+def of_kind(manifests: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {m["metadata"]["name"]: m for m in manifests if m["kind"] == kind}
+
+
+def test_kustomization_lists_every_manifest(
+    manifests: list[dict[str, Any]], code_env_vars: dict[str, set[str]]
+) -> None:
+    """kustomization.yaml names each manifest; the shared ConfigMap sets only variables igw reads."""
+    kustomization = yaml.safe_load((DEPLOY / "kubernetes" / "kustomization.yaml").read_text())
+    files = {p.name for p in (DEPLOY / "kubernetes").glob("*.yaml")} - {"kustomization.yaml"}
+    assert set(kustomization["resources"]) == files
+    configmap = of_kind(manifests, "ConfigMap")["igw-config"]
+    assert set(configmap["data"]) <= set(code_env_vars)
+    assert not any(SECRET_LIKE.search(key) for key in configmap["data"])
+
+
+@pytest.mark.parametrize("name", PROCESSES)
+def test_kubernetes_deployment(name: str, manifests: list[dict[str, Any]], code_env_vars: dict[str, set[str]]) -> None:
+    """Command parses, port matches, probes hit served paths, env is known, secrets are mounted files."""
+    deployment = of_kind(manifests, "Deployment")[f"igw-{name}"]
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    secret_volumes = {v["name"] for v in pod.get("volumes", []) if "secret" in v}
+    [container] = pod["containers"]
+    args = parse_igw(container["command"])
+    assert args.command == name
+    port = listen_port(args)
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert port in ports.values()
+    probes = [p for p in ("livenessProbe", "readinessProbe", "startupProbe") if p in container]
+    assert {"livenessProbe", "readinessProbe"} <= set(probes)
+    for probe in probes:
+        get = container[probe]["httpGet"]
+        assert get["path"] in routes_for(args.command), probe
+        assert ports.get(get["port"], get["port"]) == port, probe
+    mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+    for var in container.get("env", []):
+        assert var["name"] in code_env_vars, f"{name} sets {var['name']}, which igw does not read"
+        if SECRET_LIKE.search(var["name"]):
+            assert var["name"].endswith("_FILE"), f"{var['name']} must be a mounted file"
+            directory = var["value"].rsplit("/", 1)[0]
+            assert mounts.get(directory) in secret_volumes, f"{var['value']} is not a mounted secret"
+    # Above the 20 s drain of the gateway and the consumers' shutdown alike.
+    assert pod["terminationGracePeriodSeconds"] > GatewaySettings.__dataclass_fields__["shutdown_timeout"].default
+
+
+def test_kubernetes_gateway_scaling_and_shutdown(manifests: list[dict[str, Any]]) -> None:
+    """The gateway has a Service, an HPA, a PDB, readiness on /readyz, and a grace period above its drain."""
+    deployment = of_kind(manifests, "Deployment")["igw-gateway"]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    pod = deployment["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    env = {v["name"]: v.get("value") for v in container["env"]}
+    drain = float(
+        env.get("IGW_SHUTDOWN_TIMEOUT_SECONDS") or GatewaySettings.__dataclass_fields__["shutdown_timeout"].default
+    )
+    pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
+    pause = float(re.findall(r"sleep\((\d+(?:\.\d+)?)\)", " ".join(pre_stop))[0])
+    assert pod["terminationGracePeriodSeconds"] > drain + pause
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+
+    service = of_kind(manifests, "Service")["igw-gateway"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    port_names = {p["name"] for p in container["ports"]}
+    assert all(p["targetPort"] in port_names for p in service["spec"]["ports"])
+    hpa = of_kind(manifests, "HorizontalPodAutoscaler")["igw-gateway"]
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "igw-gateway"}
+    assert hpa["spec"]["minReplicas"] >= 2
+    pdb = of_kind(manifests, "PodDisruptionBudget")["igw-gateway"]
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
+# -- AWS ------------------------------------------------------------------------------------------
+
+
+def test_ecs_task_definition_has_no_inline_secrets(code_env_vars: dict[str, set[str]]) -> None:
+    """Secrets come from Secrets Manager by valueFrom; plain variables are known and not secret-like."""
+    task = json.loads((DEPLOY / "aws" / "ecs-task-definition.json").read_text())
+    [container] = task["containerDefinitions"]
+    args = parse_igw(container["command"])
+    assert container["portMappings"][0]["containerPort"] == listen_port(args)
+    for var in container["environment"]:
+        assert var["name"] in code_env_vars
+        assert not SECRET_LIKE.search(var["name"]), f"{var['name']} is inline: use secrets/valueFrom"
+    names = {s["name"] for s in container["secrets"]}
+    assert {"INSTAGRAM_WEBHOOK_VERIFY_TOKEN", "INSTAGRAM_APP_SECRET"} <= names <= set(code_env_vars)
+    for secret in container["secrets"]:
+        assert set(secret) == {"name", "valueFrom"}
+        assert secret["valueFrom"].startswith("arn:aws:secretsmanager:")
+    assert container["healthCheck"]["command"][:4] == ["CMD", "python", "-m", "gateway.healthcheck"]
+    assert container["stopTimeout"] > GatewaySettings.__dataclass_fields__["shutdown_timeout"].default
+
+
+def test_terraform_uses_secrets_manager_only() -> None:
+    """The Terraform snippet puts no secret value anywhere and passes the secrets by valueFrom."""
+    text = (DEPLOY / "aws" / "igw-gateway.tf").read_text()
+    assert "secret_string" not in text
+    for name in re.findall(r'name\s*=\s*"([A-Z0-9_]+)",\s*value\s*=', text):
+        assert not SECRET_LIKE.search(name), f"{name} is given inline"
+    for name in ("INSTAGRAM_WEBHOOK_VERIFY_TOKEN", "INSTAGRAM_APP_SECRET"):
+        assert re.search(rf'name = "{name}", valueFrom = aws_secretsmanager_secret\.\w+\.arn', text), name
+    command = re.search(r"command\s*=\s*(\[.*\])", text)
+    assert command is not None
+    parse_igw(json.loads(command.group(1)))
+
+
+# -- Dockerfile -----------------------------------------------------------------------------------
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined and comments dropped."""
+    text = (ROOT / "Dockerfile").read_text()
+    joined = re.sub(r"\\\n", " ", text)
+    result = []
+    for line in joined.splitlines():
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            keyword, _, rest = stripped.partition(" ")
+            result.append((keyword.upper(), rest.strip()))
+    return result
+
+
+def test_dockerfile_static_checks() -> None:
+    """Multi-stage on python:3.11-slim, dependencies before code, non-root USER, HEALTHCHECK, exec-form CMD."""
+    instructions = dockerfile_instructions()
+    froms = [i for i, (k, _) in enumerate(instructions) if k == "FROM"]
+    assert len(froms) >= 2
+    final = instructions[froms[-1] :]
+    assert all(args.split()[0] == "python:3.11-slim" for k, args in instructions if k == "FROM")
+
+    build = instructions[froms[0] : froms[-1]]
+    runs = [(i, a) for i, (k, a) in enumerate(build) if k == "RUN"]
+    deps = next(i for i, a in runs if "pip install -r" in a)
+    code = next(i for i, (k, a) in enumerate(build) if k == "COPY" and a.startswith("gateway/"))
+    assert deps < code, "dependencies must be installed before the code is copied"
+    assert "docker-requirements.py setup.cfg fast redis yaml" in build[deps][1]
+    assert any("pip install --no-deps ." in a for _, a in runs)
+
+    users = [a for k, a in final if k == "USER"]
+    assert users
+    assert users[-1].split(":")[0] not in {"root", "0"}
+    [healthcheck] = [a for k, a in final if k == "HEALTHCHECK"]
+    assert json.loads(healthcheck.split("CMD", 1)[1].strip()) == ["python", "-m", "gateway.healthcheck"]
+    [cmd] = [a for k, a in final if k == "CMD"]
+    command = json.loads(cmd)  # exec form: a JSON list
+    args = parse_igw(command)
+    assert args.command == "gateway"
+    assert args.host == "0.0.0.0"  # noqa: S104 - the container's address
+    assert [a for k, a in final if k == "EXPOSE"] == [str(listen_port(args))]
+
+
+def test_dockerfile_copies_only_what_exists_and_is_not_ignored() -> None:
+    """Every COPY source exists (README.md is optional by pattern) and .dockerignore keeps it in the context."""
+    ignored = {
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert {".git", ".venv", "tests"} <= ignored
+    for keyword, args in dockerfile_instructions():
+        if keyword != "COPY" or args.startswith("--from"):
+            continue
+        *sources, _ = args.split()
+        for source in sources:
+            if "[" in source:
+                continue
+            assert (ROOT / source).exists(), source
+            assert source.rstrip("/").split("/")[0] not in ignored, source
+
+
+def test_image_requirements_are_the_runtime_and_chosen_extras() -> None:
+    """The requirement list holds install_requires plus fast, redis, yaml, and never the local broker."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "docker-requirements.py"),
+            str(ROOT / "setup.cfg"),
+            "fast",
+            "redis",
+            "yaml",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout.split()
+    names = {re.split(r"[<>=!\[ ]", line)[0].lower() for line in out}
+    assert {"aiohttp", "aiokafka", "orjson", "prometheus-client", "uvloop", "redis", "pyyaml"} == names
+
+
+def test_healthcheck_script_refuses_other_hosts() -> None:
+    """The container health check only ever calls its own container."""
+    from gateway.healthcheck import healthy
+
+    with pytest.raises(ValueError, match="only calls this container"):
+        healthy("http://example.com/healthz")
+
+
+def test_no_secret_file_is_committed() -> None:
+    """The secrets README tells what to create; no secret file is committed."""
+    tracked = subprocess.run(
+        ["git", "ls-files", "deploy/secrets"],  # noqa: S607
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout.split()
+    assert tracked == ["deploy/secrets/README.md"] or not tracked
+
+
+def test_compose_grafana_mounts_match_the_provisioning(compose: dict[str, Any]) -> None:
+    """Grafana's dashboard providers read from where Compose mounts deploy/grafana/dashboards."""
+    mounts = dict(v.split(":")[:2] for v in compose["services"]["grafana"]["volumes"])
+    target = mounts["./grafana/dashboards"]
+    assert mounts["./grafana/provisioning"] == "/etc/grafana/provisioning"
+    for provider_file in sorted((DEPLOY / "grafana" / "provisioning" / "dashboards").glob("*.y*ml")):
+        for provider in yaml.safe_load(provider_file.read_text())["providers"]:
+            assert provider["options"]["path"].rstrip("/") == target, provider_file
+    for source_file in sorted((DEPLOY / "grafana" / "provisioning" / "datasources").glob("*.y*ml")):
+        for source in yaml.safe_load(source_file.read_text())["datasources"]:
+            if source["type"] == "prometheus":
+                assert source["url"] == "http://prometheus:9090", source_file
