@@ -30,9 +30,13 @@ FROM python:3.11-slim AS runtime
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    IGW_LOG_FORMAT=json
+    IGW_LOG_FORMAT=json \
+    IGW_SPOOL_DIR=/var/lib/igw/spool
 RUN groupadd --system --gid 10001 igw \
-    && useradd --system --uid 10001 --gid igw --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin igw
+    && useradd --system --uid 10001 --gid igw --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin igw \
+    && mkdir -p /var/lib/igw/spool && chown -R 10001:10001 /var/lib/igw
+# The gateway's spool of webhooks taken while Kafka is away: mount a volume here (docs/durability.md).
+VOLUME ["/var/lib/igw/spool"]
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /tmp
 # A numeric user, so Kubernetes can verify runAsNonRoot.
