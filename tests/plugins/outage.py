@@ -186,6 +186,10 @@ class Tally:
     def duplicates(self) -> int:
         return sum(n - 1 for n in self.found.values() if n > 1)
 
+    @property
+    def duplicated(self) -> set[str]:
+        return {mid for mid, n in self.found.items() if n > 1}
+
 
 def tally(outcomes: list[Outcome], records: list[KafkaRecord]) -> Tally:
     """Acknowledged mids against the mids read back from Kafka."""
