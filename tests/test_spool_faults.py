@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -135,11 +136,25 @@ async def test_broker_replaced_spool_drains_into_the_new_one(
 ) -> None:
     """Broker killed, bodies spooled with 200, /readyz truthful, a fresh broker on the same port gets them all."""
     state = spool_server.app[state_key]
-    async with aiohttp.ClientSession() as session:
+    # (phase, status, checks) of /readyz polled all along; phase says where the broker is.
+    phase = "up"
+    polls: list[tuple[str, int, dict[str, str]]] = []
+
+    async def poll_readiness(session: aiohttp.ClientSession, url: str) -> None:
+        while True:
+            seen = phase
+            async with session.get(url) as resp:
+                polls.append((seen if seen == phase else "changing", resp.status, (await resp.json())["checks"]))
+            await asyncio.sleep(0.1)
+
+    async with aiohttp.ClientSession() as session, contextlib.AsyncExitStack() as stack:
         post = signed_poster(session, str(spool_server.make_url(WEBHOOK)))
         ready_url = str(spool_server.make_url("/readyz"))
+        poller = asyncio.create_task(poll_readiness(session, ready_url))
+        stack.callback(poller.cancel)
         assert (await post("before")).status == 200
         own_broker.stop()
+        phase = "down"
         during = await run_load(post, workers=4, seconds=2.0, tag="during")
         assert {o.status for o in during} == {200}
         assert max(o.seconds for o in during) < SPOOL_AFTER + 1.5
@@ -150,8 +165,12 @@ async def test_broker_replaced_spool_drains_into_the_new_one(
         assert ready["checks"]["kafka"] != "ok"
         assert ready["checks"]["spool"].startswith("accepting, ")
 
+        phase = "changing"
         own_broker.start()  # same port, empty: no topics
         assert await _wait_drained(state, 40), f"spool still holds {state.spool and state.spool.records}"
+        phase = "drained"
+        await asyncio.sleep(0.3)
+        poller.cancel()
         async with session.get(ready_url) as resp:
             ready = await resp.json()
             assert resp.status == 200
@@ -177,6 +196,12 @@ async def test_broker_replaced_spool_drains_into_the_new_one(
         duplicates=result.duplicates,
         missing=len(result.missing),
     )
+    # Readiness told the truth all along: Kafka away while it was, ready throughout (the spool had room).
+    down = [checks for p, _, checks in polls if p == "down"]
+    assert down, "no /readyz poll while the broker was down"
+    assert all(checks["kafka"] != "ok" and checks["spool"].startswith("accepting") for checks in down[1:]), down
+    assert {status for _, status, _ in polls} == {200}
+    assert [checks for p, _, checks in polls if p == "drained"][-1]["kafka"] == "ok"
     # "before" went to the old broker's memory and died with it: only what came after is checked.
     assert not result.missing, f"{len(result.missing)} acknowledged events missing, e.g. {sorted(result.missing)[:5]}"
 
