@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -13,6 +15,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 
 from gateway import metrics
 from gateway.config import KafkaSettings
+from gateway.logs import request_id
 from gateway.publisher import AiokafkaPublisher, Publisher
 from gateway.settings import GatewaySettings
 from gateway.state import GatewayState
@@ -90,9 +93,15 @@ async def _create_topics_when_connected(publisher: Publisher, settings: GatewayS
         await asyncio.sleep(2.0)
 
 
+_REQUEST_IDS = itertools.count(1)
+_PROCESS_TAG = secrets.token_hex(3)
+
+
 @web.middleware
 async def _observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
+    # A cheap id per request for the log lines it causes (a counter, not a UUID, on the hot path).
+    request_id.set(request.headers.get("X-Request-Id") or f"{_PROCESS_TAG}-{next(_REQUEST_IDS):x}")
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"
     try:

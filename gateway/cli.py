@@ -16,6 +16,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gateway.commands.dev",
     "consumers.send_api.emulator_command",
     "consumers.agent_replies.command",
+    "consumers.analytics.command",
 )
 
 

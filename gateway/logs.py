@@ -14,7 +14,22 @@ from aiohttp.web import BaseRequest, StreamResponse
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("igw_request_id", default=None)
 
-_RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+_RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+    "request_id",
+}
+_base_factory = logging.getLogRecordFactory()
+
+
+def _record_with_request_id(*args: Any, **kwargs: Any) -> logging.LogRecord:
+    # Taken when the record is made, inside the request's context, not when a handler formats it.
+    record = _base_factory(*args, **kwargs)
+    record.request_id = request_id.get()
+    return record
+
+
+logging.setLogRecordFactory(_record_with_request_id)
 
 
 class JsonFormatter(logging.Formatter):
@@ -25,7 +40,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        rid = request_id.get()
+        rid = getattr(record, "request_id", None)
         if rid is not None:
             doc["request_id"] = rid
         doc.update((k, v) for k, v in record.__dict__.items() if k not in _RESERVED and not k.startswith("_"))
@@ -40,7 +55,7 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
-        rid = request_id.get()
+        rid = getattr(record, "request_id", None)
         return f"{line} [{rid}]" if rid else line
 
 

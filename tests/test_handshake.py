@@ -47,3 +47,17 @@ async def test_token_is_never_logged(gateway_client: GatewayClient, caplog: pyte
     assert "verified" in caplog.text
     assert VERIFY_TOKEN not in caplog.text
     assert "guess-xyz" not in caplog.text
+
+
+async def test_log_lines_carry_a_request_id(gateway_client: GatewayClient, caplog: pytest.LogCaptureFixture) -> None:
+    """Each request's log lines are tied together by its request id, taken from X-Request-Id when sent."""
+    from gateway.logs import JsonFormatter
+
+    caplog.set_level(logging.INFO)
+    await gateway_client.get(
+        WEBHOOK,
+        params={"hub.mode": "subscribe", "hub.verify_token": VERIFY_TOKEN, "hub.challenge": "7"},
+        headers={"X-Request-Id": "req-abc-123"},
+    )
+    [record] = [r for r in caplog.records if "verified" in r.getMessage()]
+    assert '"request_id":"req-abc-123"' in JsonFormatter().format(record)

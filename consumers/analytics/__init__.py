@@ -1,0 +1,1 @@
+"""The analytics consumer: business metrics from every igw topic, counted once, by event time."""

@@ -1,0 +1,124 @@
+"""The analytics process: consume every igw topic, feed the aggregator, serve ``/metrics``.
+
+Counting is synchronous and cheap, so each record is finished as soon as it is counted and
+offsets are committed on the shared runner's timer. Counters live in memory: after a restart they
+start from zero (Prometheus' ``rate``/``increase`` handle resets) and the dedup memory is empty.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from consumers.analytics.aggregate import Aggregator
+from consumers.analytics.metrics import AnalyticsMetrics
+from consumers.analytics.rollup import RollupBuffer, RollupStore
+from consumers.analytics.settings import AnalyticsSettings
+from consumers.common.lag import lag_sampler
+from consumers.common.metrics_server import create_metrics_app, serve_metrics
+from consumers.common.runner import CommitOnRevoke, OffsetTracker, Ticket, commit_finished, drain, poll_loop
+from consumers.common.topics import ensure_topics
+
+__all__ = ["run_analytics"]
+
+log = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def rollup_flusher(
+    settings: AnalyticsSettings, aggregator: Aggregator, buffer: RollupBuffer
+) -> AsyncIterator[None]:
+    """Write the rollup deltas every ``rollup_interval`` seconds, and once more at the end."""
+    assert settings.rollup_path is not None
+    store = await asyncio.to_thread(RollupStore, settings.rollup_path)
+
+    async def flush() -> None:
+        rows = buffer.drain()
+        uniques = [(_day_label(day), account, users) for day, account, users in aggregator.uniques.snapshot()]
+        if rows or uniques:
+            await asyncio.to_thread(store.write, rows, uniques)
+
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(settings.rollup_interval)
+            try:
+                await flush()
+            except Exception:  # a full disk must not stop counting; the deltas of this round are lost
+                log.exception("writing rollups to %s failed", settings.rollup_path)
+
+    task = asyncio.create_task(loop(), name="analytics-rollup")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await flush()
+        await asyncio.to_thread(store.close)
+
+
+def _day_label(day: int) -> str:
+    return datetime.fromtimestamp(day * 86_400, UTC).strftime("%Y-%m-%d")
+
+
+async def run_analytics(
+    settings: AnalyticsSettings, stop: asyncio.Event, *, registry: CollectorRegistry = REGISTRY
+) -> int:
+    """Consume until ``stop`` is set; returns the exit status. Tests pass a private ``registry``."""
+    c = settings.consumer
+    log.info("analytics starting: %s", settings.describe())
+    if settings.create_topics:
+        await ensure_topics(settings.kafka, settings.topics())
+    buffer = RollupBuffer() if settings.rollup_path is not None else None
+    aggregator = Aggregator(settings, AnalyticsMetrics(registry), rollup=buffer)
+    short_names = settings.topics()
+    tracker = OffsetTracker()
+    listener = CommitOnRevoke(tracker, drain_timeout=c.shutdown_timeout_seconds)
+    consumer = AIOKafkaConsumer(**c.consumer_kwargs())
+    listener.consumer = consumer
+    consumer.subscribe(list(short_names), listener=listener)
+
+    async def submit(record: Any, ticket: Ticket) -> None:
+        try:
+            if not ticket.stale:
+                headers = {key: value for key, value in record.headers or () if isinstance(value, bytes)}
+                aggregator.handle(short_names[record.topic], record.value or b"", headers)
+        except Exception:  # one odd record must not stop the counting; the metric shows it
+            log.exception("could not count a record of %s at offset %d", record.topic, record.offset)
+            aggregator.metrics.invalid_records.labels(short_names.get(record.topic, "unknown")).inc()
+        finally:
+            ticket.finish()
+
+    async def ready() -> bool:
+        return bool(consumer.assignment())
+
+    app = create_metrics_app(ready, registry=registry)
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(serve_metrics(app, c.metrics_host, c.metrics_port))
+        await consumer.start()
+        stack.push_async_callback(consumer.stop)
+        if buffer is not None:
+            await stack.enter_async_context(rollup_flusher(settings, aggregator, buffer))
+        await stack.enter_async_context(lag_sampler(consumer, c.group_id, c.topics, c.lag_interval_seconds))
+        await poll_loop(
+            consumer,
+            tracker,
+            submit,
+            stop,
+            group=c.group_id,
+            max_records=c.max_records_per_poll,
+            poll_timeout_ms=c.poll_timeout_ms,
+            commit_interval=c.commit_interval_seconds,
+        )
+        await drain(tracker, c.shutdown_timeout_seconds)
+        await commit_finished(consumer, tracker)
+    log.info("analytics stopped")
+    return 0

@@ -1,0 +1,106 @@
+"""The analytics consumer's settings: one frozen object, read from the environment at start-up."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from consumers.common.settings import ConsumerSettings
+from gateway.config import Env, KafkaSettings
+
+__all__ = ["TOPICS", "AnalyticsSettings"]
+
+# Every igw topic, by its name after the prefix.
+TOPICS = ("messages", "postbacks", "events", "deadletter", "replies")
+
+
+DEFAULT_GROUP = "igw-analytics"
+DEFAULT_METRICS_PORT = 9102
+
+
+def _default_consumer() -> ConsumerSettings:
+    kafka = KafkaSettings()
+    return ConsumerSettings(
+        group_id=DEFAULT_GROUP,
+        topics=tuple(kafka.topic(name) for name in TOPICS),
+        kafka=kafka,
+        metrics_port=DEFAULT_METRICS_PORT,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AnalyticsSettings:
+    consumer: ConsumerSettings = field(default_factory=_default_consumer)
+    # Accounts are a small known set; past this many, new ones are labelled "other".
+    max_accounts: int = 50
+    top_payloads: int = 20
+    payload_min_count: int = 3
+    pinned_payloads: tuple[str, ...] = ()
+    # Meta retries for up to 36 hours: remember ids a little longer than that.
+    dedup_retention_hours: int = 48
+    dedup_max_ids: int = 1_000_000
+    # A conversation "starts" again when the user writes after this long; 24 h is Meta's window.
+    session_gap_hours: float = 24.0
+    max_conversations: int = 200_000
+    # Echoes from these apps are the agent's; other echoes are people in an inbox.
+    agent_app_ids: frozenset[str] = frozenset()
+    rollup_path: Path | None = None
+    rollup_interval: float = 60.0
+    create_topics: bool = True
+
+    @property
+    def kafka(self) -> KafkaSettings:
+        return self.consumer.kafka
+
+    @property
+    def group_id(self) -> str:
+        return self.consumer.group_id
+
+    def topics(self) -> dict[str, str]:
+        """Full topic name -> the short name (``messages``, ...)."""
+        return {self.kafka.topic(name): name for name in TOPICS}
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> AnalyticsSettings:
+        env = Env(environ)
+        pinned = env.str("IGW_ANALYTICS_PAYLOADS", "")
+        app_ids = env.str("IGW_ANALYTICS_AGENT_APP_IDS", "")
+        rollup = env.optional_str("IGW_ANALYTICS_ROLLUP_PATH")
+        # Defaults come from a plain instance: mypy rejects class access to slotted fields.
+        d = _DEFAULTS
+        consumer = ConsumerSettings.from_env(
+            env,
+            group_variable="IGW_ANALYTICS_GROUP",
+            default_group=DEFAULT_GROUP,
+            topic_names=TOPICS,
+            default_metrics_port=DEFAULT_METRICS_PORT,
+        )
+        return cls(
+            consumer=consumer,
+            max_accounts=env.int("IGW_ANALYTICS_MAX_ACCOUNTS", d.max_accounts, min_value=1),
+            top_payloads=env.int("IGW_ANALYTICS_TOP_PAYLOADS", d.top_payloads, min_value=0),
+            payload_min_count=env.int("IGW_ANALYTICS_PAYLOAD_MIN_COUNT", d.payload_min_count, min_value=1),
+            pinned_payloads=tuple(p.strip() for p in pinned.split(",") if p.strip()),
+            dedup_retention_hours=env.int("IGW_ANALYTICS_DEDUP_HOURS", d.dedup_retention_hours, min_value=1),
+            dedup_max_ids=env.int("IGW_ANALYTICS_DEDUP_MAX_IDS", d.dedup_max_ids, min_value=1000),
+            session_gap_hours=env.float("IGW_ANALYTICS_SESSION_GAP_HOURS", d.session_gap_hours, min_value=0.01),
+            max_conversations=env.int("IGW_ANALYTICS_MAX_CONVERSATIONS", d.max_conversations, min_value=100),
+            agent_app_ids=frozenset(a.strip() for a in app_ids.split(",") if a.strip()),
+            rollup_path=Path(rollup) if rollup else None,
+            rollup_interval=env.float("IGW_ANALYTICS_ROLLUP_INTERVAL_SECONDS", d.rollup_interval, min_value=1),
+            create_topics=env.bool("IGW_CREATE_TOPICS", d.create_topics),
+        )
+
+    def describe(self) -> dict[str, object]:
+        return {
+            **self.consumer.describe(),
+            "max_accounts": self.max_accounts,
+            "top_payloads": self.top_payloads,
+            "dedup_retention_hours": self.dedup_retention_hours,
+            "session_gap_hours": self.session_gap_hours,
+            "rollup_path": str(self.rollup_path) if self.rollup_path else None,
+        }
+
+
+_DEFAULTS = AnalyticsSettings()
