@@ -12,7 +12,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from consumers.agent_replies.agent import Agent, AgentError
@@ -44,7 +44,6 @@ class Job:
     key: bytes | None
     source: tuple[str, int, int]
     attempts: int = 0
-    first_seen: float = field(default_factory=time.monotonic)
 
 
 # Meta's final errors: what to record, and whether the dead-letter topic should keep the event.
