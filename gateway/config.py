@@ -133,6 +133,9 @@ class KafkaSettings:
     max_batch_bytes: int = 256 * 1024
     compression: Compression = "none"
     request_timeout_ms: int = 30_000
+    # The largest record igw writes: a dead letter holds a whole signed body. Used for the producer's
+    # request size and the dead-letter topic's max.message.bytes (Kafka's default is 1 MiB).
+    max_message_bytes: int = 8 * 1024 * 1024 + 65_536
     partitions: int = 6
     replication_factor: int = 1
     client_id: str = "igw"

@@ -238,7 +238,9 @@ class DevStack:
             self._kafka.topic("events"),
             bootstrap_servers=self._kafka.bootstrap_servers,
             group_id=None,
-            auto_offset_reset="latest",
+            # The dev broker is new each run: read it all, so nothing published before this consumer
+            # got its partitions is missed.
+            auto_offset_reset="earliest",
         )
         await consumer.start()
         try:

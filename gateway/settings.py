@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from gateway.config import Env, KafkaSettings, Secret
@@ -50,12 +50,14 @@ class GatewaySettings:
         publish_timeout = env.float("IGW_PUBLISH_TIMEOUT_SECONDS", d["publish_timeout"], min_value=0.05)
         if publish_timeout >= 5.0:
             raise SettingsError("IGW_PUBLISH_TIMEOUT_SECONDS", "must stay under Meta's 5 s answer deadline (try 3)")
+        max_body = env.int("IGW_MAX_BODY_BYTES", d["max_body_bytes"], min_value=1024)
         return cls(
             verify_token=verify_token,
             app_secrets=app_secrets,
-            kafka=KafkaSettings.from_env(env),
+            # A dead letter carries a whole body plus headers.
+            kafka=replace(KafkaSettings.from_env(env), max_message_bytes=max_body + 65_536),
             webhook_path=path,
-            max_body_bytes=env.int("IGW_MAX_BODY_BYTES", d["max_body_bytes"], min_value=1024),
+            max_body_bytes=max_body,
             publish_timeout=publish_timeout,
             degraded_publish_timeout=min(
                 publish_timeout,

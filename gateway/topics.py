@@ -35,9 +35,17 @@ async def ensure_topics(
             created: list[str] = []
             for topic in missing:
                 try:
-                    await admin.create_topics(
-                        [NewTopic(topic, num_partitions=kafka.partitions, replication_factor=kafka.replication_factor)]
+                    configs = {}
+                    if topic == kafka.topic("deadletter"):
+                        # Dead letters are whole signed bodies; Kafka's default limit is 1 MiB.
+                        configs["max.message.bytes"] = str(kafka.max_message_bytes)
+                    new = NewTopic(
+                        topic,
+                        num_partitions=kafka.partitions,
+                        replication_factor=kafka.replication_factor,
+                        topic_configs=configs,
                     )
+                    await admin.create_topics([new])
                     created.append(topic)
                 except TopicAlreadyExistsError:
                     pass  # another replica created it meanwhile

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import orjson
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import REGISTRY
 
+from gateway.app import create_app
 from gateway.config import KafkaSettings
+from gateway.settings import GatewaySettings
 from gateway.signature import sign
 from tests.plugins.gateway import APP_SECRET, GatewayClient, meta_bytes, post_signed
 from tests.plugins.kafka import TopicReader
@@ -76,3 +81,23 @@ async def test_unknown_item_is_kept_not_dropped(
     assert envelope["type"] == "unknown"
     assert envelope["unknown"]["keys"] == ["brand_new", "recipient", "sender", "timestamp"]
     assert envelope["raw"] == item
+
+
+async def test_large_unusable_body_is_kept_whole(
+    gateway_settings: GatewaySettings, kafka_settings: KafkaSettings, topic_reader: TopicReader
+) -> None:
+    """A 2 MiB signed body that is not JSON (over Kafka's 1 MiB default) is still kept verbatim."""
+    settings = replace(
+        gateway_settings,
+        max_body_bytes=3 * 1024 * 1024,
+        kafka=replace(kafka_settings, max_message_bytes=3 * 1024 * 1024 + 65_536),
+    )
+    client: GatewayClient = TestClient(TestServer(create_app(settings)))
+    await client.start_server()
+    try:
+        body = b"not json " * (2 * 1024 * 1024 // 9)
+        assert (await post_signed(client, body)).status == 200
+    finally:
+        await client.close()
+    [record] = await topic_reader(kafka_settings.topic("deadletter"), expect=1, timeout=20)
+    assert record.value == body

@@ -60,10 +60,20 @@ async def test_dev_stack_serves_the_readme_walkthrough(tmp_path: Path) -> None:
             }
             async with session.get(url, params=params) as resp:
                 assert await resp.text() == "1158201444"
-            body = dm_body()
+            body = dm_body("Hi! Are you open on Saturday?", timestamp=int(time.time() * 1000))
             headers = {"X-Hub-Signature-256": sign(body, secrets["INSTAGRAM_APP_SECRET"])}
             async with session.post(url, data=body, headers=headers) as resp:
                 assert resp.status == 200
+            # The clinic's rules agent answers through the Graph emulator: exactly one reply.
+            sent: list[dict[str, object]] = []
+            while time.monotonic() < deadline + 60 and not sent:
+                async with session.get(f"http://127.0.0.1:{ports['emulator']}/_emulator/messages") as resp:
+                    sent = await resp.json()
+                await asyncio.sleep(0.5)
+            assert len(sent) == 1
+            assert sent[0]["recipient_id"] == "1234567890123456"
+            async with session.get(f"http://127.0.0.1:{ports['agent']}/metrics") as resp:
+                assert 'igw_agent_replies_total{outcome="sent",reason="replied"} 1.0' in await resp.text()
     finally:
         proc.send_signal(signal.SIGINT)
         output, _ = proc.communicate(timeout=60)

@@ -120,3 +120,27 @@ async def test_thousand_item_batch(
     records = await topic_reader(kafka_settings.topic("messages"), expect=1000, timeout=30)
     assert len(records) == 1000
     assert len({orjson.loads(r.value)["id"] for r in records}) == 1000
+
+
+async def test_batched_records_keep_their_conversation_partition(
+    gateway_client: GatewayClient, kafka_settings: KafkaSettings, topic_reader: TopicReader
+) -> None:
+    """Records published as ready-made batches land where single sends of the same keys land."""
+    users = [f"41000000000000{i:02d}" for i in range(10)]
+    for i, user in enumerate(users):
+        assert (await post_signed(gateway_client, dm_body(mid=f"single-{i}", user=user))).status == 200
+    account = "17841400000000000"
+    items = [
+        {"sender": {"id": user}, "recipient": {"id": account}, "timestamp": 1764000000000 + n,
+         "message": {"mid": f"batched-{n}-{user}", "text": "again"}}
+        for n in range(3) for user in users
+    ]  # fmt: skip
+    body = meta_bytes({"object": "instagram", "entry": [{"id": account, "messaging": items}]})
+    assert (await post_signed(gateway_client, body)).status == 200
+    records = await topic_reader(kafka_settings.topic("messages"), expect=40)
+    partitions: dict[bytes | None, set[int]] = {}
+    for record in records:
+        partitions.setdefault(record.key, set()).add(record.partition)
+    assert len(records) == 40
+    assert len(partitions) == 10
+    assert all(len(p) == 1 for p in partitions.values())

@@ -72,6 +72,9 @@ class EmulatorConfig:
     page_rate_per_second: float = 300.0
     # Meta's "Require App Secret" app setting: calls without appsecret_proof are refused.
     require_appsecret_proof: bool = False
+    # When the emulator learns inbound events from a feed (igw dev's bridge from Kafka) it may hear of
+    # a user's message a moment after the agent answers it: wait this long before calling the window shut.
+    inbound_grace_seconds: float = 0.0
     # The newest sends and calls kept for listing; a long `igw dev` run must not grow without end.
     max_records: int = 10_000
 
@@ -327,6 +330,12 @@ def _validate(caller: _Caller, body: dict[str, Any]) -> tuple[str, str]:
     return str(recipient_id), "message"
 
 
+async def _await_inbound(state: EmulatorState, key: tuple[str, str], grace: float) -> None:
+    deadline = time.monotonic() + grace
+    while key not in state.inbound and time.monotonic() < deadline:  # noqa: ASYNC110 - bounded poll, dev only
+        await asyncio.sleep(0.05)
+
+
 def _check_window(
     config: EmulatorConfig, state: EmulatorState, caller: _Caller, recipient_id: str, body: dict[str, Any]
 ) -> None:
@@ -410,6 +419,8 @@ async def _messages(request: web.Request) -> web.Response:
         window.append(now)
         body = await _read_body(request)
         recipient_id, kind = _validate(caller, body)
+        if config.inbound_grace_seconds and (caller.account_id, recipient_id) not in state.inbound:
+            await _await_inbound(state, (caller.account_id, recipient_id), config.inbound_grace_seconds)
         _check_window(config, state, caller, recipient_id, body)
     except _GraphError as exc:
         state.calls.append(Call(caller.account_id, exc.status, auth, time.time()))

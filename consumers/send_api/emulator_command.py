@@ -37,6 +37,13 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--no-window", action="store_true", help="do not enforce the 24 h messaging window")
     parser.add_argument(
+        "--inbound-grace",
+        type=float,
+        default=0.0,
+        help="seconds to wait for news of a user's message before refusing a send as outside the window "
+        "(igw dev feeds inbound events from Kafka and may lag the agent by a moment)",
+    )
+    parser.add_argument(
         "--require-appsecret-proof", action="store_true", help="refuse Page-token calls without appsecret_proof"
     )
     parser.set_defaults(func=run)
@@ -48,6 +55,7 @@ def build_config(args: argparse.Namespace, env: Env | None = None) -> EmulatorCo
     return EmulatorConfig(
         accounts=accounts,
         enforce_window=not args.no_window,
+        inbound_grace_seconds=args.inbound_grace,
         require_appsecret_proof=args.require_appsecret_proof,
     )
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from consumers.agent_replies.settings import SAMPLE_RULES
 from gateway.config import Env, KafkaSettings
 from gateway.devstack import (
     DEV_INSTAGRAM_ACCOUNT,
@@ -41,8 +42,22 @@ def register(subparsers: Any) -> None:
 
 def components(ports: Ports) -> list[Component]:
     return [
-        Component("emulator", python_igw("graph-emulator", "--port", str(ports.emulator)), ports.emulator, "/healthz"),
+        Component(
+            "emulator",
+            python_igw("graph-emulator", "--port", str(ports.emulator), "--inbound-grace", "3"),
+            ports.emulator,
+            "/healthz",
+        ),
         Component("gateway", python_igw("gateway", "--port", str(ports.gateway)), ports.gateway, "/readyz"),
+        Component(
+            "agent", python_igw("agent", "--metrics-port", str(ports.agent_metrics)), ports.agent_metrics, "/readyz"
+        ),
+        Component(
+            "analytics",
+            python_igw("analytics", "--metrics-port", str(ports.analytics_metrics)),
+            ports.analytics_metrics,
+            "/readyz",
+        ),
     ]
 
 
@@ -63,11 +78,17 @@ def run(args: argparse.Namespace) -> int:
     state_dir: Path = args.state_dir
     dev = DevSecrets.load_or_create(state_dir, base)
     accounts = dev.accounts_file(state_dir)
+    env = child_env(base, dev, kafka, ports, accounts)
+    env.setdefault("IGW_RULES_FILE", str(SAMPLE_RULES))  # the clinic sample, unless you name your own
+    # Tansu holds a group join for about half the rebalance timeout: keep it short on a laptop.
+    env.setdefault("IGW_CONSUMER_MAX_POLL_INTERVAL_MS", "10000")
     url = f"http://127.0.0.1:{ports.gateway}/api/v1/instagram/webhook"
     banner = [
         f"gateway   {url}",
         f"emulator  http://127.0.0.1:{ports.emulator}/_emulator/messages (what the agent sent)",
-        f"metrics   http://127.0.0.1:{ports.gateway}/metrics",
+        f"metrics   gateway http://127.0.0.1:{ports.gateway}/metrics, agent http://127.0.0.1:{ports.agent_metrics}"
+        f"/metrics, analytics http://127.0.0.1:{ports.analytics_metrics}/metrics",
+        f"agent     rules from {env['IGW_RULES_FILE']}",
         f"verify token {dev.verify_token}   app secret {dev.app_secret}   (saved in {state_dir / 'dev.env'})",
         f"try: source {state_dir / 'dev.env'} && igw simulate --event message --account-id {DEV_INSTAGRAM_ACCOUNT}",
         "Ctrl-C stops everything",
@@ -75,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     stack = DevStack(
         components(ports),
         kafka=kafka,
-        env=child_env(base, dev, kafka, ports, accounts),
+        env=env,
         state_dir=state_dir,
         ports=ports,
     )

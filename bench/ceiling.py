@@ -1,0 +1,40 @@
+"""The ceiling: a bare aiohttp app that reads the body and answers 200. Nothing can be faster."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from aiohttp import web
+
+
+async def webhook(request: web.Request) -> web.Response:
+    await request.read()
+    return web.Response(text="ok")
+
+
+def create_app() -> web.Application:
+    app = web.Application(client_max_size=8 * 1024 * 1024)
+    app.router.add_post("/api/v1/instagram/webhook", webhook)
+    return app
+
+
+def new_loop() -> asyncio.AbstractEventLoop:
+    # The same event loop the gateway picks: uvloop when installed.
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    web.run_app(create_app(), host=args.host, port=args.port, access_log=None, print=None, loop=new_loop())
+
+
+if __name__ == "__main__":
+    main()
