@@ -366,7 +366,7 @@ def test_command_reads_accounts_file(tmp_path: Path) -> None:
     """--accounts-file gives the emulator the accounts and tokens to check."""
     path = tmp_path / "accounts.json"
     path.write_text(json.dumps([{"account_id": "42", "flavour": "messenger", "token": "t-42", "app_secret": "s"}]))
-    args = argparse.Namespace(accounts_file=path, no_window=False, require_appsecret_proof=False)
+    args = argparse.Namespace(accounts_file=path, no_window=False, require_appsecret_proof=False, inbound_grace=0.0)
     config = emulator_command.build_config(args)
     assert [(a.account_id, a.flavour, a.token.value) for a in config.accounts] == [("42", "messenger", "t-42")]
 
