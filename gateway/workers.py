@@ -96,6 +96,11 @@ class Supervisor:
         self._reload = True
 
     def run(self) -> int:
+        if _sysctl("net/ipv4/tcp_migrate_req") == "0":
+            log.warning(
+                "net.ipv4.tcp_migrate_req is 0: a rolling restart (SIGHUP) resets connections still queued at "
+                "a retiring worker; set it to 1 so the kernel hands them to another worker"
+            )
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_reload)
@@ -143,3 +148,10 @@ class Supervisor:
             self._workers[slot] = new
             self._retire(old)
         log.info("rolling restart done")
+
+
+def _sysctl(name: str) -> str | None:
+    try:
+        return Path("/proc/sys", name).read_text().strip()
+    except OSError:
+        return None

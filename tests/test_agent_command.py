@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import subprocess
 import sys
+import time
 
 import aiohttp
 
+from consumers.send_api.emulator import InjectedFailure
 from gateway.cli import build_parser
 from gateway.config import KafkaSettings
 from tests.plugins.agent import Emulator, SpawnAgent, envelope, publish
@@ -56,3 +59,22 @@ def test_config_error_exits_2_naming_the_variable() -> None:
     )
     assert result.returncode == 2
     assert "IGW_RULES_FILE" in result.stderr
+
+
+async def test_second_sigterm_stops_at_once(
+    kafka_settings: KafkaSettings, agent_emulator: Emulator, spawn_agent: SpawnAgent
+) -> None:
+    """A second SIGTERM while a slow send is in hand stops the process without waiting for it."""
+    agent_emulator.state.inject(InjectedFailure(count=1, delay_seconds=30))
+    agent = await spawn_agent({"IGW_SHUTDOWN_TIMEOUT_SECONDS": "60"})
+    await publish(kafka_settings, [envelope("stuck", "hello")])
+    deadline = time.monotonic() + 10
+    while agent_emulator.state.failures[0].count != 0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    agent.process.send_signal(signal.SIGTERM)
+    await asyncio.sleep(0.5)
+    assert agent.process.returncode is None  # still finishing the send in hand
+    agent.process.send_signal(signal.SIGTERM)
+    assert await agent.wait(timeout=10) == 1
+    assert "without waiting for work in hand" in agent.log()
+    assert "Traceback" not in agent.log()

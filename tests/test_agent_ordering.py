@@ -15,6 +15,7 @@ class EchoAgent:
     """Answers ``echo:<text>`` after a random pause; a text starting with ``slow`` pauses ``slow_seconds``."""
 
     name = "rules"
+    uses_history = False
 
     def __init__(self, slow_seconds: float = 0.0) -> None:
         self.slow_seconds = slow_seconds

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import orjson
 from aiokafka import AIOKafkaProducer
+from jsonschema import Draft202012Validator
 from prometheus_client import REGISTRY
 
+from consumers.agent_replies.schemas import load_reply_schema
 from gateway.config import KafkaSettings
 from tests.plugins.agent import Emulator, StartAgent, envelope, publish
 from tests.plugins.graph_emulator import MESSENGER_ACCOUNT
@@ -27,6 +29,7 @@ async def test_message_gets_one_reply_and_a_reply_record(
     assert [q["payload"] for q in sent[0].body["message"]["quick_replies"]] == ["BOOK", "ADDRESS"]
     records = await topic_reader(kafka_settings.topic("replies"), expect=1)
     record = orjson.loads(records[0].value)
+    assert list(Draft202012Validator(load_reply_schema()).iter_errors(record)) == []
     assert record["outcome"] == "sent"
     assert record["reason"] == "replied"
     assert record["in_reply_to"] == event["id"]

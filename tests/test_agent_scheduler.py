@@ -68,3 +68,21 @@ async def test_unexpected_errors_are_retried_then_given_up() -> None:
     await asyncio.wait_for(tracker.wait_idle(), 5)
     assert calls == {"flaky": 3, "broken": 4}
     assert tracker.to_commit() == {TP: 0}
+
+
+async def test_revoke_interrupts_a_retry_wait() -> None:
+    """A job waiting to retry gives up at once when its partition is revoked, so the rebalance is not held up."""
+
+    async def handle(job: FakeJob) -> float | None:
+        return 60.0  # always "try again in a minute"
+
+    tracker = OffsetTracker()
+    scheduler: ConversationScheduler[FakeJob] = ConversationScheduler(
+        handle, ticket_of, concurrency=1, max_in_flight=10
+    )
+    await scheduler.submit("a", FakeJob("a", 0, tracker.track(TP, 0)))
+    await asyncio.sleep(0.05)
+    tracker.revoke([TP])
+    await asyncio.wait_for(tracker.wait_idle([TP]), 1.0)
+    assert tracker.to_commit([TP]) == {TP: 0}
+    assert scheduler.in_flight == 0

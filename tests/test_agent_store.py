@@ -57,6 +57,10 @@ async def test_pauses_and_our_message_ids(store: Store) -> None:
     assert await store.paused_conversations() == 1
     await store.pause_account("acct", now + 30)
     assert await store.account_paused_until("acct") is not None
+    account_until, conversation_until = await store.pauses("acct", "c1")
+    assert account_until == pytest.approx(now + 30, abs=0.01)
+    assert conversation_until == pytest.approx(now + 60, abs=0.01)
+    assert await store.pauses("other", "c2") == (None, None)
     assert await store.paused_accounts() == 1
     await store.remember_sent(("m_ours",), 60)
     assert await store.is_ours("m_ours")

@@ -10,9 +10,11 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from gateway.localbroker import free_port
 from gateway.signature import sign
@@ -38,6 +40,23 @@ async def _published(session: aiohttp.ClientSession, base: str) -> float:
     return sum(float(m) for m in re.findall(r"^igw_events_published_total\{[^}]*\} (\S+)$", text, re.M))
 
 
+@pytest.fixture
+def migrate_queued_connections() -> Iterator[None]:
+    """net.ipv4.tcp_migrate_req=1 for the test (docs/scaling.md): without it the kernel resets connections
+    still queued at a listener that closes, whatever the server does."""
+    knob = Path("/proc/sys/net/ipv4/tcp_migrate_req")
+    before = knob.read_text().strip()
+    try:
+        knob.write_text("1")
+    except OSError as exc:
+        pytest.fail(f"this test needs root to set {knob} (it restores the old value): {exc}")
+    try:
+        yield
+    finally:
+        knob.write_text(before)
+
+
+@pytest.mark.usefixtures("migrate_queued_connections")
 async def test_workers_share_port_metrics_and_restart_gracefully(kafka_bootstrap: str, tmp_path: Path) -> None:
     """Two workers serve one port; /metrics counts both; SIGHUP swaps them with no failed request."""
     port = free_port()

@@ -23,6 +23,8 @@ class Agent(Protocol):
     """Anything that turns an inbound event into a reply."""
 
     name: str
+    # True: the consumer keeps the conversation's last turns (IGW_AGENT_HISTORY_TURNS) and passes them.
+    uses_history: bool
 
     async def reply(self, event: InboundEvent, history: Sequence[Turn]) -> AgentReply: ...
 

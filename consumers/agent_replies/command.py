@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import logging
 import os
 from typing import Any
 
@@ -53,4 +54,9 @@ def run(args: argparse.Namespace) -> int:
             undo()
         return 0
 
-    return run_main(main)
+    try:
+        return run_main(main)
+    except asyncio.CancelledError:
+        # A second signal: the events in hand stay uncommitted and are replayed on the next start.
+        logging.getLogger(__name__).warning("stopped before the work in hand finished")
+        return 1

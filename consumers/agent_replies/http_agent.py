@@ -56,6 +56,7 @@ def parse_agent_answer(data: Any) -> AgentReply:
 
 class HttpAgent:
     name = "http"
+    uses_history = False
 
     def __init__(self, url: str, *, token: Secret | None = None, timeout: float = 10.0) -> None:
         self._url = url

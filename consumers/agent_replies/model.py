@@ -38,9 +38,6 @@ class AgentReply:
         return not self.text and not self.handover
 
 
-NO_REPLY = AgentReply()
-
-
 @dataclass(frozen=True, slots=True)
 class Turn:
     """One turn of a conversation's history, as chat models take it."""

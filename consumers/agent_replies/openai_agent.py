@@ -30,6 +30,7 @@ DEFAULT_SYSTEM_PROMPT = (
 
 class OpenAIAgent:
     name = "openai"
+    uses_history = True
 
     def __init__(
         self,

@@ -12,7 +12,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from consumers.agent_replies.agent import Agent, AgentError
@@ -44,7 +44,6 @@ class Job:
     key: bytes | None
     source: tuple[str, int, int]
     attempts: int = 0
-    first_seen: float = field(default_factory=time.monotonic)
 
 
 # Meta's final errors: what to record, and whether the dead-letter topic should keep the event.
@@ -75,6 +74,8 @@ class ReplyProcessor:
         self.publisher = publisher
         self._clock = clock
         self._on_pause = on_pause
+        # Only agents that read the conversation's turns pay for keeping them.
+        self._history_turns = settings.history_turns if agent.uses_history else 0
 
     async def handle(self, job: Job) -> float | None:
         event = job.event
@@ -93,11 +94,12 @@ class ReplyProcessor:
         if now * 1000 - event.timestamp_ms > self.settings.window_seconds * 1000:
             await self._record(event, Outcome.SKIPPED, Reason.WINDOW_CLOSED, detail="older than the reply window")
             return None
-        if await self.store.account_paused_until(event.account_id) is not None:
+        account_paused, conversation_paused = await self.store.pauses(event.account_id, event.conversation_id)
+        if account_paused is not None:
             await self._record(event, Outcome.SKIPPED, Reason.ACCOUNT_PAUSED)
             await self._deadletter(job, Reason.ACCOUNT_PAUSED, "the account is paused after a token or account error")
             return None
-        if await self.store.conversation_paused_until(event.conversation_id) is not None:
+        if conversation_paused is not None:
             await self._remember_turns(event, None)
             await self._record(event, Outcome.SKIPPED, Reason.HUMAN_TAKEOVER)
             return None
@@ -116,7 +118,7 @@ class ReplyProcessor:
         event = job.event
         assert event.conversation_id is not None
         assert event.user_id is not None
-        history = await self.store.history(event.conversation_id, self.settings.history_turns)
+        history = await self.store.history(event.conversation_id, self._history_turns)
         started = time.perf_counter()
         try:
             reply = await asyncio.wait_for(self.agent.reply(event, history), self.settings.agent_timeout_seconds)
@@ -236,11 +238,11 @@ class ReplyProcessor:
         if until <= self._clock():
             return
         await self._pause_conversation(event, until, "human")
-        if event.text:
+        if event.text and self._history_turns > 0:
             await self.store.append_history(
                 event.conversation_id,
                 (Turn("assistant", event.text),),
-                self.settings.history_turns,
+                self._history_turns,
                 self.settings.history_ttl_seconds,
             )
 
@@ -253,14 +255,14 @@ class ReplyProcessor:
             self._on_pause()
 
     async def _remember_turns(self, event: InboundEvent, reply: AgentReply | None) -> None:
-        if self.settings.history_turns <= 0 or not event.conversation_id:
+        if self._history_turns <= 0 or not event.conversation_id:
             return
         turns = [Turn("user", event.user_text)] if event.user_text else []
         if reply is not None and reply.text:
             turns.append(Turn("assistant", reply.text))
         if turns:
             await self.store.append_history(
-                event.conversation_id, tuple(turns), self.settings.history_turns, self.settings.history_ttl_seconds
+                event.conversation_id, tuple(turns), self._history_turns, self.settings.history_ttl_seconds
             )
 
     async def _record(

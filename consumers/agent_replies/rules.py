@@ -264,6 +264,7 @@ class RulesAgent:
     """Answers with the first matching rule, else the fallback, else nothing."""
 
     name = "rules"
+    uses_history = False
 
     def __init__(self, rules: RuleSet) -> None:
         self.rules = rules

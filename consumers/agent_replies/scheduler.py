@@ -123,7 +123,9 @@ class ConversationScheduler(Generic[J]):
             if delay is None:
                 ticket.finish()
                 return
-            await asyncio.sleep(delay)
+            # Wait to retry, unless the partition moves away first (a rebalance must not wait for us).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ticket.partition.wait_revoked(), delay)
 
     async def close(self) -> None:
         """Cancel every worker (their records stay uncommitted and are replayed on restart)."""

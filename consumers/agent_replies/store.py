@@ -52,6 +52,7 @@ class Store(Protocol):
     async def release(self, event_id: str, owner: str) -> None: ...
     async def remember_sent(self, message_ids: tuple[str, ...], ttl: float) -> None: ...
     async def is_ours(self, message_id: str) -> bool: ...
+    async def pauses(self, account_id: str, conversation_id: str) -> tuple[float | None, float | None]: ...
     async def pause_conversation(self, conversation_id: str, until: float) -> None: ...
     async def conversation_paused_until(self, conversation_id: str) -> float | None: ...
     async def paused_conversations(self) -> int: ...
@@ -131,6 +132,10 @@ class MemoryStore:
     async def is_ours(self, message_id: str) -> bool:
         until = self._ours.get(message_id)
         return until is not None and until > self._clock()
+
+    async def pauses(self, account_id: str, conversation_id: str) -> tuple[float | None, float | None]:
+        """When the account's pause and the conversation's pause end (None: not paused)."""
+        return await self.account_paused_until(account_id), await self.conversation_paused_until(conversation_id)
 
     async def pause_conversation(self, conversation_id: str, until: float) -> None:
         self._paused[conversation_id] = max(until, self._paused.get(conversation_id, 0.0))
@@ -258,6 +263,18 @@ class RedisStore:
             pipe.zcard(self._key(table))
             _, count = await pipe.execute()
         return int(count)
+
+    async def pauses(self, account_id: str, conversation_id: str) -> tuple[float | None, float | None]:
+        # Both in one round trip: this runs for every inbound event.
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zscore(self._key("accounts"), account_id)
+            pipe.zscore(self._key("paused"), conversation_id)
+            account, conversation = await pipe.execute()
+        now = time.time()
+        return (
+            float(account) if account is not None and float(account) > now else None,
+            float(conversation) if conversation is not None and float(conversation) > now else None,
+        )
 
     async def pause_conversation(self, conversation_id: str, until: float) -> None:
         await self._pause("paused", conversation_id, until)

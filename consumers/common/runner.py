@@ -84,7 +84,7 @@ def stop_on_signals(stop: asyncio.Event, task: asyncio.Task[Any] | None = None) 
 class PartitionOffsets:
     """The records of one partition in hand, in offset order, and which of them are finished."""
 
-    __slots__ = ("_done", "_idle", "_next", "_pending", "_unresolved", "committed", "revoked", "tp")
+    __slots__ = ("_done", "_idle", "_next", "_pending", "_revoked", "_unresolved", "committed", "tp")
 
     def __init__(self, tp: TopicPartition) -> None:
         self.tp = tp
@@ -97,7 +97,18 @@ class PartitionOffsets:
         self._idle.set()
         self.committed: int | None = None
         # Set when the partition moved away: queued work for it is dropped, not done.
-        self.revoked = False
+        self._revoked = asyncio.Event()
+
+    @property
+    def revoked(self) -> bool:
+        return self._revoked.is_set()
+
+    def revoke(self) -> None:
+        self._revoked.set()
+
+    async def wait_revoked(self) -> None:
+        """Returns once the partition moves away (work waiting to retry gives up its wait then)."""
+        await self._revoked.wait()
 
     def add(self, offset: int) -> None:
         self._pending.append(offset)
@@ -208,7 +219,7 @@ class OffsetTracker:
             self._away.add(tp)
             part = self._partitions.get(tp)
             if part is not None:
-                part.revoked = True
+                part.revoke()
                 revoked.append(part)
         return revoked
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
+import signal
 from typing import Any
 
 from aiohttp import web
@@ -86,23 +88,49 @@ def run(args: argparse.Namespace) -> int:
         "igw gateway %s starting on %s:%s", __version__, args.host, args.port, extra={"settings": settings.describe()}
     )
     use_uvloop()
-    app = create_app(settings)
-    if args.worker:
-        multiproc_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    asyncio.run(
+        serve(
+            create_app(settings),
+            host=args.host,
+            port=args.port,
+            reuse_port=args.worker,
+            shutdown_timeout=settings.shutdown_timeout,
+            access_log=args.access_log,
+            ready_marker=os.environ.get("PROMETHEUS_MULTIPROC_DIR") if args.worker else None,
+        )
+    )
+    log.info("igw gateway stopped")
+    return 0
 
-        async def ready(_: web.Application) -> None:
-            mark_ready(multiproc_dir)
 
-        app.on_startup.append(ready)
-    web.run_app(
+# How long a stopping gateway keeps connections it already accepted before closing the idle ones:
+# a client that connected just before the listener closed gets to send its request.
+SHUTDOWN_LINGER_SECONDS = 0.5
+
+
+async def serve(
+    app: web.Application,
+    *,
+    host: str,
+    port: int,
+    reuse_port: bool,
+    shutdown_timeout: float,
+    access_log: bool,
+    ready_marker: str | None,
+) -> None:
+    """Run until SIGTERM/SIGINT, then stop in the order that loses no request.
+
+    1. Stop listening (other workers or replicas take new connections).
+    2. Linger briefly: connections accepted a moment ago deliver their requests.
+    3. aiohttp's cleanup: close idle connections, let in-flight requests finish within
+       ``shutdown_timeout``, then the cleanup contexts (the producer flushes what they sent).
+    """
+    runner = web.AppRunner(
         app,
-        host=args.host,
-        port=args.port,
-        reuse_port=args.worker,
-        shutdown_timeout=settings.shutdown_timeout,
-        access_log=logging.getLogger("gateway.access") if args.access_log else None,
+        handle_signals=False,
+        shutdown_timeout=shutdown_timeout,
+        access_log=logging.getLogger("gateway.access") if access_log else None,
         access_log_class=RedactedAccessLogger,
-        print=None,
         handler_cancellation=False,
         # Hash the bytes as received: a decompressed body is not what Meta signed.
         auto_decompress=False,
@@ -114,5 +142,19 @@ def run(args: argparse.Namespace) -> int:
         max_field_size=MAX_FIELD_SIZE,
         max_headers=MAX_HEADERS,
     )
-    log.info("igw gateway stopped")
-    return 0
+    await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        site = web.TCPSite(runner, host, port, reuse_port=reuse_port)
+        await site.start()
+        log.info("igw gateway listening on %s:%s", host, port)
+        mark_ready(ready_marker)
+        await stop.wait()
+        log.info("stopping: no new connections; finishing requests in flight")
+        await site.stop()
+        await asyncio.sleep(SHUTDOWN_LINGER_SECONDS)
+    finally:
+        await runner.cleanup()
