@@ -96,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
             reuse_port=args.worker,
             shutdown_timeout=settings.shutdown_timeout,
             access_log=args.access_log,
+            keepalive_timeout=args.keepalive_timeout,
             ready_marker=os.environ.get("PROMETHEUS_MULTIPROC_DIR") if args.worker else None,
         )
     )
@@ -116,6 +117,7 @@ async def serve(
     reuse_port: bool,
     shutdown_timeout: float,
     access_log: bool,
+    keepalive_timeout: float = 75.0,
     ready_marker: str | None,
 ) -> None:
     """Run until SIGTERM/SIGINT, then stop in the order that loses no request.
@@ -137,7 +139,7 @@ async def serve(
         # aiohttp arms this timer when a connection opens and after each response, not per byte, so
         # it also closes connections that trickle their headers (slowloris). Trickled bodies are
         # cut by IGW_BODY_READ_TIMEOUT_SECONDS in the handler.
-        keepalive_timeout=args.keepalive_timeout,
+        keepalive_timeout=keepalive_timeout,
         max_line_size=MAX_LINE_SIZE,
         max_field_size=MAX_FIELD_SIZE,
         max_headers=MAX_HEADERS,
