@@ -171,5 +171,4 @@ async def _observe(request: web.Request, handler: Handler) -> web.StreamResponse
 
 
 def _record(route: str, method: str, status: int, started: float) -> None:
-    metrics.HTTP_REQUESTS.labels(route, method, str(status)).inc()
-    metrics.HTTP_DURATION.labels(route).observe(time.perf_counter() - started)
+    metrics.observe_request(route, method, status, time.perf_counter() - started)

@@ -126,7 +126,7 @@ async def _drain_once(
     await spool.ack(batch)
     log.debug("spool drain: %d bodies published, %d left", len(batch.items), spool.records)
     for (type_, topic), count in types.items():
-        metrics.EVENTS_PUBLISHED.labels(type_, topic).inc(count)
+        metrics.count_published(type_, topic, count)
     for reason, count in dead_reasons.items():
         metrics.DEAD_LETTERS.labels(reason).inc(count)
     if owner:

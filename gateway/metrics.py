@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Final
+from typing import Any, Final
 
 from prometheus_client import (
     REGISTRY,
@@ -81,3 +81,28 @@ def registry() -> CollectorRegistry:
     aggregated = CollectorRegistry()
     multiprocess.MultiProcessCollector(aggregated)  # type: ignore[no-untyped-call]
     return aggregated
+
+
+# Children of labelled metrics, looked up once per label set: ``.labels()`` costs a lock and a
+# tuple per call, and the request path calls it several times per request.
+_request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+_published_children: dict[tuple[str, str], Any] = {}
+
+
+def observe_request(route: str, method: str, status: int, seconds: float) -> None:
+    key = (route, method, status)
+    children = _request_children.get(key)
+    if children is None:
+        children = _request_children[key] = (
+            HTTP_REQUESTS.labels(route, method, str(status)),
+            HTTP_DURATION.labels(route),
+        )
+    children[0].inc()
+    children[1].observe(seconds)
+
+
+def count_published(type_: str, topic: str, count: int = 1) -> None:
+    child = _published_children.get((type_, topic))
+    if child is None:
+        child = _published_children[(type_, topic)] = EVENTS_PUBLISHED.labels(type_, topic)
+    child.inc(count)

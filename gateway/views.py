@@ -147,10 +147,10 @@ async def receive_webhook(request: web.Request) -> web.Response:
     metrics.EVENTS_PER_REQUEST.observe(len(normalized.events))
     if len(normalized.events) == 1:
         event = normalized.events[0]
-        metrics.EVENTS_PUBLISHED.labels(event.type, event.topic.value).inc()
+        metrics.count_published(event.type, event.topic.value)
     else:
         for (type_, topic), count in Tally((e.type, e.topic.value) for e in normalized.events).items():
-            metrics.EVENTS_PUBLISHED.labels(type_, topic).inc(count)
+            metrics.count_published(type_, topic, count)
     if dead is not None:
         metrics.DEAD_LETTERS.labels(dead.reason).inc()
     return web.Response(body=_RECEIVED, content_type="text/plain")
