@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
-import secrets
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
@@ -17,7 +14,6 @@ from gateway import metrics
 from gateway.config import KafkaSettings
 from gateway.drain import drain_forever
 from gateway.errors import SettingsError
-from gateway.logs import request_id
 from gateway.publisher import AiokafkaPublisher, Publisher
 from gateway.settings import GatewaySettings
 from gateway.spool import Spool, open_spool
@@ -35,7 +31,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def create_app(settings: GatewaySettings, *, publisher_factory: PublisherFactory | None = None) -> web.Application:
-    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[_observe])
+    # No middleware: even an empty one costs several % of a one-message POST (bench/); request
+    # metrics come from the access-log hook aiohttp calls anyway (gateway.logs.ObservingAccessLogger).
+    app = web.Application(client_max_size=settings.max_body_bytes)
     app[settings_key] = settings
     app[state_key] = GatewayState.from_settings(settings)
     app[publisher_key] = (publisher_factory or default_publisher_factory(settings))(settings.kafka)
@@ -148,27 +146,3 @@ async def _create_topics_when_connected(publisher: Publisher, settings: GatewayS
             except Exception as exc:  # any failure is retried; readiness reports it meanwhile
                 log.warning("creating topics failed (%s: %s); retrying", type(exc).__name__, exc)
         await asyncio.sleep(2.0)
-
-
-_REQUEST_IDS = itertools.count(1)
-_PROCESS_TAG = secrets.token_hex(3)
-
-
-@web.middleware
-async def _observe(request: web.Request, handler: Handler) -> web.StreamResponse:
-    started = time.perf_counter()
-    # A cheap id per request for the log lines it causes (a counter, not a UUID, on the hot path).
-    request_id.set(request.headers.get("X-Request-Id") or f"{_PROCESS_TAG}-{next(_REQUEST_IDS):x}")
-    resource = request.match_info.route.resource
-    route = resource.canonical if resource is not None else "unmatched"
-    try:
-        response = await handler(request)
-    except web.HTTPException as exc:
-        _record(route, request.method, exc.status, started)
-        raise
-    _record(route, request.method, response.status, started)
-    return response
-
-
-def _record(route: str, method: str, status: int, started: float) -> None:
-    metrics.observe_request(route, method, status, time.perf_counter() - started)

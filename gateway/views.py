@@ -15,6 +15,7 @@ from aiohttp import web
 from gateway import metrics
 from gateway.errors import PublishError, PublishTimeout, SpoolError
 from gateway.kafka_health import check_kafka
+from gateway.logs import bind_request_id
 from gateway.normalize import Topic, normalize
 from gateway.records import OutRecord, dead_letter_record, event_record
 from gateway.signature import SignatureVerdict
@@ -42,6 +43,7 @@ def error_response(status: int, code: str, message: str, *, retry_after: int | N
 
 async def verify_subscription(request: web.Request) -> web.Response:
     """Meta's GET handshake: echo ``hub.challenge`` as plain text when the token matches."""
+    bind_request_id(request)
     query = request.query
     mode = query.get("hub.mode")
     token = query.get("hub.verify_token")
@@ -63,6 +65,7 @@ async def verify_subscription(request: web.Request) -> web.Response:
 
 async def receive_webhook(request: web.Request) -> web.Response:
     """A signed delivery: verify, normalize, publish, and say 200 only once Kafka acknowledged."""
+    bind_request_id(request)
     app = request.app
     settings = app[settings_key]
     state = app[state_key]

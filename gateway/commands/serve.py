@@ -14,7 +14,7 @@ from aiohttp import web
 from gateway import __version__
 from gateway.app import create_app
 from gateway.errors import SettingsError
-from gateway.logs import RedactedAccessLogger, configure_logging
+from gateway.logs import ObservingAccessLogger, RedactedAccessLogger, configure_logging
 from gateway.settings import GatewaySettings
 from gateway.workers import Supervisor, mark_ready
 
@@ -131,8 +131,9 @@ async def serve(
         app,
         handle_signals=False,
         shutdown_timeout=shutdown_timeout,
-        access_log=logging.getLogger("gateway.access") if access_log else None,
-        access_log_class=RedactedAccessLogger,
+        # The access-log hook also records request metrics, so it is always on; lines only on request.
+        access_log=logging.getLogger("gateway.access"),
+        access_log_class=RedactedAccessLogger if access_log else ObservingAccessLogger,
         handler_cancellation=False,
         # Hash the bytes as received: a decompressed body is not what Meta signed.
         auto_decompress=False,
