@@ -185,7 +185,7 @@ class DevStack:
         async for raw in process.stdout:
             self.say(name, _readable(raw.decode(errors="replace").rstrip()), colour)
 
-    async def _wait_ready(self, timeout: float = 60.0) -> None:
+    async def _wait_ready(self, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
             for running in self._running:

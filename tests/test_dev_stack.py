@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -35,22 +36,42 @@ def _read_env(path: Path) -> dict[str, str]:
     return values
 
 
+class _Output:
+    """igw dev's output, read on a thread so the test can wait for the banner and show it on failure."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self._thread.start()
+
+    def _read(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            self.lines.append(raw.decode(errors="replace"))
+
+    @property
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def join(self, proc: subprocess.Popen[bytes]) -> None:
+        self._thread.join(timeout=30)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
 async def test_dev_stack_serves_the_readme_walkthrough(tmp_path: Path) -> None:
-    """The handshake and a signed DM work with the saved dev secrets; SIGINT stops every process."""
+    """With the saved dev secrets: the handshake works and a signed DM is answered once by the rules agent."""
     ports = {name: free_port() for name in ("gateway", "emulator", "kafka", "agent", "analytics")}
     proc = subprocess.Popen(_dev_args(tmp_path, ports), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    output = _Output(proc)
     try:
+        # The banner comes once every process answers its readiness check (the consumers have joined).
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline and "Ctrl-C stops everything" not in output.text and proc.poll() is None:
+            await asyncio.sleep(0.2)
+        assert "Ctrl-C stops everything" in output.text, output.text
         url = f"http://127.0.0.1:{ports['gateway']}/api/v1/instagram/webhook"
         async with aiohttp.ClientSession() as session:
-            deadline = time.monotonic() + 60
-            ready = False
-            while time.monotonic() < deadline and not ready and proc.poll() is None:
-                try:
-                    async with session.get(f"http://127.0.0.1:{ports['gateway']}/readyz") as resp:
-                        ready = resp.status == 200
-                except aiohttp.ClientError:
-                    await asyncio.sleep(0.3)
-            assert ready, "gateway of igw dev never became ready"
             secrets = _read_env(tmp_path / "dev.env")
             assert (tmp_path / "dev.env").stat().st_mode & 0o777 == 0o600
             params = {
@@ -66,18 +87,20 @@ async def test_dev_stack_serves_the_readme_walkthrough(tmp_path: Path) -> None:
                 assert resp.status == 200
             # The clinic's rules agent answers through the Graph emulator: exactly one reply.
             sent: list[dict[str, object]] = []
-            while time.monotonic() < deadline + 60 and not sent:
+            answer_deadline = time.monotonic() + 60
+            while time.monotonic() < answer_deadline and not sent and proc.poll() is None:
                 async with session.get(f"http://127.0.0.1:{ports['emulator']}/_emulator/messages") as resp:
                     sent = await resp.json()
                 await asyncio.sleep(0.5)
-            assert len(sent) == 1
+            assert len(sent) == 1, output.text
             assert sent[0]["recipient_id"] == "1234567890123456"
             async with session.get(f"http://127.0.0.1:{ports['agent']}/metrics") as resp:
                 assert 'igw_agent_replies_total{outcome="sent",reason="replied"} 1.0' in await resp.text()
     finally:
         proc.send_signal(signal.SIGINT)
-        output, _ = proc.communicate(timeout=60)
-    text = output.decode()
+        proc.wait(timeout=60)
+        output.join(proc)
+    text = output.text
     assert proc.returncode == 0, text
     assert "stopped" in text
     for port in ports.values():

@@ -36,6 +36,7 @@ from consumers.agent_replies.store import MemoryStore, RedisStore, Store
 from consumers.common.lag import lag_sampler
 from consumers.common.metrics_server import create_metrics_app, serve_metrics
 from consumers.common.runner import CommitOnRevoke, OffsetTracker, Ticket, commit_finished, drain, poll_loop
+from consumers.common.tasks import background
 from consumers.common.topics import ensure_topics
 from consumers.send_api.client import SendApiClient
 
@@ -89,13 +90,8 @@ async def _gauges(store: Store, wake: asyncio.Event) -> AsyncIterator[None]:
                 await asyncio.wait_for(wake.wait(), GAUGE_INTERVAL_SECONDS)
             wake.clear()
 
-    task = asyncio.create_task(loop(), name="agent-gauges")
-    try:
+    async with background(loop(), name="agent-gauges"):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def run_agent(

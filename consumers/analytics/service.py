@@ -25,6 +25,7 @@ from consumers.analytics.settings import AnalyticsSettings
 from consumers.common.lag import lag_sampler
 from consumers.common.metrics_server import create_metrics_app, serve_metrics
 from consumers.common.runner import CommitOnRevoke, OffsetTracker, Ticket, commit_finished, drain, poll_loop
+from consumers.common.tasks import background
 from consumers.common.topics import ensure_topics
 
 __all__ = ["run_analytics"]
@@ -54,13 +55,10 @@ async def rollup_flusher(
             except Exception:  # a full disk must not stop counting; the deltas of this round are lost
                 log.exception("writing rollups to %s failed", settings.rollup_path)
 
-    task = asyncio.create_task(loop(), name="analytics-rollup")
     try:
-        yield
+        async with background(loop(), name="analytics-rollup"):
+            yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
         await flush()
         await asyncio.to_thread(store.close)
 

@@ -7,13 +7,14 @@ rather than per record: asking the broker for end offsets costs a round trip.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from prometheus_client import Counter, Gauge
+
+from consumers.common.tasks import background
 
 __all__ = ["CONSUMER_LAG", "CONSUMER_RECORDS", "count_records", "lag_sampler", "sample_lag"]
 
@@ -72,10 +73,5 @@ async def lag_sampler(consumer: Any, group: str, topics: tuple[str, ...], interv
                 log.debug("lag sample failed", exc_info=True)
             await asyncio.sleep(interval)
 
-    task = asyncio.create_task(loop(), name=f"lag-{group}")
-    try:
+    async with background(loop(), name=f"lag-{group}"):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
