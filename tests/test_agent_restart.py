@@ -54,19 +54,20 @@ async def unfinished_leases(prefix: str) -> int:
 async def test_sigterm_mid_batch_then_restart_answers_each_conversation_once(
     kafka_settings: KafkaSettings, agent_emulator: Emulator, spawn_agent: SpawnAgent
 ) -> None:
-    """SIGTERM finishes and commits the work in hand: a restart with an empty in-process ledger answers the rest."""
+    """SIGTERM in the middle of 1,000 conversations, then a restart with an empty in-process ledger: 1,000 replies."""
+    conversations = 1000  # the agent issue's own figure
     slow_sends(agent_emulator)
     first = await spawn_agent(SLOW)
-    await publish(kafka_settings, [envelope(f"u{i:03d}", "hello") for i in range(CONVERSATIONS)])
-    await agent_emulator.wait_for(CONVERSATIONS // 4)
+    await publish(kafka_settings, [envelope(f"u{i:04d}", "hello") for i in range(conversations)])
+    await agent_emulator.wait_for(conversations // 4)
     first.process.send_signal(signal.SIGTERM)
     assert await first.wait() == 0, first.log()
     stopped_at = len(agent_emulator.replies())
-    assert stopped_at < CONVERSATIONS, "the first process finished everything: the test did not stop mid-batch"
+    assert stopped_at < conversations, "the first process finished everything: the test did not stop mid-batch"
     await spawn_agent(SLOW)
-    await agent_emulator.wait_for(CONVERSATIONS, timeout=30, settle=0.5)
+    await agent_emulator.wait_for(conversations, timeout=60, settle=0.5)
     counts = per_user(agent_emulator)
-    assert len(counts) == CONVERSATIONS
+    assert len(counts) == conversations
     assert set(counts.values()) == {1}, [user for user, n in counts.items() if n > 1]
 
 
