@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
@@ -27,7 +27,6 @@ __all__ = ["PublisherFactory", "create_app"]
 log = logging.getLogger(__name__)
 
 PublisherFactory = Callable[[KafkaSettings], Publisher]
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def create_app(settings: GatewaySettings, *, publisher_factory: PublisherFactory | None = None) -> web.Application:

@@ -16,8 +16,8 @@ from gateway import metrics
 from gateway.errors import PublishError, PublishTimeout, SpoolError
 from gateway.kafka_health import check_kafka
 from gateway.logs import bind_request_id
-from gateway.normalize import Topic, normalize
-from gateway.records import OutRecord, dead_letter_record, event_record
+from gateway.normalize import normalize
+from gateway.records import build_records
 from gateway.signature import SignatureVerdict
 from gateway.spool import Spool
 from gateway.state import GatewayState, Readiness
@@ -111,11 +111,10 @@ async def receive_webhook(request: web.Request) -> web.Response:
         # Spooled bodies are waiting: this one queues behind them instead of overtaking them.
         return await _spool_body(state, spool, body, received_at, signature)
     normalized = normalize(body, received_at)
-    topics = state.topics
-    records: list[OutRecord] = [event_record(e, topics[e.topic]) for e in normalized.events]
+    # The same function builds a spooled body's records when it is drained: identical output.
+    records = build_records(normalized, state.topics, body, received_at, signature)
     dead = normalized.dead_letter
     if dead is not None:
-        records.append(dead_letter_record(dead, topics[Topic.DEADLETTER], body, received_at, signature))
         log.warning("signed body kept on the dead-letter topic: %s (%s)", dead.reason, dead.detail)
 
     # While Kafka is failing, one request at a time (the probe) gets the full deadline so recovery
@@ -186,7 +185,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when the producer is connected and every topic the gateway writes to exists."""
+    """Ready when Kafka takes records (producer connected, topics present) or, with the spool on, while
+    the spool accepts them: webhooks are then stored durably either way (docs/durability.md)."""
     app = request.app
     settings = app[settings_key]
     state = app[state_key]
