@@ -11,12 +11,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any, Final, Protocol
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 
+from gateway.batching import Lanes
 from gateway.config import KafkaSettings
 from gateway.errors import BrokerUnavailable, PublishError, PublishTimeout
 from gateway.records import OutRecord
@@ -55,6 +56,7 @@ class AiokafkaPublisher:
         self._settings = settings
         self._reconnect_interval = reconnect_interval
         self._producer: AIOKafkaProducer | None = None
+        self._lanes: Lanes | None = None
         self._connector: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         # Delivery futures of publishes that failed: the client may still retry them (see settle()).
@@ -93,6 +95,7 @@ class AiokafkaPublisher:
             )
             await producer.stop()
             return False
+        self._lanes = Lanes(producer)
         self._producer = producer
         log.info("Kafka producer connected to %s", self._settings.bootstrap_servers)
         return True
@@ -117,50 +120,51 @@ class AiokafkaPublisher:
         if self._connector is not None and not self._connector.done():
             self._connector.cancel()
             await asyncio.gather(self._connector, return_exceptions=True)
+        if self._lanes is not None:
+            await self._lanes.close()
+            self._lanes = None
         if self._producer is not None:
             # stop() flushes what in-flight requests handed over before returning.
             await self._producer.stop()
             self._producer = None
 
     async def publish(self, records: Sequence[OutRecord], timeout: float) -> None:
-        producer = self._producer
-        if producer is None:
+        producer, lanes = self._producer, self._lanes
+        if producer is None or lanes is None:
             raise BrokerUnavailable("the Kafka producer is not connected")
         deadline = time.monotonic() + timeout
-        futures: list[asyncio.Future[Any]] = []
+        # Usually one: a request's records share the open batch of their partition (gateway.batching).
+        acks: list[asyncio.Future[Any]] = []
         try:
-            # send() returns at once unless the producer's buffer for a partition is full or the
-            # topic's metadata is unknown (a broker in trouble); the deadline bounds that wait.
-            async with _Deadline(timeout):
-                if len(records) >= BATCH_THRESHOLD:
-                    await _send_in_batches(producer, records, futures)
-                else:
-                    cluster = producer.client.cluster
-                    for r in records:  # one by one: on timeout the futures so far are kept for settle()
-                        futures.append(  # noqa: PERF401
-                            await producer.send(
-                                r.topic,
-                                r.value,
-                                key=r.key,
-                                partition=_partition_of(cluster, r.topic, r.key),
-                                headers=r.headers,
-                            )
-                        )
+            for r in records:
+                key = r.key
+                if key is None:  # dead letters: the producer picks a partition
+                    async with _Deadline(max(0.0, deadline - time.monotonic())):
+                        acks.append(await producer.send(r.topic, r.value, headers=r.headers))
+                    continue
+                partitions = lanes.partition_count(r.topic)
+                if not partitions:  # metadata not known yet (start, new topic): wait for it
+                    async with _Deadline(max(0.0, deadline - time.monotonic())):
+                        partitions = len(await producer.partitions_for(r.topic))
+                # Kafka numbers a topic's partitions 0..n-1: the same choice as DefaultPartitioner.
+                acked = lanes.append(r.topic, _key_hash(key) % partitions, key, r.value, r.headers)
+                if acked not in acks:  # a handful at most: one per partition the request touches
+                    acks.append(acked)
         except TimeoutError:
-            self._stragglers.update(futures)
-            raise PublishTimeout(f"records not accepted by the producer within {timeout:.2f}s") from None
+            self._stragglers.update(acks)
+            raise PublishTimeout(f"no metadata or buffer space from the producer within {timeout:.2f}s") from None
         except KafkaError as exc:
-            self._stragglers.update(futures)
+            self._stragglers.update(acks)
             raise BrokerUnavailable(f"producer refused records: {type(exc).__name__}") from exc
         except PublishError:
-            self._stragglers.update(futures)
+            self._stragglers.update(acks)
             raise
-        if futures:
+        if acks:
             try:
-                await _all_acknowledged(futures, max(0.0, deadline - time.monotonic()), timeout)
+                await _all_acknowledged(acks, max(0.0, deadline - time.monotonic()), timeout)
             except PublishError:
                 # The client may still deliver or retry these: settle() waits for them.
-                self._stragglers.update(f for f in futures if not f.done())
+                self._stragglers.update(f for f in acks if not f.done())
                 raise
 
     async def settle(self, timeout: float) -> bool:
@@ -258,21 +262,6 @@ class _Deadline:
             raise TimeoutError from exc
 
 
-def _partition_of(cluster: Any, topic: str, key: bytes | None) -> int | None:
-    """The partition ``DefaultPartitioner`` would choose, from the cached key hash (its murmur2 is
-    pure Python); ``None`` lets the producer decide (no key, or the topic's metadata not known yet)."""
-    if key is None:
-        return None
-    partitions = cluster.partitions_for_topic(topic)
-    if not partitions:
-        return None
-    # Kafka numbers a topic's partitions 0..n-1, so the sorted list DefaultPartitioner indexes is range(n).
-    return _key_hash(key) % len(partitions)
-
-
-# From this many records on, a request's records are grouped by partition and handed to the
-# producer as ready-made batches: about half the CPU per record of one send() each (bench/).
-BATCH_THRESHOLD: Final = 8
 _murmur_cache: dict[bytes, int] = {}
 
 
@@ -284,35 +273,6 @@ def _key_hash(key: bytes) -> int:
             _murmur_cache.clear()
         value = _murmur_cache[key] = murmur2(key) & 0x7FFFFFFF
     return value
-
-
-async def _send_in_batches(
-    producer: AIOKafkaProducer, records: Sequence[OutRecord], futures: list[asyncio.Future[Any]]
-) -> None:
-    """Same partitions as ``DefaultPartitioner`` (murmur2 of the key), one batch per partition.
-
-    Delivery futures are appended to ``futures`` as batches are handed over (kept on a timeout).
-    """
-    partitions: dict[str, list[int]] = {}
-    groups: dict[tuple[str, int], list[OutRecord]] = {}
-    for record in records:
-        if record.key is None:  # dead letters: the producer picks a partition
-            futures.append(await producer.send(record.topic, record.value, headers=record.headers))
-            continue
-        known = partitions.get(record.topic)
-        if known is None:
-            known = partitions[record.topic] = sorted(await producer.partitions_for(record.topic))
-        partition = known[_key_hash(record.key) % len(known)]
-        groups.setdefault((record.topic, partition), []).append(record)
-    for (topic, partition), members in groups.items():
-        batch = producer.create_batch()
-        for record in members:
-            if batch.append(key=record.key, value=record.value, timestamp=None, headers=record.headers) is None:
-                futures.append(await producer.send_batch(batch, topic, partition=partition))
-                batch = producer.create_batch()
-                if batch.append(key=record.key, value=record.value, timestamp=None, headers=record.headers) is None:
-                    raise BrokerUnavailable(f"a record of {len(record.value)} bytes exceeds KAFKA_MAX_BATCH_BYTES")
-        futures.append(await producer.send_batch(batch, topic, partition=partition))
 
 
 async def settle_stragglers(stragglers: set[asyncio.Future[Any]], timeout: float) -> bool:
