@@ -131,6 +131,8 @@ class KafkaSettings:
     acks: Literal["all", "1"] = "all"
     linger_ms: int = 2
     max_batch_bytes: int = 256 * 1024
+    # Full batches the gateway holds for a broker that does not take them (Java's buffer.memory).
+    buffer_bytes: int = 64 * 1024 * 1024
     compression: Compression = "none"
     request_timeout_ms: int = 30_000
     # The largest record igw writes: a dead letter holds a whole signed body. Used for the producer's
@@ -161,6 +163,7 @@ class KafkaSettings:
             acks="all" if acks == "all" else "1",
             linger_ms=env.int("KAFKA_LINGER_MS", d["linger_ms"], min_value=0),
             max_batch_bytes=env.int("KAFKA_MAX_BATCH_BYTES", d["max_batch_bytes"], min_value=1024),
+            buffer_bytes=env.int("KAFKA_BUFFER_BYTES", d["buffer_bytes"], min_value=1024),
             compression=env.choice(  # type: ignore[arg-type]
                 "KAFKA_COMPRESSION", d["compression"], ("none", "gzip", "snappy", "lz4", "zstd")
             ),

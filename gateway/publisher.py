@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 
-from gateway.batching import Lanes
+from gateway.batching import Batch, Lanes
 from gateway.config import KafkaSettings
 from gateway.errors import BrokerUnavailable, PublishError, PublishTimeout
 from gateway.records import OutRecord
@@ -95,7 +95,7 @@ class AiokafkaPublisher:
             )
             await producer.stop()
             return False
-        self._lanes = Lanes(producer)
+        self._lanes = Lanes(producer, self._settings.buffer_bytes)
         self._producer = producer
         log.info("Kafka producer connected to %s", self._settings.bootstrap_servers)
         return True
@@ -134,38 +134,41 @@ class AiokafkaPublisher:
             raise BrokerUnavailable("the Kafka producer is not connected")
         deadline = time.monotonic() + timeout
         # Usually one: a request's records share the open batch of their partition (gateway.batching).
-        acks: list[asyncio.Future[Any]] = []
+        batches: list[Batch] = []
+        sent: list[asyncio.Future[Any]] = []  # dead letters, through aiokafka's send()
         try:
             for r in records:
                 key = r.key
                 if key is None:  # dead letters: the producer picks a partition
                     async with _Deadline(max(0.0, deadline - time.monotonic())):
-                        acks.append(await producer.send(r.topic, r.value, headers=r.headers))
+                        sent.append(await producer.send(r.topic, r.value, headers=r.headers))
                     continue
                 partitions = lanes.partition_count(r.topic)
                 if not partitions:  # metadata not known yet (start, new topic): wait for it
                     async with _Deadline(max(0.0, deadline - time.monotonic())):
                         partitions = len(await producer.partitions_for(r.topic))
                 # Kafka numbers a topic's partitions 0..n-1: the same choice as DefaultPartitioner.
-                acked = lanes.append(r.topic, _key_hash(key) % partitions, key, r.value, r.headers)
-                if acked not in acks:  # a handful at most: one per partition the request touches
-                    acks.append(acked)
+                batch = lanes.append(r.topic, _key_hash(key) % partitions, key, r.value, r.headers)
+                if batch not in batches:  # a handful at most: one per partition the request touches
+                    batches.append(batch)
+            if batches:
+                await lanes.acknowledged(batches, max(0.0, deadline - time.monotonic()))
+            if sent:
+                await _all_acknowledged(sent, max(0.0, deadline - time.monotonic()), timeout)
         except TimeoutError:
-            self._stragglers.update(acks)
+            self._keep_stragglers(batches, sent)
             raise PublishTimeout(f"no metadata or buffer space from the producer within {timeout:.2f}s") from None
         except KafkaError as exc:
-            self._stragglers.update(acks)
+            self._keep_stragglers(batches, sent)
             raise BrokerUnavailable(f"producer refused records: {type(exc).__name__}") from exc
         except PublishError:
-            self._stragglers.update(acks)
+            # The client may still deliver or retry these: settle() waits for them.
+            self._keep_stragglers(batches, sent)
             raise
-        if acks:
-            try:
-                await _all_acknowledged(acks, max(0.0, deadline - time.monotonic()), timeout)
-            except PublishError:
-                # The client may still deliver or retry these: settle() waits for them.
-                self._stragglers.update(f for f in acks if not f.done())
-                raise
+
+    def _keep_stragglers(self, batches: list[Batch], sent: list[asyncio.Future[Any]]) -> None:
+        self._stragglers.update(b.future for b in batches if not b.future.done())
+        self._stragglers.update(f for f in sent if not f.done())
 
     async def settle(self, timeout: float) -> bool:
         """Wait for the delivery futures of failed publishes: each ends delivered late or expired.

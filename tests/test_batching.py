@@ -65,12 +65,13 @@ async def test_frozen_broker_bounds_waiting_batches(own_broker: LocalBroker, kaf
         enable_idempotence=False,
         partitions=1,
         max_batch_bytes=4096,
+        buffer_bytes=16_384,
     )
     topic = settings.topic("messages")
     await ensure_topics(settings, ["messages"])
     publisher = AiokafkaPublisher(settings)
     await publisher.start()
-    value = b"x" * 1000  # four to a batch
+    value = b"x" * 1000  # about four to a batch
     accepted = refused_at_once = 0
     try:
         await publisher.publish([OutRecord(topic, b"k", value, [])], 5.0)
