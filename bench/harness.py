@@ -315,7 +315,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--python-load", action="store_true", help="use the Python load generator even if wrk is there")
     parser.add_argument("--no-pin", action="store_true", help="do not pin server and load generator to cores 0 and 1")
     parser.add_argument(
-        "--pin-broker", action="store_true", help="pin the broker to the load generator's core (default: unpinned)"
+        "--pin-broker",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="pin the broker to the load generator's core, so the server's core is its own (default: yes)",
     )
     parser.add_argument("--gateway-cmd", help="benchmark another gateway command instead of `igw gateway`")
     args = parser.parse_args(argv)
