@@ -73,6 +73,7 @@ _TOPIC_OF: Final = {
     "message_edit": Topic.MESSAGES,
     "postback": Topic.POSTBACKS,
 }
+_EVENTS: Final = Topic.EVENTS  # every type not in _TOPIC_OF
 # Meta's messaging timestamps are ms; `changes` examples use seconds. Anything below this is seconds.
 _SECONDS_LIMIT: Final = 100_000_000_000
 _ITEM_LISTS: Final = ("messaging", "standby", "changes")
@@ -115,10 +116,11 @@ def normalize_document(document: Any, received_at: int) -> Normalized:
             if type(account_id) is str and account_id and type(items) is list and len(items) == 1:
                 item = items[0]
                 if type(item) is dict:
+                    entry_time = entry["time"]
+                    if type(entry_time) is not int or entry_time < _SECONDS_LIMIT:  # else ms already, as _as_ms says
+                        entry_time = _as_ms(entry_time)
                     source = f"igw/{platform}/{account_id}"
-                    event = _messaging_event(
-                        platform, account_id, source, _as_ms(entry["time"]), item, False, received_at
-                    )
+                    event = _messaging_event(platform, account_id, source, entry_time, item, False, received_at)
                     return _tuple_new(Normalized, ([event], None))
     return _normalize_entries(platform, entries, received_at)
 
@@ -300,14 +302,12 @@ def _messaging_event(
         type_, object_name, type_object, named_by = _classify(item)
     # Parties as _party reads them, its common case (a non-empty string id) inline.
     party = get("sender")
-    if type(party) is dict and type(sender_id := party.get("id")) is str and sender_id:
-        pass
-    else:
+    sender_id = party.get("id") if type(party) is dict else None
+    if type(sender_id) is not str or not sender_id:
         sender_id = _party(party)
     party = get("recipient")
-    if type(party) is dict and type(recipient_id := party.get("id")) is str and recipient_id:
-        pass
-    else:
+    recipient_id = party.get("id") if type(party) is dict else None
+    if type(recipient_id) is not str or not recipient_id:
         recipient_id = _party(party)
     # An echo's other party is its recipient; the account itself is nobody's conversation.
     user_id = recipient_id if type_ == "message_echo" else (sender_id if sender_id != account_id else None)
@@ -343,7 +343,7 @@ def _messaging_event(
             (
                 event_id,
                 type_,
-                _TOPIC_OF.get(type_, Topic.EVENTS),
+                _TOPIC_OF.get(type_, _EVENTS),
                 conversation_id,
                 timestamp,
                 source,
@@ -441,7 +441,7 @@ def _event(
         (
             event_id,
             type_,
-            _TOPIC_OF.get(type_, Topic.EVENTS),
+            _TOPIC_OF.get(type_, _EVENTS),
             conversation_id or account_id,
             timestamp,
             source,
