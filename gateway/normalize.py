@@ -78,7 +78,8 @@ _EVENTS: Final = Topic.EVENTS  # every type not in _TOPIC_OF
 _SECONDS_LIMIT: Final = 100_000_000_000
 _ITEM_LISTS: Final = ("messaging", "standby", "changes")
 _SIMPLE_ENTRY: Final = frozenset(("id", "time", "messaging"))
-_blake2b: Final = hashlib.blake2b
+# Event ids are BLAKE2b-128 hex digests; copying an empty state is cheaper than the constructor's keywords.
+_ID_HASH: Final = hashlib.blake2b(digest_size=16)
 _loads: Final = orjson.loads
 # ``Event(...)`` runs a Python-level ``__new__``; ``tuple.__new__`` builds the same object in C.
 _tuple_new: Final = tuple.__new__
@@ -186,7 +187,9 @@ def _as_ms(value: Any) -> int | None:
 
 
 def _digest(basis: bytes) -> str:
-    return _blake2b(basis, digest_size=16).hexdigest()
+    digest = _ID_HASH.copy()
+    digest.update(basis)
+    return digest.hexdigest()
 
 
 def _canonical_id(platform: str, account_id: str, type_: str, item: dict[str, Any]) -> str:
@@ -312,7 +315,9 @@ def _messaging_event(
     # An echo's other party is its recipient; the account itself is nobody's conversation.
     user_id = recipient_id if type_ == "message_echo" else (sender_id if sender_id != account_id else None)
     if named_by is not None:
-        event_id = _blake2b(f"{type_}\x1f{named_by}".encode(), digest_size=16).hexdigest()
+        digest = _ID_HASH.copy()
+        digest.update(f"{type_}\x1f{named_by}".encode())
+        event_id = digest.hexdigest()
     else:
         event_id = _canonical_id(platform, account_id, type_, item)
     timestamp = get("timestamp")
