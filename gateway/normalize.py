@@ -73,14 +73,22 @@ _TOPIC_OF: Final = {
     "message_edit": Topic.MESSAGES,
     "postback": Topic.POSTBACKS,
 }
+_EVENTS: Final = Topic.EVENTS  # every type not in _TOPIC_OF
 # Meta's messaging timestamps are ms; `changes` examples use seconds. Anything below this is seconds.
 _SECONDS_LIMIT: Final = 100_000_000_000
+_ITEM_LISTS: Final = ("messaging", "standby", "changes")
+_SIMPLE_ENTRY: Final = frozenset(("id", "time", "messaging"))
+# Event ids are BLAKE2b-128 hex digests; copying an empty state is cheaper than the constructor's keywords.
+_ID_HASH: Final = hashlib.blake2b(digest_size=16)
+_loads: Final = orjson.loads
+# ``Event(...)`` runs a Python-level ``__new__``; ``tuple.__new__`` builds the same object in C.
+_tuple_new: Final = tuple.__new__
 
 
 def normalize(body: bytes, received_at: int) -> Normalized:
     """Parse a signed webhook body and normalize every item in it."""
     try:
-        document = orjson.loads(body)
+        document = _loads(body)
     except orjson.JSONDecodeError as exc:
         return Normalized([], DeadLetter("not_json", f"body is not JSON: {exc.msg}"))
     return normalize_document(document, received_at)
@@ -98,19 +106,40 @@ def normalize_document(document: Any, received_at: int) -> Normalized:
     entries = document.get("entry")
     if not isinstance(entries, list):
         return Normalized([], DeadLetter("bad_entry", "'entry' is not a list", ("entry",)))
+    if len(entries) == 1:
+        # The common delivery, one entry with one messaging item, without the general loop's
+        # bookkeeping. Taken only where _normalize_entries would do exactly this (the test
+        # suite checks the two against each other); anything else falls through to it.
+        entry = entries[0]
+        if type(entry) is dict and entry.keys() == _SIMPLE_ENTRY:
+            account_id = entry["id"]
+            items = entry["messaging"]
+            if type(account_id) is str and account_id and type(items) is list and len(items) == 1:
+                item = items[0]
+                if type(item) is dict:
+                    entry_time = entry["time"]
+                    if type(entry_time) is not int or entry_time < _SECONDS_LIMIT:  # else ms already, as _as_ms says
+                        entry_time = _as_ms(entry_time)
+                    source = f"igw/{platform}/{account_id}"
+                    event = _messaging_event(platform, account_id, source, entry_time, item, False, received_at)
+                    return _tuple_new(Normalized, ([event], None))
+    return _normalize_entries(platform, entries, received_at)
 
+
+def _normalize_entries(platform: str, entries: list[Any], received_at: int) -> Normalized:
     events: list[Event] = []
+    append = events.append
     bad: list[str] = []
     reason = ""
     for e_index, entry in enumerate(entries):
-        if not isinstance(entry, dict) or _as_id(entry.get("id")) is None:
+        account_id = _as_id(entry.get("id")) if isinstance(entry, dict) else None
+        if account_id is None:
             bad.append(f"entry[{e_index}]")
             reason = reason or "bad_entry"
             continue
-        account_id = _as_id(entry["id"])
-        assert account_id is not None
         entry_time = _as_ms(entry.get("time"))
-        for list_key in ("messaging", "standby", "changes"):
+        source = f"igw/{platform}/{account_id}"  # once per entry, not once per event
+        for list_key in _ITEM_LISTS:
             items = entry.get(list_key)
             if items is None:
                 continue
@@ -118,25 +147,25 @@ def normalize_document(document: Any, received_at: int) -> Normalized:
                 bad.append(f"entry[{e_index}].{list_key}")
                 reason = reason or "bad_entry"
                 continue
+            changes = list_key == "changes"
             standby = list_key == "standby"
             for i_index, item in enumerate(items):
                 if not isinstance(item, dict):
                     bad.append(f"entry[{e_index}].{list_key}[{i_index}]")
                     reason = reason or "bad_item"
-                    continue
-                if list_key == "changes":
-                    events.append(_change_event(platform, account_id, entry_time, item, received_at))
+                elif changes:
+                    append(_change_event(platform, account_id, source, entry_time, item, received_at))
                 else:
-                    events.append(_messaging_event(platform, account_id, entry_time, item, standby, received_at))
+                    append(_messaging_event(platform, account_id, source, entry_time, item, standby, received_at))
         if "field" in entry and "value" in entry:
             # The bare form some Instagram examples use: one change directly on the entry.
             bare = {"field": entry["field"], "value": entry["value"]}
-            events.append(_change_event(platform, account_id, entry_time, bare, received_at))
+            append(_change_event(platform, account_id, source, entry_time, bare, received_at))
     dead = None
     if bad:
         detail = f"{len(bad)} unreadable entr{'y' if len(bad) == 1 else 'ies or items'}"
         dead = DeadLetter(reason, detail, tuple(bad[:50]))
-    return Normalized(events, dead)
+    return _tuple_new(Normalized, (events, dead))
 
 
 def _as_id(value: Any) -> str | None:
@@ -158,7 +187,9 @@ def _as_ms(value: Any) -> int | None:
 
 
 def _digest(basis: bytes) -> str:
-    return hashlib.blake2b(basis, digest_size=16).hexdigest()
+    digest = _ID_HASH.copy()
+    digest.update(basis)
+    return digest.hexdigest()
 
 
 def _canonical_id(platform: str, account_id: str, type_: str, item: dict[str, Any]) -> str:
@@ -166,61 +197,38 @@ def _canonical_id(platform: str, account_id: str, type_: str, item: dict[str, An
         canonical = orjson.dumps(item, option=orjson.OPT_SORT_KEYS)
     except TypeError:  # pragma: no cover - parsed JSON always serializes
         canonical = repr(sorted(item.items())).encode()
-    return _digest(b"\x1f".join((platform.encode(), account_id.encode(), type_.encode(), canonical)))
+    return _digest(f"{platform}\x1f{account_id}\x1f{type_}\x1f".encode() + canonical)
 
 
-def _party(item: dict[str, Any], key: str) -> str | None:
-    party = item.get(key)
+def _party(party: Any) -> str | None:
+    """The id of a ``{"id": ...}`` party object, or None."""
     if type(party) is not dict:
         return None
     value = party.get("id")
     return (value or None) if type(value) is str else _as_id(value)
 
 
-def _message_object(message: dict[str, Any]) -> dict[str, Any]:
+def _attachments(raw_attachments: list[Any]) -> list[dict[str, Any]]:
     attachments: list[dict[str, Any]] = []
-    raw_attachments = message.get("attachments")
-    if isinstance(raw_attachments, list):
-        for attachment in raw_attachments:
-            if not isinstance(attachment, dict):
-                continue
-            payload = attachment.get("payload")
-            payload = payload if isinstance(payload, dict) else {}
-            # Messenger's `fallback` attachments carry url and title beside an empty payload.
-            out: dict[str, Any] = {"type": attachment.get("type"), "url": payload.get("url", attachment.get("url"))}
-            title = payload.get("title", attachment.get("title"))
-            if title is not None:
-                out["title"] = title
-            for extra in ("id", "sticker_id", "reel_video_id"):
-                if extra in payload:
-                    out[extra] = payload[extra]
-            attachments.append(out)
-    quick_reply = message.get("quick_reply")
-    return {
-        "mid": message.get("mid"),
-        "text": message.get("text"),
-        "attachments": attachments,
-        "quick_reply_payload": quick_reply.get("payload") if isinstance(quick_reply, dict) else None,
-        "reply_to": message.get("reply_to"),
-        "referral": message.get("referral"),
-        "is_unsupported": bool(message.get("is_unsupported", False)),
-        "app_id": message.get("app_id"),
-        "metadata": message.get("metadata"),
-    }
+    for attachment in raw_attachments:
+        if not isinstance(attachment, dict):
+            continue
+        payload = attachment.get("payload")
+        payload = payload if isinstance(payload, dict) else {}
+        # Messenger's `fallback` attachments carry url and title beside an empty payload.
+        out: dict[str, Any] = {"type": attachment.get("type"), "url": payload.get("url", attachment.get("url"))}
+        title = payload.get("title", attachment.get("title"))
+        if title is not None:
+            out["title"] = title
+        for extra in ("id", "sticker_id", "reel_video_id"):
+            if extra in payload:
+                out[extra] = payload[extra]
+        attachments.append(out)
+    return attachments
 
 
 def _classify(item: dict[str, Any]) -> tuple[str, str, dict[str, Any], str | None]:
-    """(type, object name, type object, the mid that names this event or None)."""
-    message = item.get("message")
-    if isinstance(message, dict):
-        if message.get("is_deleted"):
-            type_ = "message_deleted"
-        elif message.get("is_echo"):
-            type_ = "message_echo"
-        else:
-            type_ = "message"
-        mid = message.get("mid")
-        return type_, "message", _message_object(message), mid if isinstance(mid, str) and mid else None
+    """(type, object name, type object, the mid that names this event or None) of an item without a message."""
     edit = item.get("message_edit")
     if isinstance(edit, dict):
         obj = {"mid": edit.get("mid"), "text": edit.get("text"), "num_edit": edit.get("num_edit")}
@@ -260,27 +268,100 @@ def _classify(item: dict[str, Any]) -> tuple[str, str, dict[str, Any], str | Non
 def _messaging_event(
     platform: str,
     account_id: str,
+    source: str,
     entry_time: int | None,
     item: dict[str, Any],
     standby: bool,
     received_at: int,
 ) -> Event:
-    type_, object_name, type_object, named_by = _classify(item)
-    sender_id = _party(item, "sender")
-    recipient_id = _party(item, "recipient")
-    user_id = recipient_id if type_ == "message_echo" else sender_id
-    if user_id == account_id and type_ != "message_echo":
-        user_id = None
+    get = item.get
+    message = get("message")
+    # Messages first, and inline (no helper calls): they are nearly every event the gateway sees.
+    if isinstance(message, dict):
+        mget = message.get
+        if mget("is_deleted"):
+            type_ = "message_deleted"
+        elif mget("is_echo"):
+            type_ = "message_echo"
+        else:
+            type_ = "message"
+        object_name = "message"
+        mid = mget("mid")
+        raw_attachments = mget("attachments")
+        quick_reply = mget("quick_reply")
+        type_object = {
+            "mid": mid,
+            "text": mget("text"),
+            "attachments": _attachments(raw_attachments) if isinstance(raw_attachments, list) else [],
+            "quick_reply_payload": quick_reply.get("payload") if isinstance(quick_reply, dict) else None,
+            "reply_to": mget("reply_to"),
+            "referral": mget("referral"),
+            "is_unsupported": bool(mget("is_unsupported", False)),
+            "app_id": mget("app_id"),
+            "metadata": mget("metadata"),
+        }
+        named_by = mid if isinstance(mid, str) and mid else None
+    else:
+        type_, object_name, type_object, named_by = _classify(item)
+    # Parties as _party reads them, its common case (a non-empty string id) inline.
+    party = get("sender")
+    sender_id = party.get("id") if type(party) is dict else None
+    if type(sender_id) is not str or not sender_id:
+        sender_id = _party(party)
+    party = get("recipient")
+    recipient_id = party.get("id") if type(party) is dict else None
+    if type(recipient_id) is not str or not recipient_id:
+        recipient_id = _party(party)
+    # An echo's other party is its recipient; the account itself is nobody's conversation.
+    user_id = recipient_id if type_ == "message_echo" else (sender_id if sender_id != account_id else None)
     if named_by is not None:
-        event_id = _digest(f"{type_}\x1f{named_by}".encode())
+        digest = _ID_HASH.copy()
+        digest.update(f"{type_}\x1f{named_by}".encode())
+        event_id = digest.hexdigest()
     else:
         event_id = _canonical_id(platform, account_id, type_, item)
-    timestamp = _as_ms(item.get("timestamp")) or entry_time or received_at
+    timestamp = get("timestamp")
+    if type(timestamp) is not int or timestamp < _SECONDS_LIMIT:  # else: ms already, as _as_ms would return it
+        timestamp = _as_ms(timestamp) or entry_time or received_at
+    conversation_id = None
+    if user_id is not None and sender_id is not None and recipient_id is not None:
+        # A DM names both parties: one dict display, with the keys in the order _event gives them.
+        conversation_id = f"{platform}:{account_id}:{user_id}"
+        envelope: dict[str, Any] = {
+            "v": ENVELOPE_VERSION,
+            "id": event_id,
+            "type": type_,
+            "platform": platform,
+            "account_id": account_id,
+            "user_id": user_id,
+            "sender_id": sender_id,
+            "recipient_id": recipient_id,
+            "conversation_id": conversation_id,
+            "timestamp": timestamp,
+            "received_at": received_at,
+            "standby": standby,
+            object_name: type_object,
+            "raw": item,
+        }
+        return _tuple_new(
+            Event,
+            (
+                event_id,
+                type_,
+                _TOPIC_OF.get(type_, _EVENTS),
+                conversation_id,
+                timestamp,
+                source,
+                conversation_id,
+                envelope,
+            ),
+        )
     return _event(
         event_id,
         type_,
         platform,
         account_id,
+        source,
         user_id,
         sender_id,
         recipient_id,
@@ -294,13 +375,13 @@ def _messaging_event(
 
 
 def _change_event(
-    platform: str, account_id: str, entry_time: int | None, item: dict[str, Any], received_at: int
+    platform: str, account_id: str, source: str, entry_time: int | None, item: dict[str, Any], received_at: int
 ) -> Event:
     value = item.get("value")
     user_id: str | None = None
     timestamp: int | None = None
     if isinstance(value, dict):
-        user_id = _party(value, "from")
+        user_id = _party(value.get("from"))
         timestamp = _as_ms(value.get("timestamp"))
     change = {"field": item.get("field"), "value": value}
     event_id = _canonical_id(platform, account_id, "change", item)
@@ -309,6 +390,7 @@ def _change_event(
         "change",
         platform,
         account_id,
+        source,
         user_id,
         user_id,
         None,
@@ -326,6 +408,7 @@ def _event(
     type_: str,
     platform: str,
     account_id: str,
+    source: str,
     user_id: str | None,
     sender_id: str | None,
     recipient_id: str | None,
@@ -358,13 +441,16 @@ def _event(
     envelope["standby"] = standby
     envelope[object_name] = type_object
     envelope["raw"] = raw
-    return Event(
-        event_id,
-        type_,
-        _TOPIC_OF.get(type_, Topic.EVENTS),
-        conversation_id or account_id,
-        timestamp,
-        f"igw/{platform}/{account_id}",
-        conversation_id,
-        envelope,
+    return _tuple_new(
+        Event,
+        (
+            event_id,
+            type_,
+            _TOPIC_OF.get(type_, _EVENTS),
+            conversation_id or account_id,
+            timestamp,
+            source,
+            conversation_id,
+            envelope,
+        ),
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from gateway import signature
 from gateway.signature import SignatureVerdict, SignatureVerifier, sign
 
 VECTORS = [
@@ -58,6 +59,10 @@ def test_any_configured_secret_verifies() -> None:
         ("sha256=" + "z" * 64, SignatureVerdict.MALFORMED),
         ("sha256=" + "0" * 63, SignatureVerdict.MALFORMED),
         ("sha256=" + "0" * 64, SignatureVerdict.MISMATCH),
+        # 64 characters, but not 64 hex digits: spaces between pairs, non-ASCII digits.
+        ("sha256=" + "00 " * 21 + "0", SignatureVerdict.MALFORMED),
+        ("sha256=" + "\u0660" * 64, SignatureVerdict.MALFORMED),
+        ("sha256=" + "\uff10" * 64, SignatureVerdict.MALFORMED),
     ],
 )
 def test_bad_headers(header: str | None, verdict: SignatureVerdict) -> None:
@@ -70,3 +75,14 @@ def test_uppercase_hex_is_accepted() -> None:
     body = b'{"object":"page","entry":[]}'
     header = sign(body, "my_app_secret")
     assert SignatureVerifier(["my_app_secret"]).verify(body, "sha256=" + header[7:].upper()) is SignatureVerdict.OK
+
+
+@pytest.mark.parametrize(("secret", "body", "expected"), VECTORS)
+def test_stdlib_hmac_fallback_gives_the_same_verdicts(
+    secret: str, body: bytes, expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where OpenSSL's HMAC object is not importable, hmac.new's wrapper verifies the same vectors."""
+    monkeypatch.setattr(signature, "_keyed_hmac", signature._stdlib_keyed)
+    verifier = SignatureVerifier([secret])
+    assert verifier.verify(body, expected) is SignatureVerdict.OK
+    assert verifier.verify(body + b" ", expected) is SignatureVerdict.MISMATCH
