@@ -6,7 +6,6 @@ import asyncio
 import hmac
 import logging
 import time
-from collections import Counter as Tally
 from typing import Final
 
 import orjson
@@ -151,14 +150,7 @@ async def receive_webhook(request: web.Request) -> web.Response:
     if state.degraded:
         log.info("Kafka acknowledges again")
         state.degraded = False
-    metrics.PUBLISH_DURATION.observe(time.perf_counter() - started)
-    metrics.EVENTS_PER_REQUEST.observe(len(normalized.events))
-    if len(normalized.events) == 1:
-        event = normalized.events[0]
-        metrics.count_published(event.type, event.topic.value)
-    else:
-        for (type_, topic), count in Tally((e.type, e.topic.value) for e in normalized.events).items():
-            metrics.count_published(type_, topic, count)
+    metrics.observe_published(normalized.events, time.perf_counter() - started)
     if dead is not None:
         metrics.DEAD_LETTERS.labels(dead.reason).inc()
     return web.Response(body=_RECEIVED, headers=_TEXT)
