@@ -176,6 +176,9 @@ def _as_id(value: Any) -> str | None:
     return None
 
 
+_INT64: Final = 2**63
+
+
 def _as_ms(value: Any) -> int | None:
     if type(value) is int:
         ms = value
@@ -183,7 +186,9 @@ def _as_ms(value: Any) -> int | None:
         ms = int(value)
     else:
         return None
-    return ms * 1000 if 0 <= ms < _SECONDS_LIMIT else ms
+    ms = ms * 1000 if 0 <= ms < _SECONDS_LIMIT else ms
+    # A float such as 1e20 is valid JSON but no timestamp, and no 64-bit integer for the envelope.
+    return ms if -_INT64 <= ms < _INT64 else None
 
 
 def _digest(basis: bytes) -> str:

@@ -232,3 +232,21 @@ def test_id_beyond_64_bits_is_dead_lettered() -> None:
     assert result.events == []
     assert result.dead_letter is not None
     assert result.dead_letter.paths == ("entry[0]",)
+
+
+@pytest.mark.parametrize("stamp", [1e20, -1e20, 9.3e18])
+def test_timestamps_beyond_64_bits_fall_back_and_still_serialize(stamp: float) -> None:
+    """A float timestamp too large for a 64-bit integer is no timestamp: the entry's time (else the
+    receive time) stands in, and the envelope still serializes (it used to raise in orjson)."""
+    from gateway.records import build_records
+
+    item = {"sender": {"id": "1"}, "recipient": {"id": "2"}, "timestamp": stamp, "message": {"mid": "m", "text": "x"}}
+    for entry_time in (stamp, 1_700_000_000_000):
+        body = orjson.dumps({"object": "instagram", "entry": [{"id": "2", "time": entry_time, "messaging": [item]}]})
+        normalized = normalize(body, received_at=1_700_000_000_123)
+        [event] = normalized.events
+        expected = 1_700_000_000_000 if entry_time != stamp else 1_700_000_000_123
+        assert event.timestamp == expected
+        topics = {topic: f"t.{topic.value}" for topic in Topic}
+        [record] = build_records(normalized, topics, body, 1_700_000_000_123, None)
+        assert orjson.loads(record.value)["timestamp"] == expected
