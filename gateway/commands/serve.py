@@ -14,6 +14,7 @@ from aiohttp import web
 from gateway import __version__
 from gateway.app import create_app
 from gateway.errors import SettingsError
+from gateway.garbage import tune_after_startup
 from gateway.logs import ObservingAccessLogger, RedactedAccessLogger, configure_logging
 from gateway.settings import GatewaySettings
 from gateway.workers import Supervisor, mark_ready
@@ -154,6 +155,7 @@ async def serve(
         site = web.TCPSite(runner, host, port, reuse_port=reuse_port)
         await site.start()
         log.info("igw gateway listening on %s:%s", host, port)
+        tune_after_startup()
         mark_ready(ready_marker)
         await stop.wait()
         log.info("stopping: no new connections; finishing requests in flight")
