@@ -32,6 +32,7 @@ from consumers.analytics.metrics import (
 from consumers.analytics.rollup import RollupBuffer
 from consumers.analytics.settings import AnalyticsSettings
 from consumers.analytics.sketch import HyperLogLog
+from consumers.common.children import Children
 
 __all__ = ["Aggregator", "inbound_type"]
 
@@ -121,6 +122,16 @@ class Aggregator:
         self._early_replies: OrderedDict[str, tuple[str, int]] = OrderedDict()
         self._unique_gauges: set[str] = set()
         self._last_inbound: dict[str, int] = {}
+        # Children of the per-record metrics, looked up once per label combination.
+        self._events = Children(metrics.events)
+        self._inbound = Children(metrics.inbound_messages)
+        self._clicks = Children(metrics.clicks)
+        self._reactions = Children(metrics.reactions)
+        self._attachments = Children(metrics.attachments)
+        self._started = Children(metrics.conversations_started)
+        self._last_inbound_gauge = Children(metrics.last_inbound)
+        self._replies = Children(metrics.replies)
+        self._outbound = Children(metrics.outbound_messages)
         metrics.dedup_ids.set_function(lambda: len(self.dedup))
         metrics.tracked_conversations.set_function(lambda: len(self.conversations))
 
@@ -180,11 +191,10 @@ class Aggregator:
         return True
 
     def _event(self, record: Mapping[str, Any], event_time: int) -> None:
-        m = self.metrics
         event_type = record.get("type")
         event_type = event_type if event_type in EVENT_TYPES else "unknown"
         account = self._account(record)
-        m.events.labels(account, event_type).inc()
+        self._events(account, event_type).inc()
         self._count(event_time, account, f"events.{event_type}")
         conversation = record.get("conversation_id")
         user = record.get("user_id")
@@ -195,7 +205,7 @@ class Aggregator:
             # Event time: a late event must not move "last inbound" backwards.
             if event_time > self._last_inbound.get(account, 0):
                 self._last_inbound[account] = event_time
-                m.last_inbound.labels(account).set(event_time / 1000)
+                self._last_inbound_gauge(account).set(event_time / 1000)
         if event_type in {"message", "message_edit", "message_deleted"}:
             self._inbound_message(record, account, event_type, event_time, conversation)
         elif event_type == "message_echo":
@@ -203,13 +213,13 @@ class Aggregator:
         elif event_type == "postback":
             postback = record.get("postback") or {}
             payload = self.payloads.label(postback.get("payload"))
-            m.clicks.labels(account, "postback", payload).inc()
+            self._clicks(account, "postback", payload).inc()
             self._count(event_time, account, f"clicks.postback.{payload}")
             self._start(account, conversation, event_time)
         elif event_type == "reaction":
             reaction = record.get("reaction") or {}
             action = "unreact" if reaction.get("action") == "unreact" else "react"
-            m.reactions.labels(account, action).inc()
+            self._reactions(account, action).inc()
             self._count(event_time, account, f"reactions.{action}")
         elif event_type == "handover":
             handover = record.get("handover") or {}
@@ -219,21 +229,20 @@ class Aggregator:
     def _inbound_message(
         self, record: Mapping[str, Any], account: str, event_type: str, event_time: int, conversation: object
     ) -> None:
-        m = self.metrics
         message = record.get("message") or record.get("message_edit") or {}
         kind = inbound_type(message, event_type)
-        m.inbound_messages.labels(account, kind).inc()
+        self._inbound(account, kind).inc()
         self._count(event_time, account, f"inbound_messages.{kind}")
         if event_type != "message":
             return
         for attachment in message.get("attachments") or ():
             a_type = attachment.get("type") if isinstance(attachment, Mapping) else None
             a_label = a_type if a_type in ATTACHMENT_TYPES else OTHER
-            m.attachments.labels(account, a_label).inc()
+            self._attachments(account, a_label).inc()
             self._count(event_time, account, f"attachments.{a_label}")
         if message.get("quick_reply_payload"):
             payload = self.payloads.label(str(message["quick_reply_payload"]))
-            m.clicks.labels(account, "quick_reply", payload).inc()
+            self._clicks(account, "quick_reply", payload).inc()
             self._count(event_time, account, f"clicks.quick_reply.{payload}")
         self._start(account, conversation, event_time)
 
@@ -243,7 +252,7 @@ class Aggregator:
         start = self.conversations.inbound(conversation, event_time)
         if start is not None:
             kind = "new" if start is Start.NEW else "returning"
-            self.metrics.conversations_started.labels(account, kind).inc()
+            self._started(account, kind).inc()
             self._count(event_time, account, f"conversations.{kind}")
             early = self._early_replies.pop(conversation, None)
             if early is not None and early[1] >= event_time:
@@ -255,7 +264,7 @@ class Aggregator:
         mid = message.get("mid")
         by_agent = app_id in self.settings.agent_app_ids or (isinstance(mid, str) and mid in self._agent_mids)
         sender = "agent" if by_agent else "human"
-        self.metrics.outbound_messages.labels(account, sender).inc()
+        self._outbound(account, sender).inc()
         self._count(event_time, account, f"outbound_messages.{sender}")
         if sender == "human":
             self._takeover(account, conversation, "echo", event_time)
@@ -274,7 +283,7 @@ class Aggregator:
         account = self._account(record)
         outcome = record.get("outcome")
         outcome = outcome if outcome in REPLY_OUTCOMES else OTHER
-        m.replies.labels(account, outcome).inc()
+        self._replies(account, outcome).inc()
         self._count(event_time, account, f"replies.{outcome}")
         if outcome != "sent":
             return
