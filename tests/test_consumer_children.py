@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from consumers.common.children import Children
+from consumers.common.children import Children, Tally
 
 
 def test_children_are_the_metrics_children() -> None:
@@ -22,3 +22,17 @@ def test_children_are_the_metrics_children() -> None:
     histogram = Histogram("igw_test_seconds", "seconds", ["agent"], registry=registry)
     Children(histogram)("rules").observe(0.5)
     assert registry.get_sample_value("igw_test_seconds_count", {"agent": "rules"}) == 1
+
+
+def test_tally_holds_counts_back_until_flushed() -> None:
+    """A tally adds nothing to the counter until flush(), then adds each combination's count once."""
+    registry = CollectorRegistry()
+    counter = Counter("igw_test_events", "events", ["type"], registry=registry)
+    tally = Tally(counter)
+    for kind in ("dm", "dm", "read"):
+        tally.add(kind)
+    assert registry.get_sample_value("igw_test_events_total", {"type": "dm"}) is None
+    tally.flush()
+    tally.flush()  # nothing pending: nothing added twice
+    assert registry.get_sample_value("igw_test_events_total", {"type": "dm"}) == 2
+    assert registry.get_sample_value("igw_test_events_total", {"type": "read"}) == 1

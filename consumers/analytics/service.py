@@ -87,18 +87,22 @@ async def run_analytics(
 
     def handle(tp: TopicPartition, records: list[Any]) -> None:
         topic = short_names[tp.topic]
-        for record in records:
-            try:
-                # Only dead letters carry headers the counting reads.
-                headers = (
-                    {key: value for key, value in record.headers or () if isinstance(value, bytes)}
-                    if topic == "deadletter"
-                    else None
-                )
-                aggregator.handle(topic, record.value or b"", headers)
-            except Exception:  # one odd record must not stop the counting; the metric shows it
-                log.exception("could not count a record of %s at offset %d", record.topic, record.offset)
-                aggregator.metrics.invalid_records.labels(short_names.get(record.topic, "unknown")).inc()
+        try:
+            for record in records:
+                try:
+                    # Only dead letters carry headers the counting reads.
+                    headers = (
+                        {key: value for key, value in record.headers or () if isinstance(value, bytes)}
+                        if topic == "deadletter"
+                        else None
+                    )
+                    aggregator.count(topic, record.value or b"", headers)
+                except Exception:  # one odd record must not stop the counting; the metric shows it
+                    log.exception("could not count a record of %s at offset %d", record.topic, record.offset)
+                    aggregator.metrics.invalid_records.labels(short_names.get(record.topic, "unknown")).inc()
+        finally:
+            # Before the event loop can serve a scrape: the metrics show whole batches.
+            aggregator.flush()
 
     async def ready() -> bool:
         return bool(consumer.assignment())
