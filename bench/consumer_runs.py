@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import json
 import socket
 import time
@@ -209,6 +210,8 @@ def _broker_pid(broker: LocalBroker) -> dict[str, int]:
 
 
 def _redis_answers(url: str) -> bool:
+    if importlib.util.find_spec("redis") is None:  # igw[redis] not installed
+        return False
     parsed = urlparse(url)
     try:
         with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 6379), timeout=1.0):
@@ -373,7 +376,10 @@ def describe(r: ConsumerRun) -> str:
 def agent_scenario(setup: ConsumerSetup, broker_log: Path) -> list[ConsumerRun]:
     stores = setup.stores
     if "redis" in stores and not _redis_answers(setup.redis_url):
-        print(f"  note: no Redis at {setup.redis_url}; the Redis store variants are left out", flush=True)
+        print(
+            f"  note: no Redis at {setup.redis_url} (or no redis package); the Redis store variants are left out",
+            flush=True,
+        )
         stores = tuple(s for s in stores if s != "redis")
     setup_used = dataclasses.replace(setup, stores=stores)
     variants = agent_variants(setup_used)
