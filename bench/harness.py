@@ -16,18 +16,31 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
-from bench import kafka_check, loadgen, payloads, procstat, report, servers
+from bench import consumer_runs, kafka_check, loadgen, payloads, procstat, report, servers
+from bench.ports import PortRange, parse_range
 from bench.scenarios import SCENARIOS, Scenario
-from gateway.localbroker import LocalBroker, free_port
+from gateway.localbroker import LocalBroker
 
 SERVER_CORE = 0
 LOAD_CORE = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerSizes:
+    """How much work each consumer run gets (records loaded before it starts)."""
+
+    conversations: int = 1000
+    messages_each: int = 20
+    sequential: int = 2000
+    stores: tuple[str, ...] = ("memory", "redis")
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    analytics_events: int = 200_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +60,8 @@ class Options:
     run_id: str
     secret: str
     verify_token: str
+    ports: PortRange = field(default_factory=PortRange)
+    consumers: ConsumerSizes = field(default_factory=ConsumerSizes)
 
 
 def _pin(options: Options, core: int) -> int | None:
@@ -126,7 +141,11 @@ def measure(
     """Start the server, warm it up, measure one run, stop it; then check what reached Kafka."""
     workdir.mkdir(parents=True, exist_ok=True)
     server = servers.start(
-        spec, port=free_port(), core=_pin(options, SERVER_CORE), log_path=workdir / "server.log", probe=plan.bodies[0]
+        spec,
+        port=options.ports.take(),
+        core=_pin(options, SERVER_CORE),
+        log_path=workdir / "server.log",
+        probe=plan.bodies[0],
     )
     try:
 
@@ -176,7 +195,7 @@ def measure(
 
 def start_broker(options: Options, log_path: Path) -> LocalBroker:
     """A fresh Tansu; with --pin-broker on the load generator's core, so the server's core is its own."""
-    broker = LocalBroker(log_path=log_path)
+    broker = LocalBroker(port=options.ports.take(), log_path=log_path)
     broker.start()
     if options.pin and options.pin_broker and broker.process is not None:
         try:
@@ -200,8 +219,41 @@ def run_webhook_scenario(options: Options, scenario: Scenario) -> list[report.Ru
     return results
 
 
-# Scenario kinds and how to run them; consumer benchmarks add their kind here.
-RUNNERS: dict[str, Callable[[Options, Scenario], list[report.RunResult]]] = {"webhook": run_webhook_scenario}
+def consumer_setup(options: Options) -> consumer_runs.ConsumerSetup:
+    sizes = options.consumers
+    return consumer_runs.ConsumerSetup(
+        results_dir=options.results_dir,
+        run_id=options.run_id,
+        secret=options.secret,
+        rounds=options.rounds,
+        pin=options.pin,
+        ports=options.ports,
+        conversations=sizes.conversations,
+        messages_each=sizes.messages_each,
+        sequential=sizes.sequential,
+        stores=sizes.stores,
+        redis_url=sizes.redis_url,
+        analytics_events=sizes.analytics_events,
+    )
+
+
+def run_agent_scenario(options: Options, scenario: Scenario) -> list[report.ConsumerRun]:
+    print(f"\n## scenario {scenario.name}: {scenario.description}", flush=True)
+    return consumer_runs.agent_scenario(consumer_setup(options), options.results_dir / scenario.name / "tansu.log")
+
+
+def run_analytics_scenario(options: Options, scenario: Scenario) -> list[report.ConsumerRun]:
+    print(f"\n## scenario {scenario.name}: {scenario.description}", flush=True)
+    return consumer_runs.analytics_scenario(consumer_setup(options), options.results_dir / scenario.name / "tansu.log")
+
+
+Result = report.RunResult | report.ConsumerRun
+# Scenario kinds and how to run them.
+RUNNERS: dict[str, Callable[[Options, Scenario], Sequence[Result]]] = {
+    "webhook": run_webhook_scenario,
+    "agent": run_agent_scenario,
+    "analytics": run_analytics_scenario,
+}
 
 
 def memory_soak(options: Options, seconds: float, rate: float, interval: float) -> int:
@@ -218,7 +270,11 @@ def memory_soak(options: Options, seconds: float, rate: float, interval: float) 
             broker.bootstrap_servers, prefix, options.secret, options.verify_token, options.gateway_cmd
         )
         server = servers.start(
-            spec, port=free_port(), core=_pin(options, SERVER_CORE), log_path=workdir / "server.log", probe=bodies[0]
+            spec,
+            port=options.ports.take(),
+            core=_pin(options, SERVER_CORE),
+            log_path=workdir / "server.log",
+            probe=bodies[0],
         )
         try:
             delay_ms = options.connections * 1000 / rate if rate > 0 else 0
@@ -321,9 +377,51 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="pin the broker to the load generator's core, so the server's core is its own (default: yes)",
     )
     parser.add_argument("--gateway-cmd", help="benchmark another gateway command instead of `igw gateway`")
+    parser.add_argument(
+        "--ports",
+        default=os.environ.get("IGW_BENCH_PORTS"),
+        help="take every port from this range, e.g. 19300-19399 (default: $IGW_BENCH_PORTS, else any free port)",
+    )
+    consumers = parser.add_argument_group("consumer scenarios (agent, analytics)")
+    consumers.add_argument(
+        "--agent-conversations", type=int, help="conversations of the concurrent agent run (default 1000)"
+    )
+    consumers.add_argument(
+        "--agent-messages", type=int, help="messages per conversation in that run (default 20; --quick 2)"
+    )
+    consumers.add_argument(
+        "--agent-sequential", type=int, help="messages of the one-conversation run (default 2000; --quick 200)"
+    )
+    consumers.add_argument(
+        "--agent-stores", default="memory,redis", help="agent stores to run: memory,redis (default both)"
+    )
+    consumers.add_argument(
+        "--redis-url",
+        default=os.environ.get("REDIS_URL", ConsumerSizes().redis_url),
+        help="Redis for the Redis store variant (default $REDIS_URL or redis://127.0.0.1:6379/0; own key prefixes)",
+    )
+    consumers.add_argument(
+        "--analytics-events", type=int, help="envelopes the analytics run counts (default 200000; --quick 20000)"
+    )
     args = parser.parse_args(argv)
-    if args.quick:
+    quick = args.quick
+    if quick:
         args.duration, args.rounds, args.warmup = 2.0, 1, 1.0
+    defaults = ConsumerSizes()
+    args.agent_conversations = args.agent_conversations or defaults.conversations
+    args.agent_messages = args.agent_messages or (2 if quick else defaults.messages_each)
+    args.agent_sequential = args.agent_sequential or (200 if quick else defaults.sequential)
+    args.analytics_events = args.analytics_events or (20_000 if quick else defaults.analytics_events)
+    if min(args.agent_conversations, args.agent_messages, args.agent_sequential, args.analytics_events) < 1:
+        parser.error("consumer sizes must be at least 1")
+    stores = tuple(s for s in args.agent_stores.split(",") if s)
+    if not stores or set(stores) - {"memory", "redis"}:
+        parser.error("--agent-stores takes memory, redis or both")
+    args.agent_stores = stores
+    try:
+        args.ports = parse_range(args.ports) if args.ports else None
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.rounds < 1 or args.duration < 1 or args.connections < 1:
         parser.error("--rounds, --duration and --connections must be at least 1")
     unknown = set(args.servers.split(",")) - set(report.SERVERS)
@@ -358,6 +456,15 @@ def main(argv: list[str] | None = None) -> int:
         run_id=run_id,
         secret=secrets.token_hex(16),
         verify_token=secrets.token_hex(8),
+        ports=PortRange(args.ports),
+        consumers=ConsumerSizes(
+            conversations=args.agent_conversations,
+            messages_each=args.agent_messages,
+            sequential=args.agent_sequential,
+            stores=args.agent_stores,
+            redis_url=args.redis_url,
+            analytics_events=args.analytics_events,
+        ),
     )
     options.results_dir.mkdir(parents=True, exist_ok=True)
     generator = (
@@ -372,13 +479,36 @@ def main(argv: list[str] | None = None) -> int:
     if args.memory_soak:
         return memory_soak(options, args.memory_soak, args.soak_rate, args.soak_interval)
 
-    results: list[report.RunResult] = []
+    results: list[Result] = []
     for name in options.scenarios:
         scenario = SCENARIOS[name]
         results += RUNNERS[scenario.kind](options, scenario)
-    summaries = report.summarize(results)
+    webhook_runs = [r for r in results if isinstance(r, report.RunResult)]
+    consumer_results = [r for r in results if isinstance(r, report.ConsumerRun)]
+    summaries = report.summarize(webhook_runs)
+    consumer_summaries = report.summarize_consumers(consumer_results)
+    tables = []
+    if summaries:
+        tables.append(report.markdown(summaries, setup=webhook_setup(options, generator)))
+    if consumer_summaries:
+        tables.append(report.consumer_markdown(consumer_summaries, setup=consumer_setup_text(options)))
+    text = "\n\n".join(tables)
+    (options.results_dir / "results.md").write_text(text + "\n")
+    (options.results_dir / "runs.json").write_text(json.dumps([asdict(r) for r in results], indent=1, default=str))
+    print("\n" + text + "\n")
+    failed = [r for r in webhook_runs if r.delivery is not None and not r.delivery.ok]
+    for r in failed:
+        print(f"DELIVERY CHECK FAILED: {r.scenario} round {r.round} {report.LABELS[r.server]}: {r.delivery.describe()}")  # type: ignore[union-attr]
+    failed_consumers = [r for r in consumer_results if not r.check.ok]
+    for c in failed_consumers:
+        print(f"CONSUMER CHECK FAILED: {c.scenario} round {c.round} {c.label}: {c.check.describe()}")
+    print(report.summary_line(summaries, consumer_summaries))
+    return 1 if failed or failed_consumers else 0
+
+
+def webhook_setup(options: Options, generator: str) -> str:
     batch_connections = options.batch_connections or min(options.connections, SCENARIOS["batch"].max_connections or 0)
-    setup = (
+    return (
         f"Load: {generator}, {options.connections} connections ({batch_connections} for batch, runs of at least "
         f"{SCENARIOS['batch'].min_duration:.0f} s), "
         f"{options.duration:.0f} s per run after "
@@ -391,15 +521,24 @@ def main(argv: list[str] | None = None) -> int:
         )
         + "; one local Tansu broker, acks=all."
     )
-    table = report.markdown(summaries, setup=setup)
-    (options.results_dir / "results.md").write_text(table + "\n")
-    (options.results_dir / "runs.json").write_text(json.dumps([asdict(r) for r in results], indent=1, default=str))
-    print("\n" + table + "\n")
-    failed = [r for r in results if r.delivery is not None and not r.delivery.ok]
-    for r in failed:
-        print(f"DELIVERY CHECK FAILED: {r.scenario} round {r.round} {report.LABELS[r.server]}: {r.delivery.describe()}")  # type: ignore[union-attr]
-    print(report.summary_line(summaries))
-    return 1 if failed else 0
+
+
+def consumer_setup_text(options: Options) -> str:
+    sizes = options.consumers
+    pinning = (
+        f"consumer on core {consumer_runs.CONSUMER_CORE}, Graph API emulator on core {consumer_runs.HELPER_CORE}, "
+        "broker unpinned"
+        if options.pin
+        else "nothing pinned"
+    )
+    return (
+        f"Consumers: records loaded into a local Tansu broker before the consumer starts; agent: "
+        f"{sizes.conversations} conversations x {sizes.messages_each} DMs, and 1 conversation x {sizes.sequential} "
+        f"DMs (strictly in order), rules agent with the clinic sample, replies counted at the Graph API emulator "
+        f"(Meta's per-account rate limits lifted on both sides); analytics: {sizes.analytics_events:,} envelopes, "
+        f"counted from its igw_biz_events_total; medians of {options.rounds} round(s); {pinning}. "
+        "CPU s / 1k: the consumer's utime + stime between its first and last item."
+    )
 
 
 if __name__ == "__main__":

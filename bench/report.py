@@ -6,12 +6,17 @@ import os
 import platform
 import statistics
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from bench.loadgen import LoadResult
 
 SERVERS = ("ceiling", "gateway", "baseline")
+# The consumer runs the summary line reports (variant keys of bench/consumer_runs.py).
+AGENT_MANY = "memory-many"
+AGENT_ONE = "memory-one"
+ANALYTICS_MIX = "mix"
 LABELS = {"ceiling": "(a) aiohttp bare", "gateway": "(b) igw gateway", "baseline": "(c) FastAPI + aiokafka"}
 
 
@@ -84,6 +89,106 @@ class RunResult:
 
 
 @dataclass(frozen=True, slots=True)
+class Answered:
+    """What a consumer run was to do (per key: replies per user, or one count) against what it did."""
+
+    expected: dict[str, int]
+    found: dict[str, int]
+    what: str = "replies"
+
+    @property
+    def missing(self) -> int:
+        return sum(max(0, n - self.found.get(key, 0)) for key, n in self.expected.items())
+
+    @property
+    def extra(self) -> int:
+        """Duplicates, and anything done for a key that expected nothing."""
+        return sum(max(0, n - self.expected.get(key, 0)) for key, n in self.found.items())
+
+    @property
+    def ok(self) -> bool:
+        return self.missing == 0 and self.extra == 0
+
+    def describe(self) -> str:
+        expected, found = sum(self.expected.values()), sum(self.found.values())
+        if self.ok:
+            return f"ok: {found} {self.what}, each exactly once"
+        return f"FAILED: {expected} {self.what} expected, {found} found, {self.missing} missing, {self.extra} extra"
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerRun:
+    """One measured run of a consumer (agent or analytics) over records loaded before it started."""
+
+    scenario: str
+    variant: str  # a key: "memory-many", "memory-one", "redis-many", "redis-one", "mix"
+    label: str  # what the table shows, e.g. "in-process store, 1000 conversations"
+    round: int
+    items: int  # replies sent or events counted over the whole run
+    seconds: float  # from the first item to the last
+    rate: float  # items per second over ``seconds``
+    cpu_seconds: float  # the consumer's utime + stime over ``cpu_span`` seconds ...
+    cpu_items: int  # ... in which it did this many items
+    cpu_span: float
+    peak_rss_bytes: int
+    check: Answered
+    helper_cpu_seconds: float | None = None  # the Graph emulator's, over the same span
+    broker_cpu_seconds: float | None = None
+
+    @property
+    def cpu_per_1k(self) -> float:
+        return self.cpu_seconds / self.cpu_items * 1000 if self.cpu_items else float("nan")
+
+    @property
+    def core_busy(self) -> float:
+        """The consumer's CPU as a share of one core while it worked."""
+        return self.cpu_seconds / self.cpu_span if self.cpu_span > 0 else float("nan")
+
+    def per_1k(self, seconds: float | None) -> float | None:
+        return None if seconds is None or not self.cpu_items else seconds / self.cpu_items * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerSummary:
+    scenario: str
+    variant: str
+    label: str
+    rounds: int
+    items: int
+    rate: float
+    cpu_per_1k: float
+    core_busy: float
+    helper_cpu_per_1k: float | None
+    broker_cpu_per_1k: float | None
+    peak_rss_mib: float
+    failed_checks: int
+
+
+def summarize_consumers(runs: list[ConsumerRun]) -> list[ConsumerSummary]:
+    """Medians over rounds per (scenario, variant); peak RSS is the worst round's."""
+    out = []
+    for scenario, variant in dict.fromkeys((r.scenario, r.variant) for r in runs):
+        same = [r for r in runs if r.scenario == scenario and r.variant == variant]
+        out.append(
+            ConsumerSummary(
+                scenario=scenario,
+                variant=variant,
+                label=same[0].label,
+                rounds=len(same),
+                items=same[0].items,
+                rate=_median_known([r.rate for r in same]),
+                cpu_per_1k=_median_known([r.cpu_per_1k for r in same]),
+                core_busy=_median_known([r.core_busy for r in same]),
+                helper_cpu_per_1k=_median_or_none([r.per_1k(r.helper_cpu_seconds) for r in same]),
+                broker_cpu_per_1k=_median_or_none([r.per_1k(r.broker_cpu_seconds) for r in same]),
+                peak_rss_mib=max(r.peak_rss_bytes for r in same) / 2**20,
+                failed_checks=sum(not r.check.ok for r in same),
+            )
+        )
+    return out
+
+
+@dataclass(frozen=True, slots=True)
 class Summary:
     scenario: str
     server: str
@@ -129,6 +234,12 @@ def summarize(results: list[RunResult]) -> list[Summary]:
     return out
 
 
+def _median_known(values: list[float]) -> float:
+    """The median of the values that are not NaN (runs too quick to time), else NaN."""
+    known = [v for v in values if v == v]
+    return statistics.median(known) if known else float("nan")
+
+
 def _median_or_none(values: list[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return statistics.median(present) if present else None
@@ -169,6 +280,10 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return "–" if value is None or value != value else f"{value:,.{digits}f}"
 
 
+def _pct(value: float) -> str:
+    return "–" if value != value else f"{value:.0%}"
+
+
 def _sig(value: float | None) -> str:
     return "–" if value is None or value != value else f"{value:.3g}"
 
@@ -199,7 +314,32 @@ def markdown(summaries: list[Summary], *, setup: str) -> str:
     return "\n".join(lines)
 
 
-def summary_line(summaries: list[Summary]) -> str:
+def consumer_markdown(summaries: list[ConsumerSummary], *, setup: str) -> str:
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        f"Measured {now} on {machine()}.",
+        setup,
+        "",
+        "| scenario | variant | items | per second | CPU s / 1k | consumer CPU % | emulator CPU s / 1k "
+        "| broker CPU s / 1k | peak RSS MiB | check |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|---|",
+    ]
+    for s in summaries:
+        check = "ok" if not s.failed_checks else f"FAILED in {s.failed_checks} of {s.rounds}"
+        lines.append(
+            f"| {s.scenario} | {s.label} | {s.items:,} | {_fmt(s.rate, 0)} | {_sig(s.cpu_per_1k)} "
+            f"| {_pct(s.core_busy)} | {_sig(s.helper_cpu_per_1k)} | {_sig(s.broker_cpu_per_1k)} "
+            f"| {_fmt(s.peak_rss_mib, 0)} | {check} |"
+        )
+    return "\n".join(lines)
+
+
+def _consumer_rate(consumers: Sequence[ConsumerSummary], scenario: str, variant: str) -> str:
+    found = next((c for c in consumers if c.scenario == scenario and c.variant == variant), None)
+    return "na" if found is None or found.rate != found.rate else f"{found.rate:.0f}"
+
+
+def summary_line(summaries: list[Summary], consumers: Sequence[ConsumerSummary] = ()) -> str:
     """The machine-readable last line. Figures come from ``one`` (else the first scenario run)."""
     primary = "one" if any(s.scenario == "one" for s in summaries) else (summaries[0].scenario if summaries else "")
 
@@ -215,5 +355,8 @@ def summary_line(summaries: list[Summary]) -> str:
         f"ratio_ceiling={'na' if ratio_a is None else f'{ratio_a:.2f}'} "
         f"ratio_baseline={'na' if ratio_c is None else f'{ratio_c:.2f}'} "
         f"p99_ms={'na' if gateway is None else f'{gateway.p99_ms:.2f}'} "
-        f"batch_events_per_s={'na' if batch is None else f'{batch.events_per_s:.0f}'}"
+        f"batch_events_per_s={'na' if batch is None else f'{batch.events_per_s:.0f}'} "
+        f"agent_replies_per_s={_consumer_rate(consumers, 'agent', AGENT_MANY)} "
+        f"agent_replies_per_s_1conv={_consumer_rate(consumers, 'agent', AGENT_ONE)} "
+        f"analytics_events_per_s={_consumer_rate(consumers, 'analytics', ANALYTICS_MIX)}"
     )

@@ -1,8 +1,8 @@
 """The scenario registry: what ``--scenario`` may name.
 
 Webhook scenarios send signed bodies to each HTTP server (ceiling, gateway, baseline) in turn.
-Other kinds (agent replies per second through the Graph emulator, analytics events per second)
-register here too: give them their own ``kind`` and a runner in ``bench/harness.py``'s
+Other kinds (agent replies per second through the Graph emulator, analytics events per second,
+``bench/consumer_runs.py``) have their own ``kind`` and a runner in ``bench/harness.py``'s
 ``RUNNERS``; they must report measured figures only.
 """
 
@@ -19,7 +19,7 @@ class Scenario:
     name: str
     description: str
     kind: str  # "webhook": load the HTTP servers side by side; other kinds have their own runner
-    bodies: Callable[[str], list[payloads.SignedBody]]
+    bodies: Callable[[str], list[payloads.SignedBody]] = lambda _secret: []
     # At most this many connections (None: --connections as given). 64 concurrent 1000-event
     # batches keep 64,000 events in flight, more than the gateway's 3 s publish deadline allows
     # on one core, and not how Meta delivers; --batch-connections overrides it.
@@ -48,3 +48,11 @@ register(
         payloads.mixed,
     )
 )
+register(
+    Scenario(
+        "agent",
+        "igw agent (rules agent, clinic sample) answering pre-loaded DMs through igw graph-emulator",
+        "agent",
+    )
+)
+register(Scenario("analytics", "igw analytics counting pre-loaded envelopes of a realistic mix", "analytics"))

@@ -37,7 +37,7 @@ def ceiling_spec() -> ServerSpec:
 
 
 def gateway_spec(kafka: str, prefix: str, secret: str, verify_token: str, command: str | None = None) -> ServerSpec:
-    argv = tuple(command.split()) if command else (str(Path(sys.executable).parent / "igw"), "gateway")
+    argv = tuple(command.split()) if command else tuple(igw_command("gateway"))
     env = {
         "INSTAGRAM_WEBHOOK_VERIFY_TOKEN": verify_token,
         "INSTAGRAM_APP_SECRET": secret,
@@ -71,34 +71,48 @@ class RunningServer:
         return f"http://127.0.0.1:{self.port}"
 
     def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM the whole process group, SIGKILL it if it is still there after ``timeout``."""
-        if self.process.poll() is None:
+        stop_group(self.process, timeout)
+
+
+def stop_group(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """SIGTERM the whole process group, SIGKILL it if it is still there after ``timeout``."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout)
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout)
+
+
+def spawn(argv: list[str], *, env: dict[str, str], core: int | None, log_path: Path) -> subprocess.Popen[bytes]:
+    """Start ``argv`` (pinned to ``core``) in its own process group, output to ``log_path``."""
+    pin = ["taskset", "-c", str(core)] if core is not None else []
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [*pin, *argv],
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO_DIR,
+            start_new_session=True,  # its own process group, so stop_group() reaches every child
+        )
+
+
+def igw_command(*args: str) -> list[str]:
+    """The ``igw`` console script of the running venv."""
+    return [str(Path(sys.executable).parent / "igw"), *args]
 
 
 def start(
     spec: ServerSpec, *, port: int, core: int | None, log_path: Path, probe: payloads.SignedBody, timeout: float = 30.0
 ) -> RunningServer:
     """Start ``spec`` and return once it answered a signed POST with 2xx (or raise, having stopped it)."""
-    pin = ["taskset", "-c", str(core)] if core is not None else []
-    argv = [*pin, *spec.argv, "--host", "127.0.0.1", "--port", str(port)]
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            argv,
-            env={**os.environ, **spec.env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=REPO_DIR,
-            start_new_session=True,  # its own process group, so stop() reaches every child
-        )
+    argv = [*spec.argv, "--host", "127.0.0.1", "--port", str(port)]
+    process = spawn(argv, env=spec.env, core=core, log_path=log_path)
     server = RunningServer(spec, port, process)
     try:
         _wait_ready(server, probe, timeout, log_path)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from consumers.analytics.sketch import HyperLogLog
@@ -29,3 +31,18 @@ def test_memory_is_fixed_and_merge_equals_union() -> None:
     assert len(a.to_bytes()) == size == 4097
     assert abs(a.count() - 6000) <= 0.05 * 6000
     assert HyperLogLog.from_bytes(a.to_bytes()).count() == a.count()
+
+
+@pytest.mark.parametrize(("precision", "n"), [(4, 100), (12, 0), (12, 7), (12, 5000), (12, 200_000), (16, 30_000)])
+def test_count_is_the_textbook_estimate(precision: int, n: int) -> None:
+    """count() gives exactly the estimate of the formula summed register by register (Flajolet et al.)."""
+    sketch = HyperLogLog(precision)
+    for i in range(n):
+        sketch.add(f"user-{i}")
+    registers = sketch.to_bytes()[1:]
+    m = len(registers)
+    estimate = 0.7213 / (1 + 1.079 / m) * m * m / sum(2.0**-r for r in registers)
+    zeros = registers.count(0)
+    if estimate <= 2.5 * m and zeros:
+        estimate = m * math.log(m / zeros)
+    assert sketch.count() == round(estimate)

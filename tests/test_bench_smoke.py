@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
-import pytest
+import collections
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
-from bench import loadgen, payloads, report
+import orjson
+import pytest
+from prometheus_client import CollectorRegistry
+
+from bench import envelopes, loadgen, payloads, report
+from bench.ports import PortRange, parse_range
 from bench.scenarios import SCENARIOS
+from consumers.agent_replies.model import parse_event
+from consumers.agent_replies.rules import RulesAgent
+from consumers.agent_replies.settings import SAMPLE_RULES
+from consumers.analytics.aggregate import Aggregator
+from consumers.analytics.metrics import AnalyticsMetrics
+from consumers.analytics.settings import AnalyticsSettings
 from gateway.normalize import normalize
 from gateway.signature import SignatureVerdict, SignatureVerifier
+
+REPO = Path(__file__).resolve().parent.parent
 
 SECRET = "bench_test_secret"
 
@@ -59,7 +78,7 @@ def test_signer_matches_meta_vectors() -> None:
     )
 
 
-@pytest.mark.parametrize("name", sorted(SCENARIOS))
+@pytest.mark.parametrize("name", sorted(name for name, s in SCENARIOS.items() if s.kind == "webhook"))
 def test_scenario_bodies_pass_the_gateway(name: str) -> None:
     """Every body is accepted by the gateway's verifier and normalizes into exactly its counted events."""
     verifier = SignatureVerifier([SECRET])
@@ -100,3 +119,135 @@ def test_delivery_check_flags_missing_events() -> None:
     assert report.Delivery(acknowledged=100, found=164, in_flight_bound=64).ok
     assert not report.Delivery(acknowledged=100, found=99, in_flight_bound=64).ok
     assert not report.Delivery(acknowledged=100, found=200, in_flight_bound=64).ok
+
+
+async def test_agent_records_are_answered_by_the_clinic_rules_without_handover() -> None:
+    """The agent bench's DMs are gateway envelopes, keyed by conversation, each answered with text and no handover."""
+    records = envelopes.agent_conversations(3, 4, SECRET)
+    assert len(records) == 12
+    assert {r.topic for r in records} == {"messages"}
+    agent = RulesAgent.from_file(SAMPLE_RULES)
+    per_user: dict[str, list[int]] = collections.defaultdict(list)
+    for record in records:
+        event = parse_event(record.value)
+        assert record.key == (event.conversation_id or "").encode()
+        assert event.answerable
+        reply = await agent.reply(event, [])
+        assert reply.text
+        assert not reply.handover
+        per_user[event.user_id or ""].append(event.timestamp_ms)
+    assert envelopes.recipients(records) == dict.fromkeys(per_user, 4)
+    # Within a conversation, messages follow the order they were written in.
+    assert all(times == sorted(times) for times in per_user.values())
+
+
+def test_analytics_mix_is_counted_once_each() -> None:
+    """The analytics bench's mix holds unique gateway envelopes of many types; the aggregator counts every one."""
+    records = envelopes.analytics_mix(3000, SECRET)
+    values = [orjson.loads(r.value) for r in records]
+    assert len({v["id"] for v in values}) == 3000
+    types = collections.Counter(v["type"] for v in values)
+    assert {"message", "message_echo", "postback", "reaction", "read", "change", "referral"} <= set(types)
+    assert {r.topic for r in records} == {"messages", "postbacks", "events"}
+    registry = CollectorRegistry()
+    aggregator = Aggregator(AnalyticsSettings(), AnalyticsMetrics(registry))
+    for record in records:
+        assert aggregator.handle(record.topic, record.value, dict(record.headers))
+    counted = sum(
+        sample.value
+        for metric in registry.collect()
+        if metric.name == "igw_biz_events"
+        for sample in metric.samples
+        if sample.name == "igw_biz_events_total"
+    )
+    assert counted == 3000
+
+
+def test_replies_check_flags_missing_and_duplicate_replies() -> None:
+    """A missing reply or a second reply to a message fails the consumer check; exactly one each passes."""
+    expected = {"u1": 2, "u2": 1}
+    assert report.Answered(expected, {"u1": 2, "u2": 1}).ok
+    missing = report.Answered(expected, {"u1": 2})
+    assert (missing.ok, missing.missing, missing.extra) == (False, 1, 0)
+    duplicate = report.Answered(expected, {"u1": 3, "u2": 1})
+    assert (duplicate.ok, duplicate.missing, duplicate.extra) == (False, 0, 1)
+    stranger = report.Answered(expected, {"u1": 2, "u2": 1, "u3": 1})
+    assert not stranger.ok
+    assert "FAILED" in stranger.describe()
+
+
+def test_summary_line_keeps_its_keys_and_appends_the_consumers() -> None:
+    """The last line keeps the webhook keys in order and ends with the consumer rates, na when not run."""
+    line = report.summary_line([])
+    keys = [part.split("=")[0] for part in line.split()]
+    assert keys == [
+        "gateway_rps",
+        "ceiling_rps",
+        "baseline_rps",
+        "ratio_ceiling",
+        "ratio_baseline",
+        "p99_ms",
+        "batch_events_per_s",
+        "agent_replies_per_s",
+        "agent_replies_per_s_1conv",
+        "analytics_events_per_s",
+    ]
+    assert line.endswith("agent_replies_per_s=na agent_replies_per_s_1conv=na analytics_events_per_s=na")
+
+
+def test_port_range_hands_out_free_ports_of_the_range_only() -> None:
+    """With a range, ports come from it in turn and a port in use is skipped."""
+    assert parse_range("19300-19302") == (19300, 19302)
+    with pytest.raises(ValueError, match="port range"):
+        parse_range("19302-19300")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        port = busy.getsockname()[1]
+        ports = PortRange((port, port + 1))
+        taken = {ports.take(), ports.take()}
+        assert taken == {port + 1}
+
+
+def _run_bench(*args: str, timeout: float) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.harness", "--quick", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+@pytest.mark.timeout(180)
+def test_agent_scenario_runs_and_checks_every_reply() -> None:
+    """`bench/run --scenario agent` runs igw agent and the emulator as processes and checks each reply."""
+    out = _run_bench(
+        "--scenario",
+        "agent",
+        "--agent-stores",
+        "memory",
+        "--agent-conversations",
+        "50",
+        "--agent-messages",
+        "2",
+        "--agent-sequential",
+        "30",
+        timeout=170,
+    )
+    assert "ok: 100 replies, each exactly once" in out
+    assert "ok: 30 replies, each exactly once" in out
+    last = out.strip().splitlines()[-1]
+    assert re.search(r" agent_replies_per_s=\d+ agent_replies_per_s_1conv=\d+ analytics_events_per_s=na$", last), last
+
+
+@pytest.mark.timeout(180)
+def test_analytics_scenario_runs_and_counts_every_event() -> None:
+    """`bench/run --scenario analytics` runs igw analytics as a process and checks every event was counted once."""
+    out = _run_bench("--scenario", "analytics", "--analytics-events", "20000", timeout=170)
+    assert "ok: 20000 events, each exactly once" in out
+    last = out.strip().splitlines()[-1]
+    assert re.search(r" agent_replies_per_s=na agent_replies_per_s_1conv=na analytics_events_per_s=\d+$", last), last

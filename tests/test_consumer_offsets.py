@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 
 from aiokafka import TopicPartition
 
-from consumers.common.runner import OffsetTracker
+from consumers.common.runner import GC_YOUNG_THRESHOLD, OffsetTracker, poll_batches, run_main
 
 TP = TopicPartition("t.messages", 0)
 TP2 = TopicPartition("t.messages", 1)
@@ -82,3 +83,70 @@ async def test_revoked_partition_is_not_owned_until_assigned_again() -> None:
     assert tracker.owns(TP2)
     tracker.assigned([TP])
     assert tracker.owns(TP)
+
+
+class _Record:
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
+
+
+class _FakeConsumer:
+    """Hands out prepared batches, then sets ``stop``; records what was committed."""
+
+    def __init__(self, batches: list[dict[TopicPartition, list[_Record]]], stop: asyncio.Event) -> None:
+        self.batches = batches
+        self.stop = stop
+        self.committed: list[dict[TopicPartition, int]] = []
+
+    async def getmany(self, *, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[_Record]]:
+        if not self.batches:
+            self.stop.set()
+            return {}
+        return self.batches.pop(0)
+
+    def assignment(self) -> set[TopicPartition]:
+        return {TP, TP2}
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        self.committed.append(dict(offsets))
+
+
+async def test_poll_batches_hands_each_partition_batch_over_and_commits_past_it() -> None:
+    """poll_batches gives each partition's records to one call in order; the commit point moves past them."""
+    stop = asyncio.Event()
+    tracker = OffsetTracker()
+    consumer = _FakeConsumer(
+        [{TP: [_Record(0), _Record(1)], TP2: [_Record(5)]}, {TP: [_Record(2)]}, {TP2: [_Record(6), _Record(7)]}],
+        stop,
+    )
+    seen: list[tuple[int, list[int]]] = []
+
+    def handle(tp: TopicPartition, records: list[_Record]) -> None:
+        seen.append((tp.partition, [r.offset for r in records]))
+
+    await poll_batches(consumer, tracker, handle, stop, group="g", max_records=10, commit_interval=0)
+    assert seen == [(0, [0, 1]), (1, [5]), (0, [2]), (1, [6, 7])]
+    assert tracker.in_flight == 0
+    assert consumer.committed[-1] == {TP2: 8}
+    assert tracker.to_commit() == {}
+    tracker.revoke([TP])
+    consumer.batches = [{TP: [_Record(3)]}]
+    stop.clear()
+    await poll_batches(consumer, tracker, handle, stop, group="g", max_records=10, commit_interval=0)
+    assert seen[-1] == (1, [6, 7]), "records of a revoked partition are left to its next owner"
+
+
+def test_run_main_collects_young_garbage_less_often() -> None:
+    """run_main runs the coroutine with the youngest generation's threshold raised, the older ones kept."""
+    saved = gc.get_threshold()
+    seen: list[tuple[int, int, int]] = []
+
+    async def main() -> int:
+        seen.append(gc.get_threshold())
+        return 7
+
+    try:
+        assert run_main(main) == 7
+    finally:
+        gc.set_threshold(*saved)
+    assert seen == [(GC_YOUNG_THRESHOLD, saved[1], saved[2])]

@@ -340,6 +340,30 @@ async def test_messages_listing_and_clearing(graph_emulator: RunningEmulator, ht
         assert await response.json() == []
 
 
+async def test_stats_count_every_accepted_send(
+    start_graph_emulator: StartEmulator, http: aiohttp.ClientSession
+) -> None:
+    """GET /_emulator/stats counts accepted sends past the listing's limit, with the first and last times."""
+    emulator = await start_graph_emulator(EmulatorConfig(accounts=TEST_ACCOUNTS, enforce_window=False, max_records=2))
+    async with http.get(f"{emulator.base_url}/_emulator/stats") as response:
+        assert await response.json() == {"accepted": 0, "first_accepted_at": None, "last_accepted_at": None}
+    for n in range(3):
+        status, _, _ = await post_ig(http, emulator, text_body(f"reply {n}"))
+        assert status == 200
+    status, _, _ = await post_ig(http, emulator, text_body(), token="wrong-token")
+    assert status == 400
+    async with http.get(f"{emulator.base_url}/_emulator/stats") as response:
+        stats = await response.json()
+    listed = emulator.state.messages
+    assert stats["accepted"] == 3
+    assert len(listed) == 2
+    assert stats["first_accepted_at"] <= listed[0].time <= listed[-1].time == stats["last_accepted_at"]
+    async with http.delete(f"{emulator.base_url}/_emulator/messages") as response:
+        assert response.status == 200
+    async with http.get(f"{emulator.base_url}/_emulator/stats") as response:
+        assert (await response.json())["accepted"] == 0
+
+
 async def test_unknown_accounts_accepted_without_configuration(
     start_graph_emulator: StartEmulator, http: aiohttp.ClientSession
 ) -> None:
@@ -360,6 +384,18 @@ def test_command_help_says_local_only() -> None:
     help_text = " ".join(subparsers.choices["graph-emulator"].format_help().split())
     assert "not Meta" in help_text
     assert "production" in help_text
+
+
+def test_command_sets_rates_and_listing_size() -> None:
+    """--rate-ig, --rate-page and --max-records reach the emulator's config; Meta's rates are the defaults."""
+    parser = build_parser()
+    args = parser.parse_args(["graph-emulator", "--rate-ig", "5000", "--rate-page", "7000", "--max-records", "50000"])
+    config = emulator_command.build_config(args)
+    assert (config.ig_rate_per_second, config.page_rate_per_second, config.max_records) == (5000, 7000, 50000)
+    defaults = emulator_command.build_config(parser.parse_args(["graph-emulator"]))
+    assert (defaults.ig_rate_per_second, defaults.page_rate_per_second, defaults.max_records) == (100, 300, 10_000)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["graph-emulator", "--rate-ig", "0"])
 
 
 def test_command_reads_accounts_file(tmp_path: Path) -> None:

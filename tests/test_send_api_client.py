@@ -305,6 +305,20 @@ async def test_usage_header_blocks_the_account(graph_emulator: RunningEmulator, 
     assert sample("igw_send_api_rate_limited_seconds_total", flavour="ig_ig") - waited_before >= 1.0
 
 
+async def test_repeated_usage_header_still_blocks_when_it_changes(
+    graph_emulator: RunningEmulator, client: SendApiClient
+) -> None:
+    """The usage header, reused while it repeats, still blocks the account as soon as it announces a wait."""
+    graph_emulator.open_window(IG_ACCOUNT.account_id, USER)
+    for n in range(3):  # the same "all fine" header each time
+        await client.send(IG_ACCOUNT.account_id, OutboundMessage(USER, f"ok {n}"))
+    graph_emulator.fail_next(1, code=4, regain_minutes=0.02)  # 1.2 s
+    started = time.monotonic()
+    [result] = await client.send(IG_ACCOUNT.account_id, OutboundMessage(USER, "x"))
+    assert time.monotonic() - started >= 1.1
+    assert result.attempts == 2
+
+
 async def test_long_block_fails_fast_without_calling_meta(
     graph_emulator: RunningEmulator, make_client: ClientFactory
 ) -> None:

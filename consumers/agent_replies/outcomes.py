@@ -12,7 +12,6 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -20,6 +19,8 @@ import orjson
 
 from consumers.agent_replies.metrics import REPLIES, REPLY_LATENCY
 from consumers.agent_replies.model import InboundEvent
+from consumers.common.children import Children
+from gateway.records import rfc3339_ms
 
 __all__ = ["Outcome", "OutcomePublisher", "Reason", "ReplyRecord", "reply_id"]
 
@@ -94,10 +95,6 @@ class ReplyRecord:
         }
 
 
-def _rfc3339(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 class OutcomePublisher:
     """Publishes reply records and dead letters with one shared producer, and counts outcomes."""
 
@@ -106,10 +103,12 @@ class OutcomePublisher:
         self.replies_topic = replies_topic
         self.deadletter_topic = deadletter_topic
         self._clock = clock
+        self._replies = Children(REPLIES)
+        self._sources: dict[str, bytes] = {}
 
     async def record(self, record: ReplyRecord) -> None:
         now_ms = int(self._clock() * 1000)
-        REPLIES.labels(outcome=record.outcome, reason=record.reason).inc()
+        self._replies(record.outcome, record.reason).inc()
         if record.outcome is Outcome.SENT:
             REPLY_LATENCY.observe(max(0.0, (now_ms - record.event.timestamp_ms) / 1000))
         body = record.to_json(now_ms)
@@ -118,8 +117,8 @@ class OutcomePublisher:
             ("ce_specversion", b"1.0"),
             ("ce_id", body["id"].encode()),
             ("ce_type", b"igw.v1.reply"),
-            ("ce_source", f"igw/agent/{event.account_id}".encode()),
-            ("ce_time", _rfc3339(now_ms).encode()),
+            ("ce_source", self._source(event.account_id)),
+            ("ce_time", rfc3339_ms(now_ms).encode()),
             ("content-type", b"application/json"),
         ]
         if event.conversation_id:
@@ -135,6 +134,14 @@ class OutcomePublisher:
                 record.outcome,
                 record.reason,
             )
+
+    def _source(self, account_id: str) -> bytes:
+        source = self._sources.get(account_id)
+        if source is None:
+            if len(self._sources) > 10_000:  # one per business account; bounded all the same
+                self._sources.clear()
+            source = self._sources[account_id] = f"igw/agent/{account_id}".encode()
+        return source
 
     async def deadletter(
         self,

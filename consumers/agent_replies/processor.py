@@ -76,6 +76,7 @@ class ReplyProcessor:
         self._on_pause = on_pause
         # Only agents that read the conversation's turns pay for keeping them.
         self._history_turns = settings.history_turns if agent.uses_history else 0
+        self._call_duration = AGENT_CALL_DURATION.labels(agent=agent.name)
 
     async def handle(self, job: Job) -> float | None:
         event = job.event
@@ -121,12 +122,15 @@ class ReplyProcessor:
         history = await self.store.history(event.conversation_id, self._history_turns)
         started = time.perf_counter()
         try:
-            reply = await asyncio.wait_for(self.agent.reply(event, history), self.settings.agent_timeout_seconds)
+            # A timeout scope, not wait_for: no task per call, and an agent that answers at once
+            # (the rules agent) runs without giving up the event loop.
+            async with asyncio.timeout(self.settings.agent_timeout_seconds):
+                reply = await self.agent.reply(event, history)
         except (AgentError, TimeoutError) as exc:
             detail = str(exc) or "the agent did not answer in time"
             return await self._retry_or_fail(job, Reason.AGENT_ERROR, detail)
         finally:
-            AGENT_CALL_DURATION.labels(agent=self.agent.name).observe(time.perf_counter() - started)
+            self._call_duration.observe(time.perf_counter() - started)
         if reply.is_empty:
             await self.store.complete(event.id, Outcome.SKIPPED, (), self.settings.ledger_ttl_seconds)
             await self._remember_turns(event, None)

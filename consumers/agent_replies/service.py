@@ -35,6 +35,7 @@ from consumers.agent_replies.settings import AgentSettings
 from consumers.agent_replies.store import MemoryStore, RedisStore, Store
 from consumers.common.lag import lag_sampler
 from consumers.common.metrics_server import create_metrics_app, serve_metrics
+from consumers.common.partitioner import CachedPartitioner
 from consumers.common.runner import CommitOnRevoke, OffsetTracker, Ticket, commit_finished, drain, poll_loop
 from consumers.common.tasks import background
 from consumers.common.topics import ensure_topics
@@ -130,6 +131,7 @@ async def run_agent(
             linger_ms=kafka.linger_ms,
             max_batch_size=kafka.max_batch_bytes,
             compression_type=None if kafka.compression == "none" else kafka.compression,
+            partitioner=CachedPartitioner(),
         )
         await producer.start()
         stack.push_async_callback(producer.stop)

@@ -32,6 +32,7 @@ from consumers.analytics.metrics import (
 from consumers.analytics.rollup import RollupBuffer
 from consumers.analytics.settings import AnalyticsSettings
 from consumers.analytics.sketch import HyperLogLog
+from consumers.common.children import Tally
 
 __all__ = ["Aggregator", "inbound_type"]
 
@@ -76,7 +77,7 @@ class DailyUniques:
 
     def add(self, account: str, user_id: str, event_time_ms: int) -> None:
         day = event_time_ms // DAY_MS
-        today = self.today()
+        today = int(self.clock() * 1000) // DAY_MS  # self.today(), without a call per event
         if day < today - 1 or day > today + 1:
             return  # too late to matter for the gauge; the rollup keeps what was counted in time
         key = (account, day)
@@ -119,8 +120,27 @@ class Aggregator:
         self._agent_mids: OrderedDict[str, None] = OrderedDict()
         # Topics are read independently, so a reply may be counted before the message it answers.
         self._early_replies: OrderedDict[str, tuple[str, int]] = OrderedDict()
-        self._unique_gauges: set[str] = set()
+        self._inbound_gauges: set[str] = set()
         self._last_inbound: dict[str, int] = {}
+        # The per-record counters, counted in dictionaries and added to the metrics by flush().
+        self._events = Tally(metrics.events)
+        self._inbound = Tally(metrics.inbound_messages)
+        self._clicks = Tally(metrics.clicks)
+        self._reactions = Tally(metrics.reactions)
+        self._attachments = Tally(metrics.attachments)
+        self._started = Tally(metrics.conversations_started)
+        self._replies = Tally(metrics.replies)
+        self._outbound = Tally(metrics.outbound_messages)
+        self._tallies = (
+            self._events,
+            self._inbound,
+            self._clicks,
+            self._reactions,
+            self._attachments,
+            self._started,
+            self._replies,
+            self._outbound,
+        )
         metrics.dedup_ids.set_function(lambda: len(self.dedup))
         metrics.tracked_conversations.set_function(lambda: len(self.conversations))
 
@@ -128,6 +148,13 @@ class Aggregator:
 
     def handle(self, topic: str, value: bytes, headers: Mapping[str, bytes] | None = None) -> bool:
         """Count one record from ``topic`` (the short name: ``messages``, ...). False if skipped."""
+        try:
+            return self.count(topic, value, headers)
+        finally:
+            self.flush()
+
+    def count(self, topic: str, value: bytes, headers: Mapping[str, bytes] | None = None) -> bool:
+        """:meth:`handle` without :meth:`flush`: for a batch of records, flush once at its end."""
         headers = headers or {}
         if topic == "deadletter":
             return self._dead_letter(value, headers)
@@ -147,6 +174,11 @@ class Aggregator:
             self._event(record, event_time)
         return True
 
+    def flush(self) -> None:
+        """Add the counts held back by :meth:`count` to the metrics."""
+        for tally in self._tallies:
+            tally.flush()
+
     # -- helpers -----------------------------------------------------------------------------
 
     def _first(self, topic: str, event_id: str, event_time: int) -> bool:
@@ -158,9 +190,10 @@ class Aggregator:
             self.metrics.beyond_window.labels(topic).inc()
         return True
 
-    def _count(self, event_time: int, account: str, metric: str, amount: float = 1) -> None:
+    def _count(self, event_time: int, account: str, family: str, label: str) -> None:
+        """One more ``<family>.<label>`` in the rollup (the name is only built when rollups are on)."""
         if self.rollup is not None:
-            self.rollup.add(event_time, account, metric, amount)
+            self.rollup.add(event_time, account, f"{family}.{label}", 1)
 
     def _account(self, record: Mapping[str, Any]) -> str:
         account = record.get("account_id")
@@ -176,26 +209,25 @@ class Aggregator:
             return False
         label = reason if reason in DEAD_LETTER_REASONS else OTHER
         self.metrics.dead_letters.labels(label).inc()
-        self._count(event_time, "unknown", f"dead_letters.{label}")
+        self._count(event_time, "unknown", "dead_letters", label)
         return True
 
     def _event(self, record: Mapping[str, Any], event_time: int) -> None:
-        m = self.metrics
         event_type = record.get("type")
         event_type = event_type if event_type in EVENT_TYPES else "unknown"
         account = self._account(record)
-        m.events.labels(account, event_type).inc()
-        self._count(event_time, account, f"events.{event_type}")
+        self._events.add(account, event_type)
+        self._count(event_time, account, "events", event_type)
         conversation = record.get("conversation_id")
         user = record.get("user_id")
         inbound_user_item = event_type in {"message", "message_edit", "message_deleted", "postback", "reaction"}
         if inbound_user_item and isinstance(user, str) and user:
             self.uniques.add(account, user, event_time)
-            self._watch_uniques(account)
             # Event time: a late event must not move "last inbound" backwards.
             if event_time > self._last_inbound.get(account, 0):
                 self._last_inbound[account] = event_time
-                m.last_inbound.labels(account).set(event_time / 1000)
+            if account not in self._inbound_gauges:
+                self._watch_inbound(account)
         if event_type in {"message", "message_edit", "message_deleted"}:
             self._inbound_message(record, account, event_type, event_time, conversation)
         elif event_type == "message_echo":
@@ -203,14 +235,14 @@ class Aggregator:
         elif event_type == "postback":
             postback = record.get("postback") or {}
             payload = self.payloads.label(postback.get("payload"))
-            m.clicks.labels(account, "postback", payload).inc()
-            self._count(event_time, account, f"clicks.postback.{payload}")
+            self._clicks.add(account, "postback", payload)
+            self._count(event_time, account, "clicks.postback", payload)
             self._start(account, conversation, event_time)
         elif event_type == "reaction":
             reaction = record.get("reaction") or {}
             action = "unreact" if reaction.get("action") == "unreact" else "react"
-            m.reactions.labels(account, action).inc()
-            self._count(event_time, account, f"reactions.{action}")
+            self._reactions.add(account, action)
+            self._count(event_time, account, "reactions", action)
         elif event_type == "handover":
             handover = record.get("handover") or {}
             if handover.get("kind") in TAKEOVER_HANDOVERS:
@@ -219,22 +251,21 @@ class Aggregator:
     def _inbound_message(
         self, record: Mapping[str, Any], account: str, event_type: str, event_time: int, conversation: object
     ) -> None:
-        m = self.metrics
         message = record.get("message") or record.get("message_edit") or {}
         kind = inbound_type(message, event_type)
-        m.inbound_messages.labels(account, kind).inc()
-        self._count(event_time, account, f"inbound_messages.{kind}")
+        self._inbound.add(account, kind)
+        self._count(event_time, account, "inbound_messages", kind)
         if event_type != "message":
             return
         for attachment in message.get("attachments") or ():
             a_type = attachment.get("type") if isinstance(attachment, Mapping) else None
             a_label = a_type if a_type in ATTACHMENT_TYPES else OTHER
-            m.attachments.labels(account, a_label).inc()
-            self._count(event_time, account, f"attachments.{a_label}")
+            self._attachments.add(account, a_label)
+            self._count(event_time, account, "attachments", a_label)
         if message.get("quick_reply_payload"):
             payload = self.payloads.label(str(message["quick_reply_payload"]))
-            m.clicks.labels(account, "quick_reply", payload).inc()
-            self._count(event_time, account, f"clicks.quick_reply.{payload}")
+            self._clicks.add(account, "quick_reply", payload)
+            self._count(event_time, account, "clicks.quick_reply", payload)
         self._start(account, conversation, event_time)
 
     def _start(self, account: str, conversation: object, event_time: int) -> None:
@@ -243,8 +274,8 @@ class Aggregator:
         start = self.conversations.inbound(conversation, event_time)
         if start is not None:
             kind = "new" if start is Start.NEW else "returning"
-            self.metrics.conversations_started.labels(account, kind).inc()
-            self._count(event_time, account, f"conversations.{kind}")
+            self._started.add(account, kind)
+            self._count(event_time, account, "conversations", kind)
             early = self._early_replies.pop(conversation, None)
             if early is not None and early[1] >= event_time:
                 self._first_response(early[0], conversation, early[1])
@@ -255,8 +286,8 @@ class Aggregator:
         mid = message.get("mid")
         by_agent = app_id in self.settings.agent_app_ids or (isinstance(mid, str) and mid in self._agent_mids)
         sender = "agent" if by_agent else "human"
-        self.metrics.outbound_messages.labels(account, sender).inc()
-        self._count(event_time, account, f"outbound_messages.{sender}")
+        self._outbound.add(account, sender)
+        self._count(event_time, account, "outbound_messages", sender)
         if sender == "human":
             self._takeover(account, conversation, "echo", event_time)
 
@@ -267,15 +298,15 @@ class Aggregator:
             return
         state.taken_over = True
         self.metrics.human_takeovers.labels(account, source).inc()
-        self._count(event_time, account, f"human_takeovers.{source}")
+        self._count(event_time, account, "human_takeovers", source)
 
     def _reply(self, record: Mapping[str, Any], event_time: int) -> None:
         m = self.metrics
         account = self._account(record)
         outcome = record.get("outcome")
         outcome = outcome if outcome in REPLY_OUTCOMES else OTHER
-        m.replies.labels(account, outcome).inc()
-        self._count(event_time, account, f"replies.{outcome}")
+        self._replies.add(account, outcome)
+        self._count(event_time, account, "replies", outcome)
         if outcome != "sent":
             return
         for mid in record.get("message_ids") or ():
@@ -303,12 +334,12 @@ class Aggregator:
             state.answered = True
             self.metrics.first_response.labels(account).observe((sent_at - state.session_start_ms) / 1000)
 
-    def _watch_uniques(self, account: str) -> None:
-        if account in self._unique_gauges:
-            return
-        self._unique_gauges.add(account)
-        # Counted when scraped: estimating a sketch per event would cost 4096 steps each time.
+    def _watch_inbound(self, account: str) -> None:
+        """The account's inbound gauges, read when scraped rather than set per event."""
+        self._inbound_gauges.add(account)
+        # Estimating a sketch per event would cost thousands of steps each time.
         self.metrics.unique_users.labels(account).set_function(lambda: self.uniques.count(account))
+        self.metrics.last_inbound.labels(account).set_function(lambda: self._last_inbound.get(account, 0) / 1000)
 
 
 def _event_time(record: Mapping[str, Any], clock: Callable[[], float]) -> int:

@@ -50,8 +50,8 @@ class RecentIds:
     def check(self, event_id: str, event_time_ms: int) -> Seen:
         """Remember ``event_id`` and say whether it was seen before."""
         hour = event_time_ms // HOUR_MS
-        oldest = self.oldest_hour
-        if oldest is not None and hour < oldest:
+        newest = self._newest_hour
+        if newest is not None and hour < newest - self.retention_hours + 1:  # before oldest_hour
             return Seen.BEYOND_WINDOW
         key = _compact(event_id)
         bucket = self._buckets.get(hour)
@@ -62,7 +62,7 @@ class RecentIds:
             bucket = self._buckets[hour] = set()
         bucket.add(key)
         self._size += 1
-        if self._newest_hour is None or hour > self._newest_hour:
+        if newest is None or hour > newest:
             self._newest_hour = hour
             self._expire()
         if self._size > self.max_ids:

@@ -30,6 +30,8 @@ class BoundedLabels:
     _admitted: set[str] = field(default_factory=set, init=False)
 
     def label(self, value: str) -> str:
+        if value in self._admitted:  # admitted values are clean already: the common case, first
+            return value
         value = _clean(value)
         if value in self._admitted:
             return value

@@ -1,8 +1,9 @@
 """The analytics process: consume every igw topic, feed the aggregator, serve ``/metrics``.
 
-Counting is synchronous and cheap, so each record is finished as soon as it is counted and
-offsets are committed on the shared runner's timer. Counters live in memory: after a restart they
-start from zero (Prometheus' ``rate``/``increase`` handle resets) and the dedup memory is empty.
+Counting is synchronous and cheap, so each fetched batch is counted in one call and finished as
+soon as it is counted (``poll_batches``); offsets are committed on the shared runner's timer.
+Counters live in memory: after a restart they start from zero (Prometheus' ``rate``/``increase``
+handle resets) and the dedup memory is empty.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from consumers.analytics.aggregate import Aggregator
@@ -24,7 +25,7 @@ from consumers.analytics.rollup import RollupBuffer, RollupStore
 from consumers.analytics.settings import AnalyticsSettings
 from consumers.common.lag import lag_sampler
 from consumers.common.metrics_server import create_metrics_app, serve_metrics
-from consumers.common.runner import CommitOnRevoke, OffsetTracker, Ticket, commit_finished, drain, poll_loop
+from consumers.common.runner import CommitOnRevoke, OffsetTracker, commit_finished, drain, poll_batches
 from consumers.common.tasks import background
 from consumers.common.topics import ensure_topics
 
@@ -84,16 +85,24 @@ async def run_analytics(
     listener.consumer = consumer
     consumer.subscribe(list(short_names), listener=listener)
 
-    async def submit(record: Any, ticket: Ticket) -> None:
+    def handle(tp: TopicPartition, records: list[Any]) -> None:
+        topic = short_names[tp.topic]
         try:
-            if not ticket.stale:
-                headers = {key: value for key, value in record.headers or () if isinstance(value, bytes)}
-                aggregator.handle(short_names[record.topic], record.value or b"", headers)
-        except Exception:  # one odd record must not stop the counting; the metric shows it
-            log.exception("could not count a record of %s at offset %d", record.topic, record.offset)
-            aggregator.metrics.invalid_records.labels(short_names.get(record.topic, "unknown")).inc()
+            for record in records:
+                try:
+                    # Only dead letters carry headers the counting reads.
+                    headers = (
+                        {key: value for key, value in record.headers or () if isinstance(value, bytes)}
+                        if topic == "deadletter"
+                        else None
+                    )
+                    aggregator.count(topic, record.value or b"", headers)
+                except Exception:  # one odd record must not stop the counting; the metric shows it
+                    log.exception("could not count a record of %s at offset %d", record.topic, record.offset)
+                    aggregator.metrics.invalid_records.labels(short_names.get(record.topic, "unknown")).inc()
         finally:
-            ticket.finish()
+            # Before the event loop can serve a scrape: the metrics show whole batches.
+            aggregator.flush()
 
     async def ready() -> bool:
         return bool(consumer.assignment())
@@ -106,10 +115,10 @@ async def run_analytics(
         if buffer is not None:
             await stack.enter_async_context(rollup_flusher(settings, aggregator, buffer))
         await stack.enter_async_context(lag_sampler(consumer, c.group_id, c.topics, c.lag_interval_seconds))
-        await poll_loop(
+        await poll_batches(
             consumer,
             tracker,
-            submit,
+            handle,
             stop,
             group=c.group_id,
             max_records=c.max_records_per_poll,

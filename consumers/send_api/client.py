@@ -21,11 +21,14 @@ from typing import Any
 
 import aiohttp
 import orjson
+from yarl import URL
 
+from consumers.common.children import Children
 from consumers.send_api import metrics
 from consumers.send_api.errors import ErrorClass, SendError, classify, code_label
 from consumers.send_api.model import AccountConfig, Flavour, OutboundMessage, QuickReply, SendResult
 from consumers.send_api.ratelimit import (
+    BusinessUsage,
     LocalRateLimiter,
     RateLimiter,
     RateLimitExceeded,
@@ -111,6 +114,12 @@ class SendApiClient:
         self._owns_session = session is None
         self._jitter = jitter
         self._timeout = aiohttp.ClientTimeout(total=settings.timeout_seconds)
+        # Per account: the URL (parsed once), query parameters and headers of every call from it.
+        self._requests: dict[str, tuple[URL, dict[str, str], dict[str, str]]] = {}
+        self._requests_total = Children(metrics.REQUESTS)
+        # Meta's usage header is the same from call to call while usage does not change.
+        self._usage: tuple[str, BusinessUsage] | None = None
+        self._durations = Children(metrics.DURATION)
 
     async def start(self) -> None:
         if self._session is None:
@@ -201,8 +210,15 @@ class SendApiClient:
             for reply in quick_replies[:MAX_QUICK_REPLIES]
         ]
 
-    def _request(self, account: AccountConfig) -> tuple[str, dict[str, str], dict[str, str]]:
-        """URL, query parameters and headers for one call from ``account``."""
+    def _request(self, account: AccountConfig) -> tuple[URL, dict[str, str], dict[str, str]]:
+        """URL, query parameters and headers for calls from ``account`` (the same for every call)."""
+        request = self._requests.get(account.account_id)
+        if request is None:
+            url, params, headers = self._build_request(account)
+            request = self._requests[account.account_id] = (URL(url), params, headers)
+        return request
+
+    def _build_request(self, account: AccountConfig) -> tuple[str, dict[str, str], dict[str, str]]:
         settings = self._settings
         token = account.token.value
         headers = {"Content-Type": "application/json"}
@@ -287,6 +303,15 @@ class SendApiClient:
         level = logging.ERROR if needs_operator else logging.WARNING
         logger.log(level, "send from account %s failed: %s", account.account_id, err)
 
+    def _business_usage(self, header: str | None) -> BusinessUsage | None:
+        """``parse_business_usage(header)``, reusing the last answer while the header repeats."""
+        if header and self._usage is not None and self._usage[0] == header:
+            return self._usage[1]
+        usage = parse_business_usage(header)
+        if header and usage is not None:
+            self._usage = (header, usage)
+        return usage
+
     async def _post(self, account: AccountConfig, key: str, payload: bytes) -> dict[str, Any]:
         """One HTTP call. Returns Meta's answer on success; raises SendError otherwise."""
         assert self._session is not None
@@ -301,15 +326,15 @@ class SendApiClient:
             ) as response:
                 raw = await response.read()
                 status = response.status
-                usage = parse_business_usage(response.headers.get("X-Business-Use-Case-Usage"))
+                usage = self._business_usage(response.headers.get("X-Business-Use-Case-Usage"))
                 retry_after = _retry_after_header(response.headers.get("Retry-After"))
         except (aiohttp.ClientError, TimeoutError) as exc:
             # aiohttp's text may hold the URL and so the access_token: name the error type only.
-            metrics.REQUESTS.labels(flavour=flavour, outcome="error").inc()
-            metrics.DURATION.labels(flavour=flavour).observe(time.perf_counter() - started)
+            self._requests_total(flavour, "error").inc()
+            self._durations(flavour).observe(time.perf_counter() - started)
             kind = "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__
             raise SendError(ErrorClass.TRANSIENT, meta_message=f"no answer from Meta: {kind}") from None
-        metrics.DURATION.labels(flavour=flavour).observe(time.perf_counter() - started)
+        self._durations(flavour).observe(time.perf_counter() - started)
         if usage is not None and usage.regain_seconds > 0:
             logger.warning(
                 "Meta reports account %s over its usage; blocking sends for %.0fs",
@@ -323,9 +348,9 @@ class SendApiClient:
         except orjson.JSONDecodeError:
             answer = None
         if status == 200 and isinstance(answer, dict) and "recipient_id" in answer:
-            metrics.REQUESTS.labels(flavour=flavour, outcome="ok").inc()
+            self._requests_total(flavour, "ok").inc()
             return answer
-        metrics.REQUESTS.labels(flavour=flavour, outcome="error").inc()
+        self._requests_total(flavour, "error").inc()
         error = answer.get("error") if isinstance(answer, dict) else None
         if not isinstance(error, dict):
             error_class = classify(status, None, None)

@@ -132,6 +132,22 @@ class EmulatorState:
     inbound: dict[tuple[str, str], float] = field(default_factory=dict)
     failures: list[InjectedFailure] = field(default_factory=list)
     windows: dict[str, deque[float]] = field(default_factory=dict)
+    # Since start or the last clear, unlike the lists, which keep only the newest max_records.
+    accepted: int = 0
+    first_accepted_at: float | None = None
+    last_accepted_at: float | None = None
+
+    def count_accepted(self, when: float) -> None:
+        self.accepted += 1
+        if self.first_accepted_at is None:
+            self.first_accepted_at = when
+        self.last_accepted_at = when
+
+    def clear_records(self) -> None:
+        self.messages.clear()
+        self.calls.clear()
+        self.accepted = 0
+        self.first_accepted_at = self.last_accepted_at = None
 
     def record_inbound(self, account_id: str, user_id: str, timestamp_ms: float | None = None) -> None:
         """A user wrote to the account at ``timestamp_ms`` (now when None): the window opens."""
@@ -426,6 +442,7 @@ async def _messages(request: web.Request) -> web.Response:
         state.calls.append(Call(caller.account_id, exc.status, auth, time.time()))
         return exc.response(headers)
     message_id = "m_" + secrets.token_urlsafe(24) if kind == "message" else None
+    accepted_at = time.time()
     state.messages.append(
         AcceptedSend(
             account_id=caller.account_id,
@@ -437,10 +454,11 @@ async def _messages(request: web.Request) -> web.Response:
             auth=auth,
             appsecret_proof="appsecret_proof" in request.query,
             version=version,
-            time=time.time(),
+            time=accepted_at,
         )
     )
-    state.calls.append(Call(caller.account_id, 200, auth, time.time()))
+    state.count_accepted(accepted_at)
+    state.calls.append(Call(caller.account_id, 200, auth, accepted_at))
     state.trim(config.max_records)
     answer: dict[str, str] = {"recipient_id": recipient_id}
     if message_id is not None:
@@ -510,10 +528,20 @@ async def _list_messages(request: web.Request) -> web.Response:
 
 
 async def _clear_messages(request: web.Request) -> web.Response:
-    state = request.app[state_key]
-    state.messages.clear()
-    state.calls.clear()
+    request.app[state_key].clear_records()
     return _json({"ok": True})
+
+
+async def _stats(request: web.Request) -> web.Response:
+    """Counts since start (or the last clear): cheap to poll, unlike the listing."""
+    state = request.app[state_key]
+    return _json(
+        {
+            "accepted": state.accepted,
+            "first_accepted_at": state.first_accepted_at,
+            "last_accepted_at": state.last_accepted_at,
+        }
+    )
 
 
 async def _healthz(request: web.Request) -> web.Response:
@@ -541,5 +569,6 @@ def create_emulator_app(config: EmulatorConfig, *, state: EmulatorState | None =
     app.router.add_delete("/_emulator/failures", _clear_failures)
     app.router.add_get("/_emulator/messages", _list_messages)
     app.router.add_delete("/_emulator/messages", _clear_messages)
+    app.router.add_get("/_emulator/stats", _stats)
     app.router.add_get("/healthz", _healthz)
     return app

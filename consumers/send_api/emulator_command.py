@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.log import access_logger
 
 from consumers.send_api.emulator import EmulatorAccessLogger, EmulatorConfig, create_emulator_app
 from consumers.send_api.settings import load_accounts_file
@@ -46,17 +47,49 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--require-appsecret-proof", action="store_true", help="refuse Page-token calls without appsecret_proof"
     )
+    defaults = EmulatorConfig()
+    parser.add_argument(
+        "--rate-ig",
+        type=_positive,
+        default=defaults.ig_rate_per_second,
+        help=f"sends per second per Instagram-Login account, then code 4 (default {defaults.ig_rate_per_second:g})",
+    )
+    parser.add_argument(
+        "--rate-page",
+        type=_positive,
+        default=defaults.page_rate_per_second,
+        help=f"sends per second per Page-token account, then code 613 (default {defaults.page_rate_per_second:g})",
+    )
+    parser.add_argument(
+        "--max-records",
+        type=int,
+        default=defaults.max_records,
+        help=f"newest sends kept for GET /_emulator/messages (default {defaults.max_records})",
+    )
+    parser.add_argument("--no-access-log", action="store_true", help="do not log every request")
     parser.set_defaults(func=run)
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
 
 
 def build_config(args: argparse.Namespace, env: Env | None = None) -> EmulatorConfig:
     env = env or Env()
     accounts = load_accounts_file(args.accounts_file, env) if args.accounts_file is not None else ()
+    defaults = EmulatorConfig()
     return EmulatorConfig(
         accounts=accounts,
         enforce_window=not args.no_window,
         inbound_grace_seconds=args.inbound_grace,
         require_appsecret_proof=args.require_appsecret_proof,
+        # Namespaces built by hand (older callers) may lack the newer options.
+        ig_rate_per_second=getattr(args, "rate_ig", defaults.ig_rate_per_second),
+        page_rate_per_second=getattr(args, "rate_page", defaults.page_rate_per_second),
+        max_records=getattr(args, "max_records", defaults.max_records),
     )
 
 
@@ -72,5 +105,6 @@ def run(args: argparse.Namespace) -> int:
         port=args.port,
         print=None,
         access_log_class=EmulatorAccessLogger,
+        access_log=None if getattr(args, "no_access_log", False) else access_logger,
     )
     return 0
