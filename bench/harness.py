@@ -401,7 +401,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="Redis for the Redis store variant (default $REDIS_URL or redis://127.0.0.1:6379/0; own key prefixes)",
     )
     consumers.add_argument(
-        "--analytics-events", type=int, help="envelopes the analytics run counts (default 200000; --quick 20000)"
+        "--analytics-events", type=int, help="envelopes the analytics run counts (default 200000; --quick 50000)"
     )
     args = parser.parse_args(argv)
     quick = args.quick
@@ -411,7 +411,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.agent_conversations = args.agent_conversations or defaults.conversations
     args.agent_messages = args.agent_messages or (2 if quick else defaults.messages_each)
     args.agent_sequential = args.agent_sequential or (200 if quick else defaults.sequential)
-    args.analytics_events = args.analytics_events or (20_000 if quick else defaults.analytics_events)
+    args.analytics_events = args.analytics_events or (50_000 if quick else defaults.analytics_events)
     if min(args.agent_conversations, args.agent_messages, args.agent_sequential, args.analytics_events) < 1:
         parser.error("consumer sizes must be at least 1")
     stores = tuple(s for s in args.agent_stores.split(",") if s)
