@@ -219,7 +219,7 @@ class _Expiry:
 class Lanes:
     """One ``_Lane`` per topic partition of one producer."""
 
-    __slots__ = ("_buffer", "_expiry", "_lanes", "_partition_counts", "_producer")
+    __slots__ = ("_buffer", "_expiry", "_lanes", "_loop", "_partition_counts", "_producer")
 
     def __init__(self, producer: AIOKafkaProducer, buffer_bytes: int) -> None:
         self._producer = producer
@@ -228,7 +228,8 @@ class Lanes:
         # aiokafka builds a new set for every partitions_for_topic(); a metadata update clears this.
         self._partition_counts: dict[str, int] = {}
         producer.client.cluster.add_listener(self._on_metadata)
-        self._expiry = _Expiry(asyncio.get_running_loop())
+        self._loop = asyncio.get_running_loop()
+        self._expiry = _Expiry(self._loop)
 
     def _on_metadata(self, cluster: object) -> None:
         self._partition_counts.clear()
@@ -252,7 +253,7 @@ class Lanes:
     def acknowledged(self, batches: Sequence[Batch], timeout: float) -> asyncio.Future[None]:
         """A future that resolves once every batch is acknowledged, fails with the first failure, or
         with ``PublishTimeout`` after ``timeout`` seconds (the batches themselves carry on)."""
-        waiter: asyncio.Future[None] = self._expiry._loop.create_future()
+        waiter: asyncio.Future[None] = self._loop.create_future()
         ticket = _Ticket(waiter, len(batches))
         for batch in batches:
             done = batch.future

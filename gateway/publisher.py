@@ -157,7 +157,7 @@ class AiokafkaPublisher:
                 await _all_acknowledged(sent, max(0.0, deadline - time.monotonic()), timeout)
         except TimeoutError:
             self._keep_stragglers(batches, sent)
-            raise PublishTimeout(f"no metadata or buffer space from the producer within {timeout:.2f}s") from None
+            raise PublishTimeout(f"no topic metadata or dead-letter send within {timeout:.2f}s") from None
         except KafkaError as exc:
             self._keep_stragglers(batches, sent)
             raise BrokerUnavailable(f"producer refused records: {type(exc).__name__}") from exc
