@@ -76,6 +76,7 @@ _TOPIC_OF: Final = {
 _EVENTS: Final = Topic.EVENTS  # every type not in _TOPIC_OF
 # Meta's messaging timestamps are ms; `changes` examples use seconds. Anything below this is seconds.
 _SECONDS_LIMIT: Final = 100_000_000_000
+_INT64: Final = 2**63  # Kafka's record timestamp and the envelope's are signed 64-bit
 _ITEM_LISTS: Final = ("messaging", "standby", "changes")
 _SIMPLE_ENTRY: Final = frozenset(("id", "time", "messaging"))
 # Event ids are BLAKE2b-128 hex digests; copying an empty state is cheaper than the constructor's keywords.
@@ -118,7 +119,7 @@ def normalize_document(document: Any, received_at: int) -> Normalized:
                 item = items[0]
                 if type(item) is dict:
                     entry_time = entry["time"]
-                    if type(entry_time) is not int or entry_time < _SECONDS_LIMIT:  # else ms already, as _as_ms says
+                    if type(entry_time) is not int or not _SECONDS_LIMIT <= entry_time < _INT64:  # else ms, as _as_ms
                         entry_time = _as_ms(entry_time)
                     source = f"igw/{platform}/{account_id}"
                     event = _messaging_event(platform, account_id, source, entry_time, item, False, received_at)
@@ -174,9 +175,6 @@ def _as_id(value: Any) -> str | None:
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     return None
-
-
-_INT64: Final = 2**63
 
 
 def _as_ms(value: Any) -> int | None:
@@ -326,7 +324,7 @@ def _messaging_event(
     else:
         event_id = _canonical_id(platform, account_id, type_, item)
     timestamp = get("timestamp")
-    if type(timestamp) is not int or timestamp < _SECONDS_LIMIT:  # else: ms already, as _as_ms would return it
+    if type(timestamp) is not int or not _SECONDS_LIMIT <= timestamp < _INT64:  # else ms, as _as_ms says
         timestamp = _as_ms(timestamp) or entry_time or received_at
     conversation_id = None
     if user_id is not None and sender_id is not None and recipient_id is not None:
