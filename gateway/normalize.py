@@ -181,6 +181,8 @@ def _as_ms(value: Any) -> int | None:
     if type(value) is int:
         ms = value
     elif type(value) is float:
+        if not -_INT64 <= value < _INT64:  # also NaN and infinities, which orjson never yields but dicts may hold
+            return None
         ms = int(value)
     else:
         return None

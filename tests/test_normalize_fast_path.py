@@ -79,6 +79,7 @@ one_item_body = st.fixed_dictionaries(
 # Found by CI: the shortcut took any integer past the seconds range as milliseconds, even past 64 bits.
 @example({"object": "instagram", "entry": [{"id": "acc", "time": 2**63, "messaging": [{}]}]}, 0)
 @example({"object": "page", "entry": [{"id": "acc", "time": 0, "messaging": [{"timestamp": 2**64 - 1}]}]}, 7)
+@example({"object": "page", "entry": [{"id": "acc", "time": -float("inf"), "messaging": [{"timestamp": 1.5}]}]}, 7)
 def test_shortcut_equals_general_loop(document: dict[str, Any], received_at: int) -> None:
     """For bodies shaped like the common delivery and near misses, both paths give identical events."""
     assert as_bytes(normalize_document(document, received_at)) == as_bytes(general(document, received_at))
