@@ -112,6 +112,8 @@ def run_webhook_round(
             spec = servers.gateway_spec(
                 broker.bootstrap_servers, prefix, options.secret, options.verify_token, options.gateway_cmd
             )
+        elif key == "floor":
+            spec = servers.floor_spec(broker.bootstrap_servers, prefix)
         else:
             topic = f"{prefix}.webhooks"
             kafka_check.create_topic(broker.bootstrap_servers, topic)  # ops create topics before deploying
@@ -360,7 +362,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--scenario", choices=[*SCENARIOS, "all"], default="all")
     parser.add_argument(
-        "--servers", default=",".join(report.SERVERS), help="comma-separated subset of ceiling,gateway,baseline"
+        "--servers", default=",".join(report.SERVERS), help="comma-separated subset of ceiling,floor,gateway,baseline"
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 s, 1 round, 1 s warm-up")
     parser.add_argument("--memory-soak", type=float, metavar="SECONDS", help="soak the gateway and judge its RSS")

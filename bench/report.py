@@ -12,12 +12,17 @@ from datetime import UTC, datetime
 
 from bench.loadgen import LoadResult
 
-SERVERS = ("ceiling", "gateway", "baseline")
+SERVERS = ("ceiling", "floor", "gateway", "baseline")
 # The consumer runs the summary line reports (variant keys of bench/consumer_runs.py).
 AGENT_MANY = "memory-many"
 AGENT_ONE = "memory-one"
 ANALYTICS_MIX = "mix"
-LABELS = {"ceiling": "(a) aiohttp bare", "gateway": "(b) igw gateway", "baseline": "(c) FastAPI + aiokafka"}
+LABELS = {
+    "ceiling": "(a) aiohttp bare",
+    "gateway": "(b) igw gateway",
+    "baseline": "(c) FastAPI + aiokafka",
+    "floor": "(d) aiohttp + publish",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,17 +300,18 @@ def markdown(summaries: list[Summary], *, setup: str) -> str:
         setup,
         "",
         "| scenario | server | req/s | events/s | p50 ms | p99 ms | max ms | CPU s / 1k events | server CPU % "
-        "| broker CPU s / 1k events | peak RSS MiB | b/a | b/c |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| broker CPU s / 1k events | peak RSS MiB | b/a | b/c | b/d |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for s in summaries:
         ratio_a = ratio(summaries, s.scenario, "ceiling") if s.server == "gateway" else None
         ratio_c = ratio(summaries, s.scenario, "baseline") if s.server == "gateway" else None
+        ratio_d = ratio(summaries, s.scenario, "floor") if s.server == "gateway" else None
         lines.append(
             f"| {s.scenario} | {LABELS[s.server]} | {_fmt(s.rps, 0)} | {_fmt(s.events_per_s, 0)} | {_fmt(s.p50_ms)} "
             f"| {_fmt(s.p99_ms)} | {_fmt(s.max_ms)} | {_sig(s.cpu_per_1k_events)} | {s.server_core_busy:.0%} "
             f"| {_sig(s.broker_cpu_per_1k_events)} | {_fmt(s.peak_rss_mib, 0)} "
-            f"| {_fmt(ratio_a)} | {_fmt(ratio_c)} |"
+            f"| {_fmt(ratio_a)} | {_fmt(ratio_c)} | {_fmt(ratio_d)} |"
         )
     errors = [s for s in summaries if s.errors]
     if errors:
@@ -350,6 +356,7 @@ def summary_line(summaries: list[Summary], consumers: Sequence[ConsumerSummary] 
     gateway = _find(summaries, primary, "gateway")
     batch = _find(summaries, "batch", "gateway")
     ratio_a, ratio_c = ratio(summaries, primary, "ceiling"), ratio(summaries, primary, "baseline")
+    ratio_d = ratio(summaries, primary, "floor")
     return (
         f"gateway_rps={rps('gateway')} ceiling_rps={rps('ceiling')} baseline_rps={rps('baseline')} "
         f"ratio_ceiling={'na' if ratio_a is None else f'{ratio_a:.2f}'} "
@@ -358,5 +365,6 @@ def summary_line(summaries: list[Summary], consumers: Sequence[ConsumerSummary] 
         f"batch_events_per_s={'na' if batch is None else f'{batch.events_per_s:.0f}'} "
         f"agent_replies_per_s={_consumer_rate(consumers, 'agent', AGENT_MANY)} "
         f"agent_replies_per_s_1conv={_consumer_rate(consumers, 'agent', AGENT_ONE)} "
-        f"analytics_events_per_s={_consumer_rate(consumers, 'analytics', ANALYTICS_MIX)}"
+        f"analytics_events_per_s={_consumer_rate(consumers, 'analytics', ANALYTICS_MIX)} "
+        f"floor_rps={rps('floor')} ratio_floor={'na' if ratio_d is None else f'{ratio_d:.2f}'}"
     )

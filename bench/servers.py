@@ -1,4 +1,4 @@
-"""The three servers under test, each started pinned to one core in its own process group."""
+"""The servers under test, each started pinned to one core in its own process group."""
 
 from __future__ import annotations
 
@@ -47,6 +47,17 @@ def gateway_spec(kafka: str, prefix: str, secret: str, verify_token: str, comman
         "IGW_TOPIC_PREFIX": prefix,
     }
     return ServerSpec("gateway", "(b) igw gateway", argv, env, ready_path="/readyz")
+
+
+def floor_spec(kafka: str, prefix: str) -> ServerSpec:
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka,
+        "KAFKA_ENABLE_IDEMPOTENCE": "false",
+        "KAFKA_ACKS": "all",
+        "IGW_TOPIC_PREFIX": prefix,
+    }
+    argv = (sys.executable, "-m", "bench.floor")
+    return ServerSpec("floor", "(d) aiohttp + publish", argv, env, ready_path="/readyz")
 
 
 def baseline_spec(kafka: str, topic: str, secret: str) -> ServerSpec:

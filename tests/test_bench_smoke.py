@@ -191,8 +191,10 @@ def test_summary_line_keeps_its_keys_and_appends_the_consumers() -> None:
         "agent_replies_per_s",
         "agent_replies_per_s_1conv",
         "analytics_events_per_s",
+        "floor_rps",
+        "ratio_floor",
     ]
-    assert line.endswith("agent_replies_per_s=na agent_replies_per_s_1conv=na analytics_events_per_s=na")
+    assert line.endswith("agent_replies_per_s_1conv=na analytics_events_per_s=na floor_rps=na ratio_floor=na")
 
 
 def test_port_range_hands_out_free_ports_of_the_range_only() -> None:
@@ -241,7 +243,7 @@ def test_agent_scenario_runs_and_checks_every_reply() -> None:
     assert "ok: 100 replies, each exactly once" in out
     assert "ok: 30 replies, each exactly once" in out
     last = out.strip().splitlines()[-1]
-    assert re.search(r" agent_replies_per_s=\d+ agent_replies_per_s_1conv=\d+ analytics_events_per_s=na$", last), last
+    assert re.search(r" agent_replies_per_s=\d+ agent_replies_per_s_1conv=\d+ analytics_events_per_s=na ", last), last
 
 
 @pytest.mark.timeout(180)
@@ -250,4 +252,15 @@ def test_analytics_scenario_runs_and_counts_every_event() -> None:
     out = _run_bench("--scenario", "analytics", "--analytics-events", "20000", timeout=170)
     assert "ok: 20000 events, each exactly once" in out
     last = out.strip().splitlines()[-1]
-    assert re.search(r" agent_replies_per_s=na agent_replies_per_s_1conv=na analytics_events_per_s=\d+$", last), last
+    assert re.search(r" agent_replies_per_s=na agent_replies_per_s_1conv=na analytics_events_per_s=\d+ ", last), last
+
+
+@pytest.mark.timeout(180)
+def test_floor_and_gateway_publish_the_same_records_and_are_compared() -> None:
+    """The floor (aiohttp + igw's publish path) and the gateway both pass the delivery check, and the
+    summary compares them."""
+    out = _run_bench("--scenario", "one", "--servers", "floor,gateway", "--python-load", timeout=170)
+    assert re.search(r"round 1 \(d\) aiohttp \+ publish .* req/s", out), out
+    assert out.count("delivery check: ok") == 2, out
+    last = out.strip().splitlines()[-1]
+    assert re.search(r"^gateway_rps=\d+ ceiling_rps=na .* floor_rps=\d+ ratio_floor=\d+\.\d\d$", last), last
