@@ -181,14 +181,16 @@ def _as_ms(value: Any) -> int | None:
     if type(value) is int:
         ms = value
     elif type(value) is float:
-        if not -_INT64 <= value < _INT64:  # also NaN and infinities, which orjson never yields but dicts may hold
+        if not 0 <= value < _INT64:  # also NaN and infinities, which orjson never yields but dicts may hold
             return None
         ms = int(value)
     else:
         return None
-    ms = ms * 1000 if 0 <= ms < _SECONDS_LIMIT else ms
-    # A float such as 1e20 is valid JSON but no timestamp, and no 64-bit integer for the envelope.
-    return ms if -_INT64 <= ms < _INT64 else None
+    # Negative, or past 64 bits (1e20 is valid JSON): no time, and nothing the envelope's
+    # non-negative 64-bit timestamp can hold.
+    if not 0 <= ms < _INT64:
+        return None
+    return ms * 1000 if ms < _SECONDS_LIMIT else ms
 
 
 def _digest(basis: bytes) -> str:

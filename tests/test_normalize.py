@@ -234,11 +234,11 @@ def test_id_beyond_64_bits_is_dead_lettered() -> None:
     assert result.dead_letter.paths == ("entry[0]",)
 
 
-@pytest.mark.parametrize("stamp", [1e20, -1e20, 9.3e18, 2**63, 2**64 - 1])
-def test_timestamps_beyond_64_bits_fall_back_and_still_serialize(stamp: float) -> None:
+@pytest.mark.parametrize("stamp", [1e20, -1e20, 9.3e18, 2**63, 2**64 - 1, -5, -1.5, -(2**63)])
+def test_timestamps_the_envelope_cannot_hold_fall_back_and_still_serialize(stamp: float) -> None:
     """A timestamp too large for a signed 64-bit integer (a float, or an integer orjson reads as
-    unsigned) is no timestamp: the entry's time (else the receive time) stands in, and the envelope
-    and the Kafka record still serialize."""
+    unsigned) or below zero is no timestamp: the entry's time (else the receive time) stands in,
+    and the envelope (whose timestamp is a non-negative 64-bit integer) and the record serialize."""
     from gateway.records import build_records
 
     item = {"sender": {"id": "1"}, "recipient": {"id": "2"}, "timestamp": stamp, "message": {"mid": "m", "text": "x"}}

@@ -1,4 +1,5 @@
-"""normalize_document's shortcut for one entry with one messaging item gives what the general loop gives."""
+"""normalize_document's shortcut for one entry with one messaging item gives what the general loop gives, and
+every envelope either path builds holds to envelope-v1.json."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import orjson
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
 
 from bench import payloads as bench_payloads
 from gateway import normalize as normalize_module
 from gateway.normalize import Normalized, normalize, normalize_document
+from gateway.schemas import load_envelope_schema
 from tests.plugins.payloads import payload_names, read_payload
 from tests.test_normalize import json_values
 
@@ -101,3 +104,38 @@ def test_a_single_dm_takes_the_shortcut(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(normalize_module, "_normalize_entries", fail)
     [signed] = bench_payloads.one_message("secret")
     assert len(normalize(signed.body, RECEIVED_AT).events) == 1
+
+
+# The fields the gateway itself computes. Type objects and `raw` carry what Meta sent, as it sent it.
+SCHEMA = load_envelope_schema()
+COMPUTED = (
+    "v",
+    "id",
+    "type",
+    "platform",
+    "account_id",
+    "user_id",
+    "sender_id",
+    "recipient_id",
+    "conversation_id",
+    "timestamp",
+    "received_at",
+    "standby",
+)
+FIELD_VALIDATORS = {name: Draft202012Validator(SCHEMA["properties"][name]) for name in COMPUTED}
+
+
+@settings(max_examples=300, deadline=None)
+@given(one_item_body, st.integers(1, 2**45))
+@example({"object": "instagram", "entry": [{"id": "acc", "time": -5, "messaging": [{"timestamp": -1.5}]}]}, 7)
+@example({"object": "page", "entry": [{"id": "acc", "time": 2**64 - 1, "messaging": [{"timestamp": -(2**63)}]}]}, 7)
+def test_computed_fields_hold_to_the_schema(document: dict[str, Any], received_at: int) -> None:
+    """Whatever shape a body has, the envelope fields the gateway computes (ids, parties, times)
+    validate against envelope-v1.json."""
+    for event in normalize_document(document, received_at).events:
+        envelope = event.envelope
+        assert set(SCHEMA["required"]) <= envelope.keys()
+        for name, validator in FIELD_VALIDATORS.items():
+            if name in envelope:
+                errors = [e.message for e in validator.iter_errors(envelope[name])]
+                assert not errors, (name, envelope[name], errors)
