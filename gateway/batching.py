@@ -144,6 +144,12 @@ class _Lane:
         batch.builder.close()  # closed: the producer sends it at once instead of lingering
         try:
             delivery = await self._producer.send_batch(batch.builder, self.topic, partition=self.partition)
+        except asyncio.CancelledError:
+            # close() stopped the submitter before the producer took this batch (send_batch waits
+            # for metadata or queue room): back to the head of the line, so close() hands it over.
+            self._buffer.waiting += batch.builder.size()
+            self._sealed.appendleft(batch)
+            raise
         except KafkaError as exc:
             batch.failed(BrokerUnavailable(f"producer refused a batch: {type(exc).__name__}"))
             return None
@@ -155,7 +161,7 @@ class _Lane:
         return delivery  # type: ignore[no-any-return]
 
     async def close(self) -> None:
-        """Hand every batch still here to the producer, then stop the submitter."""
+        """Stop the submitter, then hand every batch still here (one it was handing over included) to the producer."""
         if self._submitter is not None:
             self._submitter.cancel()
             await asyncio.gather(self._submitter, return_exceptions=True)

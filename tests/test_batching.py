@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from typing import Any
 
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
@@ -103,3 +104,33 @@ async def test_publish_without_connection_fails_fast(kafka_settings: KafkaSettin
     publisher = AiokafkaPublisher(kafka_settings)
     with pytest.raises(PublishError):
         await publisher.publish([_record("t", 1, 1)] * records, 1.0)
+
+
+async def test_stop_hands_over_a_batch_the_submitter_was_handing_over(
+    kafka_settings: KafkaSettings, topic_reader: TopicReader
+) -> None:
+    """Stopping while the producer has not yet taken a batch (send_batch still waiting, as it does
+    for metadata or queue room) delivers that batch instead of dropping it."""
+    topic = kafka_settings.topic("messages")
+    await ensure_topics(kafka_settings, ["messages"])
+    publisher = AiokafkaPublisher(kafka_settings)
+    await publisher.start()
+    producer = publisher._producer
+    assert producer is not None
+    real_send_batch = producer.send_batch
+    entered = asyncio.Event()
+
+    async def stalling_send_batch(*args: Any, **kwargs: Any) -> Any:
+        if not entered.is_set():  # the first hand-over waits, as for metadata that never comes
+            entered.set()
+            await asyncio.Event().wait()
+        return await real_send_batch(*args, **kwargs)
+
+    producer.send_batch = stalling_send_batch  # type: ignore[method-assign]
+    request = asyncio.create_task(publisher.publish([_record(topic, 7, 1)], 20.0))
+    await asyncio.wait_for(entered.wait(), 5.0)
+    await publisher.stop()
+    await asyncio.wait_for(request, 5.0)  # acknowledged, not timed out
+
+    records = await topic_reader(topic, expect=1, settle=0.3)
+    assert [r.value for r in records] == [b"7:1"]
