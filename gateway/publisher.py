@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 
+from gateway.acks import all_acknowledged, settle_stragglers
 from gateway.batching import Batch, Lanes
 from gateway.config import KafkaSettings
 from gateway.errors import BrokerUnavailable, PublishError, PublishTimeout
@@ -154,7 +155,7 @@ class AiokafkaPublisher:
             if batches:
                 await lanes.acknowledged(batches, max(0.0, deadline - time.monotonic()))
             if sent:
-                await _all_acknowledged(sent, max(0.0, deadline - time.monotonic()), timeout)
+                await all_acknowledged(sent, max(0.0, deadline - time.monotonic()), timeout)
         except TimeoutError:
             self._keep_stragglers(batches, sent)
             raise PublishTimeout(f"no topic metadata or dead-letter send within {timeout:.2f}s") from None
@@ -193,42 +194,6 @@ class AiokafkaPublisher:
             raise BrokerUnavailable(f"metadata request failed: {type(exc).__name__}") from exc
         present = metadata.topics()
         return [t for t in topics if t not in present]
-
-
-async def _all_acknowledged(futures: list[asyncio.Future[Any]], remaining: float, timeout: float) -> None:
-    """Wait for every delivery future with one waiter and one timer.
-
-    Cheaper than ``asyncio.wait`` on the hot path, and it never cancels the delivery futures:
-    a late acknowledgement is still an acknowledgement.
-    """
-    loop = asyncio.get_running_loop()
-    waiter: asyncio.Future[None] = loop.create_future()
-    pending = len(futures)
-
-    def on_delivery(fut: asyncio.Future[Any]) -> None:
-        nonlocal pending
-        pending -= 1
-        if waiter.done():
-            return
-        failure: BaseException | None = asyncio.CancelledError() if fut.cancelled() else fut.exception()
-        if failure is not None:
-            waiter.set_exception(BrokerUnavailable(f"broker rejected a record: {type(failure).__name__}"))
-        elif pending == 0:
-            waiter.set_result(None)
-
-    def on_timeout() -> None:
-        if not waiter.done():
-            waiter.set_exception(
-                PublishTimeout(f"{pending} of {len(futures)} records not acknowledged within {timeout:.2f}s")
-            )
-
-    for fut in futures:
-        fut.add_done_callback(on_delivery)
-    timer = loop.call_later(remaining, on_timeout)
-    try:
-        await waiter
-    finally:
-        timer.cancel()
 
 
 class _Deadline:
@@ -276,14 +241,3 @@ def _key_hash(key: bytes) -> int:
             _murmur_cache.clear()
         value = _murmur_cache[key] = murmur2(key) & 0x7FFFFFFF
     return value
-
-
-async def settle_stragglers(stragglers: set[asyncio.Future[Any]], timeout: float) -> bool:
-    """Wait up to ``timeout`` for ``stragglers`` (emptied as they finish); True once none is left."""
-    if stragglers:
-        _, pending = await asyncio.wait(stragglers, timeout=timeout)
-        for fut in stragglers - pending:
-            if not fut.cancelled():
-                fut.exception()  # retrieved: a failure here is expected, not worth asyncio's warning
-        stragglers.intersection_update(pending)
-    return not stragglers

@@ -14,9 +14,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from gateway.acks import all_acknowledged, settle_stragglers
 from gateway.config import KafkaSettings
 from gateway.errors import BrokerUnavailable, PublishError, PublishTimeout
-from gateway.publisher import _all_acknowledged, settle_stragglers
 from gateway.records import OutRecord
 
 __all__ = ["ConfluentPublisher"]
@@ -113,7 +113,7 @@ class ConfluentPublisher:
             futures.append(future)
         if futures:
             try:
-                await _all_acknowledged(futures, max(0.0, timeout - (time.monotonic() - started)), timeout)
+                await all_acknowledged(futures, max(0.0, timeout - (time.monotonic() - started)), timeout)
             except PublishError:
                 self._stragglers.update(f for f in futures if not f.done())
                 raise
