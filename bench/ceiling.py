@@ -28,12 +28,17 @@ def new_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def serve(app: web.Application, description: str | None) -> None:
+    """Serve ``app`` on ``--host``/``--port`` as the gateway would: its event loop, no access log."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
-    web.run_app(create_app(), host=args.host, port=args.port, access_log=None, print=None, loop=new_loop())
+    web.run_app(app, host=args.host, port=args.port, access_log=None, print=None, loop=new_loop())
+
+
+def main() -> None:
+    serve(create_app(), __doc__)
 
 
 if __name__ == "__main__":

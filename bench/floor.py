@@ -10,14 +10,13 @@ its own per-request work.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import time
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from bench.ceiling import new_loop
+from bench.ceiling import serve
 from gateway.config import Env, KafkaSettings
 from gateway.garbage import tune_after_startup
 from gateway.normalize import Topic, normalize
@@ -75,11 +74,7 @@ def create_app() -> web.Application:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
-    web.run_app(create_app(), host=args.host, port=args.port, access_log=None, print=None, loop=new_loop())
+    serve(create_app(), __doc__)
 
 
 if __name__ == "__main__":
