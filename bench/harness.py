@@ -1,6 +1,6 @@
-"""``bench/run``: the ceiling, igw's gateway and a FastAPI baseline side by side, on one local broker.
+"""``bench/run``: the ceiling, the floor, igw's gateway and a FastAPI baseline side by side, on one local broker.
 
-For each scenario: a fresh Tansu broker, then rounds of (a, b, c) in turn, each a fresh server
+For each scenario: a fresh Tansu broker, then rounds of (a, d, b, c) in turn, each a fresh server
 pinned to core 0 and the load generator pinned to core 1, a short warm-up, then the measured run.
 Every process started here is stopped in a ``finally``.
 """
