@@ -26,7 +26,7 @@ import logging
 import signal
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -358,20 +358,15 @@ async def poll_loop(
     must arrange for ``ticket.finish()`` once the record's work is done. The caller drains the
     work in hand and commits a last time after this returns.
     """
-    last_commit = time.monotonic()
-    while not stop.is_set():
-        batch = await consumer.getmany(timeout_ms=poll_timeout_ms, max_records=max_records)
-        for tp, records in batch.items():
-            count_records(group, tp.topic, len(records))
+    fetched = _fetched(consumer, tracker, stop, group, max_records, poll_timeout_ms, commit_interval)
+    async with contextlib.aclosing(fetched):
+        async for tp, records in fetched:
             for record in records:
                 # Records not handed out are not tracked, so their offsets are not committed. A
                 # partition revoked while submit() waited belongs to another replica now.
                 if stop.is_set() or not tracker.owns(tp):
                     break
                 await submit(record, tracker.track(tp, record.offset))
-        if time.monotonic() - last_commit >= commit_interval:
-            await commit_finished(consumer, tracker)
-            last_commit = time.monotonic()
 
 
 # Handles one partition's fetched records, in offset order, synchronously.
@@ -395,15 +390,32 @@ async def poll_batches(
     Nothing can interleave with a synchronous call (a signal, a rebalance), so this skips the
     per-record tickets and checks that :func:`poll_loop` needs for work that waits.
     """
+    fetched = _fetched(consumer, tracker, stop, group, max_records, poll_timeout_ms, commit_interval)
+    async with contextlib.aclosing(fetched):
+        async for tp, records in fetched:
+            # A partition revoked while the fetch waited belongs to another replica now.
+            if records and tracker.owns(tp):
+                handle(tp, records)
+                tracker.finished_through(tp, records[-1].offset)
+
+
+async def _fetched(
+    consumer: Any,
+    tracker: OffsetTracker,
+    stop: asyncio.Event,
+    group: str,
+    max_records: int,
+    poll_timeout_ms: int,
+    commit_interval: float,
+) -> AsyncGenerator[tuple[TopicPartition, list[Any]], None]:
+    """Each partition's records of each fetch until ``stop`` is set, counted; between fetches,
+    the finished offsets are committed every ``commit_interval`` seconds."""
     last_commit = time.monotonic()
     while not stop.is_set():
         batch = await consumer.getmany(timeout_ms=poll_timeout_ms, max_records=max_records)
         for tp, records in batch.items():
             count_records(group, tp.topic, len(records))
-            # A partition revoked while the fetch waited belongs to another replica now.
-            if records and tracker.owns(tp):
-                handle(tp, records)
-                tracker.finished_through(tp, records[-1].offset)
+            yield tp, records
         if time.monotonic() - last_commit >= commit_interval:
             await commit_finished(consumer, tracker)
             last_commit = time.monotonic()
