@@ -293,12 +293,15 @@ def _sig(value: float | None) -> str:
     return "–" if value is None or value != value else f"{value:.3g}"
 
 
-def markdown(summaries: list[Summary], *, setup: str) -> str:
+def _preamble(setup: str) -> list[str]:
+    """When and where a table was measured, and how."""
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return [f"Measured {now} on {machine()}.", setup, ""]
+
+
+def markdown(summaries: list[Summary], *, setup: str) -> str:
     lines = [
-        f"Measured {now} on {machine()}.",
-        setup,
-        "",
+        *_preamble(setup),
         "| scenario | server | req/s | events/s | p50 ms | p99 ms | max ms | CPU s / 1k events | server CPU % "
         "| broker CPU s / 1k events | peak RSS MiB | b/a | b/c | b/d |",
         "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
@@ -321,11 +324,8 @@ def markdown(summaries: list[Summary], *, setup: str) -> str:
 
 
 def consumer_markdown(summaries: list[ConsumerSummary], *, setup: str) -> str:
-    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
-        f"Measured {now} on {machine()}.",
-        setup,
-        "",
+        *_preamble(setup),
         "| scenario | variant | items | per second | CPU s / 1k | consumer CPU % | emulator CPU s / 1k "
         "| broker CPU s / 1k | peak RSS MiB | check |",
         "|---|---|--:|--:|--:|--:|--:|--:|--:|---|",
