@@ -11,16 +11,16 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from aiokafka.partitioner import murmur2
 
 from gateway.acks import all_acknowledged, settle_stragglers
 from gateway.batching import Batch, Lanes
 from gateway.config import KafkaSettings
 from gateway.errors import BrokerUnavailable, PublishError, PublishTimeout
+from gateway.partitioning import key_hasher
 from gateway.records import OutRecord
 
 __all__ = ["AiokafkaPublisher", "Publisher"]
@@ -230,14 +230,4 @@ class _Deadline:
             raise TimeoutError from exc
 
 
-_murmur_cache: dict[bytes, int] = {}
-
-
-def _key_hash(key: bytes) -> int:
-    """aiokafka's (the Java client's) murmur2 of a key, cached: conversations repeat."""
-    value = _murmur_cache.get(key)
-    if value is None:
-        if len(_murmur_cache) >= 65_536:
-            _murmur_cache.clear()
-        value = _murmur_cache[key] = murmur2(key) & 0x7FFFFFFF
-    return value
+_key_hash: Final = key_hasher()  # conversations repeat: each key hashed once
