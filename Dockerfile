@@ -20,6 +20,8 @@ RUN python scripts/docker-requirements.py setup.cfg fast redis yaml > /tmp/requi
 # Then the code itself, without touching the dependencies again.
 # README.md is optional (the pattern matches nothing when it is absent; setup.cfg keeps the COPY valid).
 COPY setup.cfg README.m[d] ./
+COPY igw/ igw/
+COPY igw_tools/ igw_tools/
 COPY gateway/ gateway/
 COPY consumers/ consumers/
 RUN pip install --no-deps . \
@@ -44,6 +46,6 @@ USER 10001:10001
 EXPOSE 8080
 # The gateway's /healthz; the agent and analytics pass their own URL (see deploy/docker-compose.yml).
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
-    CMD ["python", "-m", "gateway.healthcheck"]
+    CMD ["python", "-m", "igw_tools.healthcheck"]
 # Exec form: igw is PID 1 and gets SIGTERM itself, so it drains in-flight webhooks before exiting.
 CMD ["igw", "gateway", "--host", "0.0.0.0", "--port", "8080"]

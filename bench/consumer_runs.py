@@ -40,7 +40,7 @@ from bench.preload import preload
 from bench.report import Answered, ConsumerRun
 from consumers.agent_replies.settings import SAMPLE_RULES
 from consumers.analytics.settings import TOPICS as ANALYTICS_TOPICS
-from gateway.localbroker import LocalBroker
+from igw_tools.localbroker import LocalBroker
 
 __all__ = ["ConsumerSetup", "agent_scenario", "analytics_scenario"]
 

@@ -16,9 +16,9 @@ from typing import Any, NamedTuple
 import orjson
 
 from bench import payloads
-from gateway.normalize import Topic, normalize
-from gateway.records import OutRecord, build_records
 from gateway.signature import SignatureVerdict, SignatureVerifier
+from igw.normalize import Topic, normalize
+from igw.records import OutRecord, build_records
 
 __all__ = ["AGENT_TEXTS", "Record", "agent_conversations", "analytics_mix"]
 

@@ -17,12 +17,12 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from bench.ceiling import serve
-from gateway.config import Env, KafkaSettings
 from gateway.garbage import tune_after_startup
-from gateway.normalize import Topic, normalize
 from gateway.publisher import AiokafkaPublisher
-from gateway.records import OutRecord, build_records
-from gateway.topics import GATEWAY_TOPICS, ensure_topics
+from igw.config import Env, KafkaSettings
+from igw.normalize import Topic, normalize
+from igw.records import OutRecord, build_records
+from igw.topics import GATEWAY_TOPICS, ensure_topics
 
 publisher_key = web.AppKey("publisher", AiokafkaPublisher)
 records_key = web.AppKey("records", dict[bytes, list[OutRecord]])

@@ -25,7 +25,7 @@ from types import FrameType
 from bench import consumer_runs, kafka_check, loadgen, payloads, procstat, report, servers
 from bench.ports import PortRange, parse_range
 from bench.scenarios import SCENARIOS, Scenario
-from gateway.localbroker import LocalBroker
+from igw_tools.localbroker import LocalBroker
 
 SERVER_CORE = 0
 LOAD_CORE = 1

@@ -29,9 +29,9 @@ from pathlib import Path
 
 from bench import payloads
 from gateway import metrics
-from gateway.normalize import Event, Topic, normalize
-from gateway.records import build_records
 from gateway.signature import SignatureVerifier
+from igw.normalize import Event, Topic, normalize
+from igw.records import build_records
 
 SECRET = "bench_hotpath_secret"  # noqa: S105 - signs the benchmark's own bodies
 TOPICS = {t: f"igw.{t.value}" for t in Topic}
@@ -39,7 +39,7 @@ ROUTE = "/webhooks/meta"  # a label value like the route template the access log
 
 
 def _handler_metrics(body: bytes, events: list[Event], seconds: float) -> None:
-    """The metric calls of one successful webhook request, as gateway/views.py and gateway/logs.py make them."""
+    """The metric calls of one successful webhook request, as gateway/views.py and igw/logs.py make them."""
     metrics.PAYLOAD_BYTES.observe(len(body))
     metrics.PUBLISH_DURATION.observe(seconds)
     metrics.EVENTS_PER_REQUEST.observe(len(events))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import socket
 
-from gateway.localbroker import free_port
+from igw_tools.localbroker import free_port
 
 __all__ = ["PortRange", "parse_range"]
 

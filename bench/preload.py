@@ -9,8 +9,8 @@ from collections.abc import Iterable
 from aiokafka import AIOKafkaProducer
 
 from bench.envelopes import Record
-from consumers.common.topics import ensure_topics
-from gateway.config import KafkaSettings
+from igw.config import KafkaSettings
+from igw.topics import ensure_topics
 
 __all__ = ["preload"]
 

@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import murmur2
 
-from gateway.localbroker import LocalBroker
+from igw_tools.localbroker import LocalBroker
 
 VALUE = b"x" * 900
 HEADERS = [("ce_id", b"0" * 32), ("ce_type", b"igw.v1.message"), ("content-type", b"application/json")]

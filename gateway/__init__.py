@@ -1,3 +1,1 @@
 """igw gateway: Meta's signed webhooks, verified, normalized and published to Kafka."""
-
-__version__ = "0.1.0"

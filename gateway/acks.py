@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from gateway.errors import BrokerUnavailable, PublishTimeout
+from igw.errors import BrokerUnavailable, PublishTimeout
 
 __all__ = ["all_acknowledged", "settle_stragglers"]
 

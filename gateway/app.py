@@ -11,16 +11,16 @@ from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from gateway import metrics
-from gateway.config import KafkaSettings
 from gateway.drain import drain_forever
-from gateway.errors import SettingsError
 from gateway.publisher import AiokafkaPublisher, Publisher
 from gateway.settings import GatewaySettings
 from gateway.spool import Spool, open_spool
 from gateway.state import GatewayState
-from gateway.topics import GATEWAY_TOPICS, ensure_topics
 from gateway.typedefs import publisher_key, settings_key, state_key
 from gateway.views import healthz, readyz, receive_webhook, verify_subscription
+from igw.config import KafkaSettings
+from igw.errors import SettingsError
+from igw.topics import GATEWAY_TOPICS, ensure_topics
 
 __all__ = ["PublisherFactory", "create_app"]
 
@@ -31,7 +31,7 @@ PublisherFactory = Callable[[KafkaSettings], Publisher]
 
 def create_app(settings: GatewaySettings, *, publisher_factory: PublisherFactory | None = None) -> web.Application:
     # No middleware: even an empty one costs several % of a one-message POST (bench/); request
-    # metrics come from the access-log hook aiohttp calls anyway (gateway.logs.ObservingAccessLogger).
+    # metrics come from the access-log hook aiohttp calls anyway (igw.logs.ObservingAccessLogger).
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[settings_key] = settings
     app[state_key] = GatewayState.from_settings(settings)

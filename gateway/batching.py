@@ -27,7 +27,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.producer.message_accumulator import BatchBuilder
 
-from gateway.errors import BrokerUnavailable, PublishError, PublishTimeout
+from igw.errors import BrokerUnavailable, PublishError, PublishTimeout
 
 __all__ = ["Batch", "Lanes"]
 

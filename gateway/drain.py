@@ -14,14 +14,14 @@ from collections import Counter as Tally
 from typing import Final
 
 from gateway import metrics
-from gateway.errors import PublishError
 from gateway.kafka_health import check_kafka
-from gateway.normalize import normalize
 from gateway.publisher import Publisher
-from gateway.records import OutRecord, build_records
 from gateway.settings import GatewaySettings
 from gateway.spool import Spool, SpoolLocked, orphan_dirs
 from gateway.state import GatewayState
+from igw.errors import PublishError
+from igw.normalize import normalize
+from igw.records import OutRecord, build_records
 
 __all__ = ["adopt_orphans", "drain_forever"]
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 
 from gateway import metrics
-from gateway.errors import PublishError
 from gateway.publisher import Publisher
 from gateway.settings import GatewaySettings
-from gateway.topics import GATEWAY_TOPICS, ensure_topics
+from igw.errors import PublishError
+from igw.topics import GATEWAY_TOPICS, ensure_topics
 
 __all__ = ["check_kafka"]
 

@@ -29,7 +29,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricF
 from prometheus_client.utils import floatToGoString
 
 if TYPE_CHECKING:
-    from gateway.normalize import Event
+    from igw.normalize import Event
 
 # The *_created series double every counter's output and no dashboard reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]

@@ -1,6 +1,6 @@
 """One Kafka producer per process, behind a small interface the HTTP handlers depend on.
 
-Client errors are translated here, once, into ``gateway.errors``. A request's records are handed
+Client errors are translated here, once, into ``igw.errors``. A request's records are handed
 to the producer together and awaited together, so they share batches instead of paying a round
 trip each.
 """
@@ -18,10 +18,10 @@ from aiokafka.errors import KafkaError
 
 from gateway.acks import all_acknowledged, settle_stragglers
 from gateway.batching import Batch, Lanes
-from gateway.config import KafkaSettings
-from gateway.errors import BrokerUnavailable, PublishError, PublishTimeout
-from gateway.partitioning import key_hasher
-from gateway.records import OutRecord
+from igw.config import KafkaSettings
+from igw.errors import BrokerUnavailable, PublishError, PublishTimeout
+from igw.partitioning import key_hasher
+from igw.records import OutRecord
 
 __all__ = ["AiokafkaPublisher", "Publisher"]
 

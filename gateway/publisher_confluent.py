@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from gateway.acks import all_acknowledged, settle_stragglers
-from gateway.config import KafkaSettings
-from gateway.errors import BrokerUnavailable, PublishError, PublishTimeout
-from gateway.records import OutRecord
+from igw.config import KafkaSettings
+from igw.errors import BrokerUnavailable, PublishError, PublishTimeout
+from igw.records import OutRecord
 
 __all__ = ["ConfluentPublisher"]
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from gateway.config import Env, KafkaSettings, Secret
-from gateway.errors import SettingsError
+from igw.config import Env, KafkaSettings, Secret
+from igw.errors import SettingsError
 
 DEFAULT_WEBHOOK_PATH = "/api/v1/instagram/webhook"
 # Relative to the working directory: right for `igw dev`; containers set a volume (docs/durability.md).

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from gateway import metrics
-from gateway.errors import SpoolFull, SpoolUnavailable
+from igw.errors import SpoolFull, SpoolUnavailable
 
 __all__ = [
     "ScanReport",

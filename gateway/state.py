@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gateway.normalize import Topic
 from gateway.settings import GatewaySettings
 from gateway.signature import SignatureVerifier
 from gateway.spool import Spool
+from igw.normalize import Topic
 
 
 @dataclass(slots=True)

@@ -13,15 +13,15 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway import metrics
-from gateway.errors import PublishError, PublishTimeout, SpoolError
 from gateway.kafka_health import check_kafka
-from gateway.logs import bind_request_id
-from gateway.normalize import normalize
-from gateway.records import build_records
 from gateway.signature import SignatureVerdict
 from gateway.spool import Spool
 from gateway.state import GatewayState, Readiness
 from gateway.typedefs import publisher_key, settings_key, state_key
+from igw.errors import PublishError, PublishTimeout, SpoolError
+from igw.logs import bind_request_id
+from igw.normalize import normalize
+from igw.records import build_records
 
 log = logging.getLogger(__name__)
 

@@ -58,7 +58,7 @@ class Supervisor:
 
     def _spawn(self, slot: int) -> Worker:
         env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": self._metrics_dir, "IGW_WORKER_SLOT": str(slot)}
-        process = subprocess.Popen([sys.executable, "-m", "gateway.cli", *self._argv, "--worker"], env=env)  # noqa: S603
+        process = subprocess.Popen([sys.executable, "-m", "igw_tools.cli", *self._argv, "--worker"], env=env)  # noqa: S603
         log.info("worker %d started (pid %d)", slot, process.pid)
         return Worker(slot, process)
 

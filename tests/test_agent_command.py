@@ -10,9 +10,9 @@ import time
 
 import aiohttp
 
-from consumers.send_api.emulator import InjectedFailure
-from gateway.cli import build_parser
-from gateway.config import KafkaSettings
+from igw.config import KafkaSettings
+from igw_tools.cli import build_parser
+from igw_tools.graph_emulator import InjectedFailure
 from tests.plugins.agent import Emulator, SpawnAgent, envelope, publish
 
 
@@ -50,7 +50,7 @@ def test_igw_cli_knows_the_agent_command() -> None:
 def test_config_error_exits_2_naming_the_variable() -> None:
     """Without IGW_RULES_FILE the command exits 2 and says which variable to set."""
     result = subprocess.run(
-        [sys.executable, "-m", "consumers.agent_replies"],
+        [sys.executable, "-m", "igw_tools.cli", "agent"],
         env={"PATH": "/usr/bin:/bin", "IGW_AGENT": "rules"},
         capture_output=True,
         text=True,

@@ -9,7 +9,7 @@ import orjson
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from gateway.config import KafkaSettings
+from igw.config import KafkaSettings
 from tests.plugins.agent import Emulator, StartAgent, envelope, publish
 from tests.plugins.kafka import TopicReader
 

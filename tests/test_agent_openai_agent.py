@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from gateway.config import KafkaSettings
+from igw.config import KafkaSettings
 from tests.plugins.agent import REDIS_URL, Emulator, StartAgent, envelope, publish
 from tests.plugins.kafka import TopicReader
 

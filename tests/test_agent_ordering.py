@@ -7,7 +7,7 @@ import random
 from collections.abc import Sequence
 
 from consumers.agent_replies.model import AgentReply, InboundEvent, Turn
-from gateway.config import KafkaSettings
+from igw.config import KafkaSettings
 from tests.plugins.agent import Emulator, StartAgent, envelope, publish
 
 

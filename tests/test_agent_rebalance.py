@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import Counter
 
 from consumers.agent_replies.store import ClaimState, MemoryStore
-from consumers.send_api.emulator import InjectedFailure
-from gateway.config import KafkaSettings
+from igw.config import KafkaSettings
+from igw_tools.graph_emulator import InjectedFailure
 from tests.plugins.agent import Emulator, StartAgent, envelope, publish
 
 CONVERSATIONS = 150

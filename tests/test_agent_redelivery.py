@@ -6,7 +6,7 @@ import orjson
 import pytest
 from prometheus_client import REGISTRY
 
-from gateway.config import KafkaSettings
+from igw.config import KafkaSettings
 from tests.plugins.agent import REDIS_URL, Emulator, StartAgent, envelope, publish
 from tests.plugins.kafka import TopicReader
 

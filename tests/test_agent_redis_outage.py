@@ -8,8 +8,8 @@ from collections import Counter
 
 import pytest
 
-from consumers.send_api.emulator import InjectedFailure
-from gateway.config import KafkaSettings
+from igw.config import KafkaSettings
+from igw_tools.graph_emulator import InjectedFailure
 from tests.plugins.agent import Emulator, StartAgent, envelope, publish
 from tests.plugins.outage import RedisServer, report_fault
 

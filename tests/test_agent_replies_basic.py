@@ -8,7 +8,7 @@ from jsonschema import Draft202012Validator
 from prometheus_client import REGISTRY
 
 from consumers.agent_replies.schemas import load_reply_schema
-from gateway.config import KafkaSettings
+from igw.config import KafkaSettings
 from tests.plugins.agent import Emulator, StartAgent, envelope, publish
 from tests.plugins.graph_emulator import MESSENGER_ACCOUNT
 from tests.plugins.kafka import TopicReader

@@ -8,8 +8,8 @@ from collections import Counter
 
 import redis.asyncio as aioredis
 
-from consumers.send_api.emulator import InjectedFailure
-from gateway.config import KafkaSettings
+from igw.config import KafkaSettings
+from igw_tools.graph_emulator import InjectedFailure
 from tests.plugins.agent import REDIS_URL, Emulator, SpawnAgent, StartAgent, envelope, publish
 
 CONVERSATIONS = 200

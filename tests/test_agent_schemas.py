@@ -11,7 +11,7 @@ from jsonschema import Draft202012Validator
 from consumers.agent_replies.model import parse_event
 from consumers.agent_replies.outcomes import Outcome, Reason, ReplyRecord
 from consumers.agent_replies.schemas import load_reply_schema
-from gateway.schemas import load_envelope_schema
+from igw.schemas import load_envelope_schema
 from tests.plugins.agent import envelope
 
 REPLY = Draft202012Validator(load_reply_schema())

@@ -8,8 +8,8 @@ import orjson
 import pytest
 from prometheus_client import REGISTRY
 
-from consumers.send_api.emulator import InjectedFailure
-from gateway.config import KafkaSettings
+from igw.config import KafkaSettings
+from igw_tools.graph_emulator import InjectedFailure
 from tests.plugins.agent import Emulator, StartAgent, envelope, publish
 from tests.plugins.graph_emulator import IG_ACCOUNT
 from tests.plugins.kafka import TopicReader

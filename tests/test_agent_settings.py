@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from consumers.agent_replies.settings import SAMPLE_RULES, AgentSettings
-from gateway.errors import SettingsError
+from igw.errors import SettingsError
 
 
 def test_defaults() -> None:

@@ -7,7 +7,7 @@ import asyncio
 import orjson
 from prometheus_client import REGISTRY
 
-from gateway.config import KafkaSettings
+from igw.config import KafkaSettings
 from tests.plugins.agent import REDIS_URL, Emulator, StartAgent, envelope, publish
 from tests.plugins.kafka import TopicReader
 

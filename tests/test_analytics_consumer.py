@@ -15,9 +15,9 @@ from prometheus_client import CollectorRegistry
 
 from consumers.analytics.service import run_analytics
 from consumers.analytics.settings import AnalyticsSettings
-from consumers.common.topics import ensure_topics
-from gateway.config import KafkaSettings
-from gateway.localbroker import free_port
+from igw.config import KafkaSettings
+from igw.topics import ensure_topics
+from igw_tools.localbroker import free_port
 from tests.analytics_records import ACCOUNT, T0, encode, message, postback, reply
 
 pytestmark = pytest.mark.kafka

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from consumers.analytics.settings import AnalyticsSettings
-from gateway.cli import build_parser
-from gateway.errors import SettingsError
+from igw.errors import SettingsError
+from igw_tools.cli import build_parser
 
 
 def test_defaults_read_every_topic_in_its_own_group_on_port_9102() -> None:

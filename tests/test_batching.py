@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
-from gateway.config import KafkaSettings
-from gateway.errors import PublishError
-from gateway.localbroker import LocalBroker
 from gateway.publisher import AiokafkaPublisher
-from gateway.records import OutRecord
-from gateway.topics import ensure_topics
+from igw.config import KafkaSettings
+from igw.errors import PublishError
+from igw.records import OutRecord
+from igw.topics import ensure_topics
+from igw_tools.localbroker import LocalBroker
 from tests.plugins.kafka import TopicReader, read_topic
 
 

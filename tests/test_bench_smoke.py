@@ -23,8 +23,8 @@ from consumers.agent_replies.settings import SAMPLE_RULES
 from consumers.analytics.aggregate import Aggregator
 from consumers.analytics.metrics import AnalyticsMetrics
 from consumers.analytics.settings import AnalyticsSettings
-from gateway.normalize import normalize
 from gateway.signature import SignatureVerdict, SignatureVerifier
+from igw.normalize import normalize
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -17,10 +17,10 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import create_app
-from gateway.config import KafkaSettings
-from gateway.localbroker import LocalBroker, free_port, port_is_open
 from gateway.settings import GatewaySettings
 from gateway.signature import sign
+from igw.config import KafkaSettings
+from igw_tools.localbroker import LocalBroker, free_port, port_is_open
 from tests.plugins.gateway import APP_SECRET, WEBHOOK, dm_body, post_signed
 from tests.plugins.kafka import read_topic
 from tests.plugins.outage import gateway_env
@@ -140,7 +140,7 @@ async def test_graceful_shutdown_flushes_in_flight_requests(own_broker: LocalBro
     log_path = tmp_path / "gateway.log"
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "gateway", "--port", str(port)],
+            [sys.executable, "-m", "igw_tools.cli", "gateway", "--port", str(port)],
             env=gateway_env(kafka, tmp_path / "spool"),
             stdout=log_file,
             stderr=subprocess.STDOUT,

@@ -14,8 +14,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from gateway.app import create_app
-from gateway.commands.check import CheckResult, Verdict, WebhookChecker, overall_ok
 from gateway.settings import GatewaySettings
+from igw_tools.commands.check import CheckResult, Verdict, WebhookChecker, overall_ok
 from tests.plugins.gateway import APP_SECRET, VERIFY_TOKEN, WEBHOOK
 from tests.plugins.tools import run_cli
 
@@ -150,7 +150,7 @@ async def test_slow_answers_fail_against_the_limit(serve: Serve) -> None:
 
 async def test_nothing_listening_is_named() -> None:
     """A closed port fails the handshake with 'nothing answers' and skips the checks that need an answer."""
-    from gateway.localbroker import free_port
+    from igw_tools.localbroker import free_port
 
     url = f"http://127.0.0.1:{free_port()}{WEBHOOK}"
     results = await WebhookChecker(url, verify_token="t", app_secret="s", timeout=2).run()
@@ -228,7 +228,7 @@ async def test_tls_expiring_soon_warns(serve: Serve, tmp_path: Path) -> None:
 
 async def test_gateway_without_kafka_is_named(serve: Serve, gateway_settings: GatewaySettings) -> None:
     """When the gateway cannot publish, the signed POST fails with 503 and Kafka is named as the cause."""
-    from gateway.localbroker import free_port
+    from igw_tools.localbroker import free_port
 
     kafka = dataclasses.replace(gateway_settings.kafka, bootstrap_servers=f"127.0.0.1:{free_port()}")
     settings = dataclasses.replace(

@@ -10,9 +10,9 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import create_app
-from gateway.config import KafkaSettings
-from gateway.localbroker import LocalBroker
 from gateway.settings import GatewaySettings
+from igw.config import KafkaSettings
+from igw_tools.localbroker import LocalBroker
 from tests.plugins.gateway import GatewayClient, dm_body, meta_bytes, post_signed
 from tests.plugins.kafka import TopicReader
 

@@ -6,15 +6,15 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client import REGISTRY
 
 from consumers.common.lag import sample_lag
-from consumers.common.topics import ensure_topics
-from gateway.config import KafkaSettings
+from igw.config import KafkaSettings
+from igw.topics import ensure_topics
 
 
 async def test_lag_gauge_follows_the_position(kafka_settings: KafkaSettings) -> None:
     """Five unread records are a lag of 5; after reading them the lag is 0."""
     topic = kafka_settings.topic("lagtest")
-    assert await ensure_topics(kafka_settings, [topic]) == [topic]
-    assert await ensure_topics(kafka_settings, [topic]) == []  # already there: nothing to create
+    assert await ensure_topics(kafka_settings, ["lagtest"]) == [topic]
+    assert await ensure_topics(kafka_settings, ["lagtest"]) == []  # already there: nothing to create
     producer = AIOKafkaProducer(bootstrap_servers=kafka_settings.bootstrap_servers, enable_idempotence=False)
     await producer.start()
     try:

@@ -26,7 +26,7 @@ import pytest
 
 from consumers.agent_replies.settings import SAMPLE_RULES
 from consumers.analytics.dashboard import PanelQuery, instantiate, load_queries, metric_names
-from gateway.localbroker import free_port
+from igw_tools.localbroker import free_port
 from tests.plugins.prometheus import DEPLOY, PrometheusFactory
 from tests.plugins.stack import IgwStarter
 from tests.stack_traffic import feed

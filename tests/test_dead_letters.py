@@ -10,9 +10,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import REGISTRY
 
 from gateway.app import create_app
-from gateway.config import KafkaSettings
 from gateway.settings import GatewaySettings
 from gateway.signature import sign
+from igw.config import KafkaSettings
 from tests.plugins.gateway import APP_SECRET, GatewayClient, meta_bytes, post_signed
 from tests.plugins.kafka import TopicReader
 

@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from gateway.app import create_app
-from gateway.cli import build_parser
-from gateway.config import Secret
 from gateway.settings import GatewaySettings
+from igw.config import Secret
+from igw_tools.cli import build_parser
 from tests.plugins.sourcescan import ROOT
 
 DEPLOY = ROOT / "deploy"
@@ -59,7 +59,7 @@ def routes_for(command: str) -> set[str]:
 # -- Compose --------------------------------------------------------------------------------------
 
 # `igw agent` and `igw analytics` come from their own branches; until they are registered in
-# gateway.cli the checks of those processes are expected to fail (strict: they must pass once merged).
+# igw_tools.cli the checks of those processes are expected to fail (strict: they must pass once merged).
 _REGISTERED = set(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
 
 
@@ -67,7 +67,7 @@ def process(name: str) -> Any:
     return pytest.param(
         name,
         marks=pytest.mark.xfail(
-            name not in _REGISTERED, reason=f"igw {name} is not registered in gateway.cli yet", strict=True
+            name not in _REGISTERED, reason=f"igw {name} is not registered in igw_tools.cli yet", strict=True
         ),
     )
 
@@ -103,7 +103,7 @@ def test_compose_process(name: str, compose: dict[str, Any], code_env_vars: dict
     assert args.command == name
     port = listen_port(args)
     check = service["healthcheck"]["test"]
-    assert check[:4] == ["CMD", "python", "-m", "gateway.healthcheck"], check
+    assert check[:4] == ["CMD", "python", "-m", "igw_tools.healthcheck"], check
     assert check[4] == f"http://127.0.0.1:{port}/healthz"
     assert "/healthz" in routes_for(args.command)
     for published in service.get("ports", []):
@@ -236,7 +236,7 @@ def test_ecs_task_definition_has_no_inline_secrets(code_env_vars: dict[str, set[
     for secret in container["secrets"]:
         assert set(secret) == {"name", "valueFrom"}
         assert secret["valueFrom"].startswith("arn:aws:secretsmanager:")
-    assert container["healthCheck"]["command"][:4] == ["CMD", "python", "-m", "gateway.healthcheck"]
+    assert container["healthCheck"]["command"][:4] == ["CMD", "python", "-m", "igw_tools.healthcheck"]
     assert container["stopTimeout"] > GatewaySettings.__dataclass_fields__["shutdown_timeout"].default
 
 
@@ -289,7 +289,7 @@ def test_dockerfile_static_checks() -> None:
     assert users
     assert users[-1].split(":")[0] not in {"root", "0"}
     [healthcheck] = [a for k, a in final if k == "HEALTHCHECK"]
-    assert json.loads(healthcheck.split("CMD", 1)[1].strip()) == ["python", "-m", "gateway.healthcheck"]
+    assert json.loads(healthcheck.split("CMD", 1)[1].strip()) == ["python", "-m", "igw_tools.healthcheck"]
     [cmd] = [a for k, a in final if k == "CMD"]
     command = json.loads(cmd)  # exec form: a JSON list
     args = parse_igw(command)
@@ -339,7 +339,7 @@ def test_image_requirements_are_the_runtime_and_chosen_extras() -> None:
 
 def test_healthcheck_script_refuses_other_hosts() -> None:
     """The container health check only ever calls its own container."""
-    from gateway.healthcheck import healthy
+    from igw_tools.healthcheck import healthy
 
     with pytest.raises(ValueError, match="only calls this container"):
         healthy("http://example.com/healthz")

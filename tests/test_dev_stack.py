@@ -13,14 +13,14 @@ from pathlib import Path
 
 import aiohttp
 
-from gateway.localbroker import free_port, port_is_open
 from gateway.signature import sign
+from igw_tools.localbroker import free_port, port_is_open
 from tests.plugins.gateway import dm_body
 
 
 def _dev_args(state_dir: Path, ports: dict[str, int]) -> list[str]:
     return [
-        sys.executable, "-m", "gateway.cli", "dev", "--state-dir", str(state_dir),
+        sys.executable, "-m", "igw_tools.cli", "dev", "--state-dir", str(state_dir),
         "--port", str(ports["gateway"]), "--emulator-port", str(ports["emulator"]),
         "--kafka-port", str(ports["kafka"]), "--agent-metrics-port", str(ports["agent"]),
         "--analytics-metrics-port", str(ports["analytics"]),

@@ -1,4 +1,4 @@
-"""gateway/schemas/envelope-v1.json states the envelope v1 contract of docs/events.md."""
+"""igw/schemas/envelope-v1.json states the envelope v1 contract of docs/events.md."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from gateway.normalize import normalize
-from gateway.schemas import load_envelope_schema
+from igw.normalize import normalize
+from igw.schemas import load_envelope_schema
 from tests.plugins.payloads import payload_names, read_payload
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "events.md"

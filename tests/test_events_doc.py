@@ -8,7 +8,7 @@ from pathlib import Path
 
 import jsonschema
 
-from gateway.schemas import load_envelope_schema
+from igw.schemas import load_envelope_schema
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "events.md"
 TYPES = {

@@ -14,13 +14,13 @@ from typing import Any
 import aiohttp
 import pytest
 
-from consumers.send_api import emulator_command
 from consumers.send_api.client import AccountConfig, Flavour, OutboundMessage, SendApiClient, appsecret_proof
-from consumers.send_api.emulator import EmulatorConfig
 from consumers.send_api.ratelimit import parse_business_usage
 from consumers.send_api.settings import SendApiSettings
-from gateway.cli import build_parser
-from gateway.config import Secret
+from igw.config import Secret
+from igw_tools.cli import build_parser
+from igw_tools.commands import graph_emulator as emulator_command
+from igw_tools.graph_emulator import EmulatorConfig
 from tests.plugins.graph_emulator import (
     IG_ACCOUNT,
     IGFB_ACCOUNT,
@@ -430,7 +430,7 @@ async def test_command_serves_the_emulator(http: aiohttp.ClientSession) -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "gateway.cli",
+        "igw_tools.cli",
         "graph-emulator",
         "--port",
         str(port),

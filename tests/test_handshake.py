@@ -51,7 +51,7 @@ async def test_token_is_never_logged(gateway_client: GatewayClient, caplog: pyte
 
 async def test_log_lines_carry_a_request_id(gateway_client: GatewayClient, caplog: pytest.LogCaptureFixture) -> None:
     """Each request's log lines are tied together by its request id, taken from X-Request-Id when sent."""
-    from gateway.logs import JsonFormatter
+    from igw.logs import JsonFormatter
 
     caplog.set_level(logging.INFO)
     await gateway_client.get(

@@ -12,8 +12,8 @@ import aiohttp
 import orjson
 import pytest
 
-from gateway.config import KafkaSettings
 from gateway.signature import sign
+from igw.config import KafkaSettings
 from tests.plugins.gateway import APP_SECRET, WEBHOOK, dm_body, meta_bytes
 from tests.plugins.kafka import read_topic
 from tests.plugins.outage import GatewayProcess, gateway_env, report_fault, signed_poster

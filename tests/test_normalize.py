@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.normalize import Topic, normalize, normalize_document
+from igw.normalize import Topic, normalize, normalize_document
 from tests.plugins.payloads import payload_names, read_expected, read_payload
 
 RECEIVED_AT = 1_764_100_000_000
@@ -239,7 +239,7 @@ def test_timestamps_the_envelope_cannot_hold_fall_back_and_still_serialize(stamp
     """A timestamp too large for a signed 64-bit integer (a float, or an integer orjson reads as
     unsigned) or below zero is no timestamp: the entry's time (else the receive time) stands in,
     and the envelope (whose timestamp is a non-negative 64-bit integer) and the record serialize."""
-    from gateway.records import build_records
+    from igw.records import build_records
 
     item = {"sender": {"id": "1"}, "recipient": {"id": "2"}, "timestamp": stamp, "message": {"mid": "m", "text": "x"}}
     for entry_time in (stamp, 1_700_000_000_000):

@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 from bench import payloads as bench_payloads
-from gateway import normalize as normalize_module
-from gateway.normalize import Normalized, normalize, normalize_document
-from gateway.schemas import load_envelope_schema
+from igw import normalize as normalize_module
+from igw.normalize import Normalized, normalize, normalize_document
+from igw.schemas import load_envelope_schema
 from tests.plugins.payloads import payload_names, read_payload
 from tests.test_normalize import json_values
 

@@ -18,8 +18,8 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from gateway.config import KafkaSettings
 from gateway.signature import sign
+from igw.config import KafkaSettings
 from tests.plugins.gateway import APP_SECRET, WEBHOOK
 from tests.plugins.outage import GatewayProcess, gateway_env
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from gateway.schemas import load_envelope_schema
+from igw.schemas import load_envelope_schema
 from tests.plugins.payloads import PAYLOAD_DIR, payload_names, read_expected, read_payload
 
 NAMES = payload_names()

@@ -12,7 +12,6 @@ import pytest
 import redis.asyncio
 
 from consumers.send_api.client import OutboundMessage, SendApiClient
-from consumers.send_api.emulator import EmulatorConfig
 from consumers.send_api.errors import ErrorClass, SendError
 from consumers.send_api.ratelimit import (
     LocalRateLimiter,
@@ -20,6 +19,7 @@ from consumers.send_api.ratelimit import (
     RedisRateLimiter,
     parse_business_usage,
 )
+from igw_tools.graph_emulator import EmulatorConfig
 from tests.plugins.graph_emulator import IG_ACCOUNT, MESSENGER_ACCOUNT, TEST_ACCOUNTS, RunningEmulator, StartEmulator
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379")

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from bench import payloads as bench_payloads
-from gateway.normalize import Topic, normalize
-from gateway.records import OutRecord, build_records
+from igw.normalize import Topic, normalize
+from igw.records import OutRecord, build_records
 from tests.plugins.payloads import payload_names, read_payload
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "records.json"

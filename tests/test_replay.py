@@ -6,11 +6,11 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from gateway.commands.simulate import SimulationPlan, simulate
-from gateway.config import KafkaSettings
-from gateway.replay import RecordFilter, ReplayPlan, parse_offsets, parse_time_ms, replay
 from gateway.signature import sign
-from gateway.topics import ensure_topics
+from igw.config import KafkaSettings
+from igw.topics import ensure_topics
+from igw_tools.commands.simulate import SimulationPlan, simulate
+from igw_tools.replay import RecordFilter, ReplayPlan, parse_offsets, parse_time_ms, replay
 from tests.plugins.gateway import APP_SECRET, dm_body
 from tests.plugins.kafka import TopicReader
 from tests.plugins.tools import run_cli

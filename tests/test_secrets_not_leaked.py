@@ -8,9 +8,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gateway.config import KafkaSettings
-from gateway.localbroker import LocalBroker
 from gateway.signature import sign
+from igw.config import KafkaSettings
+from igw_tools.localbroker import LocalBroker
 from tests.plugins.gateway import APP_SECRET, VERIFY_TOKEN, WEBHOOK, dm_body
 from tests.plugins.outage import GatewayProcess, gateway_env, signed_poster, wait_for_metric
 

@@ -22,7 +22,7 @@ from consumers.send_api.client import (
 from consumers.send_api.errors import ErrorClass
 from consumers.send_api.ratelimit import LocalRateLimiter
 from consumers.send_api.settings import SendApiSettings
-from gateway.config import Env, Secret
+from igw.config import Env, Secret
 from tests.plugins.graph_emulator import IG_ACCOUNT, IGFB_ACCOUNT, MESSENGER_ACCOUNT, RunningEmulator
 
 USER = "6600000000000001"

@@ -9,8 +9,8 @@ import pytest
 
 from consumers.send_api.client import Flavour
 from consumers.send_api.settings import SendApiSettings
-from gateway.config import Env
-from gateway.errors import SettingsError
+from igw.config import Env
+from igw.errors import SettingsError
 
 
 def test_defaults() -> None:

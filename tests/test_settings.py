@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.errors import SettingsError
 from gateway.settings import DEFAULT_WEBHOOK_PATH, GatewaySettings
+from igw.errors import SettingsError
 
 BASE = {"INSTAGRAM_WEBHOOK_VERIFY_TOKEN": "tok-123", "INSTAGRAM_APP_SECRET": "s1"}
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.commands.simulate import SimulationPlan, simulate
-from gateway.config import KafkaSettings
-from gateway.localbroker import free_port
+from igw.config import KafkaSettings
+from igw_tools.commands.simulate import SimulationPlan, simulate
+from igw_tools.localbroker import free_port
 from tests.plugins.gateway import APP_SECRET
 from tests.plugins.kafka import TopicReader
 from tests.plugins.tools import run_cli

@@ -7,8 +7,8 @@ from collections import Counter
 
 import pytest
 
-from gateway.normalize import normalize
-from gateway.simulator import EVENT_KINDS, MIX_WEIGHTS, TrafficGenerator, meta_dumps, topic_for
+from igw.normalize import normalize
+from igw_tools.simulator import EVENT_KINDS, MIX_WEIGHTS, TrafficGenerator, meta_dumps, topic_for
 
 _TYPE_OF_KIND = {
     "message": "message",
@@ -93,7 +93,7 @@ def test_unknown_kind_is_refused() -> None:
 
 def test_default_accounts_are_the_dev_stacks() -> None:
     """Simulated traffic goes to the accounts `igw dev` and its Graph API emulator know."""
-    from gateway.devstack import DEV_INSTAGRAM_ACCOUNT, DEV_PAGE_ACCOUNT
-    from gateway.simulator import DEFAULT_ACCOUNT_IDS
+    from igw_tools.devstack import DEV_INSTAGRAM_ACCOUNT, DEV_PAGE_ACCOUNT
+    from igw_tools.simulator import DEFAULT_ACCOUNT_IDS
 
     assert DEFAULT_ACCOUNT_IDS == {"instagram": DEV_INSTAGRAM_ACCOUNT, "messenger": DEV_PAGE_ACCOUNT}

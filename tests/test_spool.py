@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 
-from gateway.config import KafkaSettings
-from gateway.errors import SpoolFull, SpoolUnavailable
-from gateway.localbroker import free_port
 from gateway.spool import Spool, SpooledBody, SpoolLocked, decode_frames, encode_frame, open_spool, orphan_dirs
+from igw.config import KafkaSettings
+from igw.errors import SpoolFull, SpoolUnavailable
+from igw_tools.localbroker import free_port
 from tests.plugins.outage import gateway_env
 
 
@@ -231,7 +231,7 @@ def test_unusable_spool_dir_stops_start_up_naming_the_variable(tmp_path: Path) -
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     proc = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "gateway", "--port", str(free_port())],
+        [sys.executable, "-m", "igw_tools.cli", "gateway", "--port", str(free_port())],
         env={**gateway_env(KafkaSettings(bootstrap_servers="127.0.0.1:1"), blocker / "spool")},
         capture_output=True,
         timeout=60,

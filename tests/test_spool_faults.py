@@ -17,14 +17,14 @@ from aiohttp.test_utils import TestServer
 from prometheus_client import REGISTRY
 
 from gateway.app import create_app
-from gateway.localbroker import LocalBroker
-from gateway.normalize import normalize
-from gateway.records import build_records
 from gateway.settings import GatewaySettings
 from gateway.signature import sign
 from gateway.spool import Spool
 from gateway.state import GatewayState
 from gateway.typedefs import state_key
+from igw.normalize import normalize
+from igw.records import build_records
+from igw_tools.localbroker import LocalBroker
 from tests.plugins.gateway import APP_SECRET, WEBHOOK, dm_body
 from tests.plugins.kafka import TopicReader, read_topic
 from tests.plugins.outage import (

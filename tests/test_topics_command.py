@@ -7,8 +7,8 @@ import dataclasses
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from gateway.config import KafkaSettings
-from gateway.topics import TOPIC_NAMES, describe_topics, ensure_topics
+from igw.config import KafkaSettings
+from igw.topics import TOPIC_NAMES, describe_topics, ensure_topics
 from tests.plugins.tools import run_cli
 
 pytestmark = pytest.mark.kafka
@@ -64,7 +64,7 @@ def test_create_topics_errors_are_raised_per_topic() -> None:
 
     from aiokafka.errors import InvalidReplicationFactorError, TopicAlreadyExistsError
 
-    from gateway.topics import _raise_for_topic_errors
+    from igw.topics import _raise_for_topic_errors
 
     _raise_for_topic_errors(SimpleNamespace(topic_errors=[("ig.events", 0, None)]))
     with pytest.raises(InvalidReplicationFactorError, match=r"ig\.events: replication factor 3 > 1 broker"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 from prometheus_client import REGISTRY
 
-from gateway.config import KafkaSettings
+from igw.config import KafkaSettings
 from tests.plugins.gateway import GatewayClient, dm_body, meta_bytes, post_signed
 from tests.plugins.kafka import TopicReader
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gateway.localbroker import free_port
 from gateway.signature import sign
+from igw_tools.localbroker import free_port
 from tests.plugins.gateway import APP_SECRET, VERIFY_TOKEN, WEBHOOK, dm_body
 
 
@@ -72,7 +72,18 @@ async def test_workers_share_port_metrics_and_restart_gracefully(kafka_bootstrap
     }
     (tmp_path / "metrics").mkdir()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "gateway", "--port", str(port), "--workers", "2", "--log-format", "json"],
+        [
+            sys.executable,
+            "-m",
+            "igw_tools.cli",
+            "gateway",
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+            "--log-format",
+            "json",
+        ],
         env=env,
     )
     base = f"http://127.0.0.1:{port}"

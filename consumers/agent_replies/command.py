@@ -11,7 +11,7 @@ from typing import Any
 
 from consumers.agent_replies.settings import AgentSettings
 from consumers.common.runner import run_main, stop_on_signals
-from gateway.logs import configure_logging
+from igw.logs import configure_logging
 
 __all__ = ["register", "run"]
 

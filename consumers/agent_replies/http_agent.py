@@ -21,7 +21,7 @@ import orjson
 
 from consumers.agent_replies.agent import AgentError
 from consumers.agent_replies.model import AgentReply, Button, InboundEvent, Turn
-from gateway.config import Secret
+from igw.config import Secret
 
 __all__ = ["HttpAgent", "parse_agent_answer"]
 

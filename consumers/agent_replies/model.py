@@ -7,10 +7,9 @@ from typing import Any, Literal
 
 import orjson
 
-__all__ = ["ANSWERABLE_TYPES", "AgentReply", "BadEvent", "Button", "InboundEvent", "Turn", "parse_event"]
+from igw.envelope import ANSWERABLE_TYPES
 
-# The only envelope types a user expects an answer to.
-ANSWERABLE_TYPES = frozenset({"message", "postback"})
+__all__ = ["ANSWERABLE_TYPES", "AgentReply", "BadEvent", "Button", "InboundEvent", "Turn", "parse_event"]
 
 
 class BadEvent(ValueError):

@@ -17,7 +17,7 @@ import orjson
 
 from consumers.agent_replies.agent import AgentError
 from consumers.agent_replies.model import AgentReply, InboundEvent, Turn
-from gateway.config import Secret
+from igw.config import Secret
 
 __all__ = ["DEFAULT_SYSTEM_PROMPT", "OpenAIAgent"]
 

@@ -20,7 +20,8 @@ import orjson
 from consumers.agent_replies.metrics import REPLIES, REPLY_LATENCY
 from consumers.agent_replies.model import InboundEvent
 from consumers.common.children import Children
-from gateway.records import rfc3339_ms
+from igw.envelope import Header
+from igw.records import cloudevent_headers
 
 __all__ = ["Outcome", "OutcomePublisher", "Reason", "ReplyRecord", "reply_id"]
 
@@ -104,7 +105,6 @@ class OutcomePublisher:
         self.deadletter_topic = deadletter_topic
         self._clock = clock
         self._replies = Children(REPLIES)
-        self._sources: dict[str, bytes] = {}
 
     async def record(self, record: ReplyRecord) -> None:
         now_ms = int(self._clock() * 1000)
@@ -113,16 +113,9 @@ class OutcomePublisher:
             REPLY_LATENCY.observe(max(0.0, (now_ms - record.event.timestamp_ms) / 1000))
         body = record.to_json(now_ms)
         event = record.event
-        headers = [
-            ("ce_specversion", b"1.0"),
-            ("ce_id", body["id"].encode()),
-            ("ce_type", b"igw.v1.reply"),
-            ("ce_source", self._source(event.account_id)),
-            ("ce_time", rfc3339_ms(now_ms).encode()),
-            ("content-type", b"application/json"),
-        ]
-        if event.conversation_id:
-            headers.append(("ce_subject", event.conversation_id.encode()))
+        headers = cloudevent_headers(
+            body["id"], "reply", f"igw/agent/{event.account_id}", now_ms, event.conversation_id or None
+        )
         key = (event.conversation_id or event.account_id).encode()
         try:
             await self._producer.send_and_wait(self.replies_topic, orjson.dumps(body), key=key, headers=headers)
@@ -134,14 +127,6 @@ class OutcomePublisher:
                 record.outcome,
                 record.reason,
             )
-
-    def _source(self, account_id: str) -> bytes:
-        source = self._sources.get(account_id)
-        if source is None:
-            if len(self._sources) > 10_000:  # one per business account; bounded all the same
-                self._sources.clear()
-            source = self._sources[account_id] = f"igw/agent/{account_id}".encode()
-        return source
 
     async def deadletter(
         self,
@@ -155,17 +140,17 @@ class OutcomePublisher:
     ) -> None:
         """Publish the inbound record verbatim with ``igw_reason``/``igw_detail`` headers."""
         headers = [
-            ("igw_reason", str(reason).encode()),
-            ("igw_detail", detail[:500].encode()),
-            ("igw_failed_at", str(int(self._clock() * 1000)).encode()),
-            ("igw_consumer", b"agent"),
-            ("content-type", b"application/json"),
+            (Header.REASON, str(reason).encode()),
+            (Header.DETAIL, detail[:500].encode()),
+            (Header.FAILED_AT, str(int(self._clock() * 1000)).encode()),
+            (Header.CONSUMER, b"agent"),
+            (Header.CONTENT_TYPE, b"application/json"),
         ]
         if event_id:
-            headers.append(("igw_event_id", event_id.encode()))
+            headers.append((Header.EVENT_ID, event_id.encode()))
         if source is not None:
             topic, partition, offset = source
-            headers.append(("igw_source", f"{topic}[{partition}]@{offset}".encode()))
+            headers.append((Header.ORIGIN, f"{topic}[{partition}]@{offset}".encode()))
         try:
             await self._producer.send_and_wait(self.deadletter_topic, value or b"", key=key, headers=headers)
         except Exception as exc:  # logged with enough to find the record again at its source offset

@@ -31,15 +31,16 @@ from consumers.agent_replies.outcomes import Outcome, OutcomePublisher, Reason
 from consumers.agent_replies.processor import Job, ReplyProcessor, Sender
 from consumers.agent_replies.rules import RulesAgent
 from consumers.agent_replies.scheduler import ConversationScheduler
-from consumers.agent_replies.settings import AgentSettings
+from consumers.agent_replies.settings import AGENT_TOPICS, AgentSettings
 from consumers.agent_replies.store import MemoryStore, RedisStore, Store
 from consumers.common.lag import lag_sampler
 from consumers.common.metrics_server import create_metrics_app, serve_metrics
 from consumers.common.partitioner import CachedPartitioner
 from consumers.common.runner import CommitOnRevoke, OffsetTracker, Ticket, commit_finished, drain, poll_loop
 from consumers.common.tasks import background
-from consumers.common.topics import ensure_topics
 from consumers.send_api.client import SendApiClient
+from igw.envelope import Topic
+from igw.topics import ensure_topics
 
 __all__ = ["build_agent", "build_store", "run_agent"]
 
@@ -113,7 +114,7 @@ async def run_agent(
     """
     kafka = settings.consumer.kafka
     if settings.create_topics:
-        await ensure_topics(kafka, [*settings.consumer.topics, kafka.topic("replies"), kafka.topic("deadletter")])
+        await ensure_topics(kafka, (*AGENT_TOPICS, Topic.REPLIES, Topic.DEADLETTER))
     async with AsyncExitStack() as stack:
         store = store if store is not None else build_store(settings)
         stack.push_async_callback(store.close)
@@ -135,7 +136,7 @@ async def run_agent(
         )
         await producer.start()
         stack.push_async_callback(producer.stop)
-        publisher = OutcomePublisher(producer, kafka.topic("replies"), kafka.topic("deadletter"))
+        publisher = OutcomePublisher(producer, kafka.topic(Topic.REPLIES), kafka.topic(Topic.DEADLETTER))
         wake_gauges = asyncio.Event()
         processor = ReplyProcessor(settings, store, agent, sender, publisher, on_pause=wake_gauges.set)
         await stack.enter_async_context(_gauges(store, wake_gauges))

@@ -11,14 +11,17 @@ from pathlib import Path
 
 from consumers.common.settings import ConsumerSettings
 from consumers.send_api.settings import SendApiSettings
-from gateway.config import Env, Secret
-from gateway.errors import SettingsError
+from igw.config import Env, Secret
+from igw.envelope import Topic
+from igw.errors import SettingsError
 
-__all__ = ["AGENT_KINDS", "SAMPLE_RULES", "AgentSettings"]
+__all__ = ["AGENT_KINDS", "AGENT_TOPICS", "SAMPLE_RULES", "AgentSettings"]
 
 AGENT_KINDS = ("rules", "http", "openai")
 SAMPLE_RULES = Path(__file__).parent / "samples" / "clinic.yaml"
 DEFAULT_METRICS_PORT = 9101
+# What the agent reads: the answerable types are published there.
+AGENT_TOPICS = (Topic.MESSAGES, Topic.POSTBACKS)
 
 
 def _owner_id() -> str:
@@ -70,7 +73,7 @@ class AgentSettings:
             env,
             group_variable="IGW_AGENT_GROUP",
             default_group="igw-agent",
-            topic_names=("messages", "postbacks"),
+            topic_names=AGENT_TOPICS,
             default_metrics_port=DEFAULT_METRICS_PORT,
         )
         agent = env.choice("IGW_AGENT", d.agent, AGENT_KINDS)

@@ -10,7 +10,7 @@ import os
 from consumers.analytics.service import run_analytics
 from consumers.analytics.settings import AnalyticsSettings
 from consumers.common.runner import run_main, stop_on_signals
-from gateway.logs import configure_logging
+from igw.logs import configure_logging
 
 __all__ = ["register"]
 

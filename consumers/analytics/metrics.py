@@ -9,34 +9,15 @@ from __future__ import annotations
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
+from igw import envelope
+
 # As in the gateway: the *_created series double every counter's output and no dashboard reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
 __all__ = ["ATTACHMENT_TYPES", "EVENT_TYPES", "INBOUND_TYPES", "AnalyticsMetrics"]
 
 # The envelope types of docs/events.md; anything else is counted as "unknown".
-EVENT_TYPES = frozenset(
-    {
-        "message",
-        "message_echo",
-        "message_deleted",
-        "message_edit",
-        "postback",
-        "reaction",
-        "read",
-        "delivery",
-        "referral",
-        "optin",
-        "handover",
-        "policy_enforcement",
-        "response_feedback",
-        "account_linking",
-        "messaging_feedback",
-        "order",
-        "change",
-        "unknown",
-    }
-)
+EVENT_TYPES = frozenset(envelope.EVENT_TYPES)
 # What an inbound message mainly is, first match wins (see aggregate.inbound_type).
 INBOUND_TYPES = ("quick_reply", "story_reply", "attachment", "text", "unsupported", "edit", "deleted", "other")
 # Attachment types Meta is known to send (meta-platform.md); anything else is "other".

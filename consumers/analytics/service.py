@@ -22,12 +22,12 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from consumers.analytics.aggregate import Aggregator
 from consumers.analytics.metrics import AnalyticsMetrics
 from consumers.analytics.rollup import RollupBuffer, RollupStore
-from consumers.analytics.settings import AnalyticsSettings
+from consumers.analytics.settings import TOPICS, AnalyticsSettings
 from consumers.common.lag import lag_sampler
 from consumers.common.metrics_server import create_metrics_app, serve_metrics
 from consumers.common.runner import CommitOnRevoke, OffsetTracker, commit_finished, drain, poll_batches
 from consumers.common.tasks import background
-from consumers.common.topics import ensure_topics
+from igw.topics import ensure_topics
 
 __all__ = ["run_analytics"]
 
@@ -75,7 +75,7 @@ async def run_analytics(
     c = settings.consumer
     log.info("analytics starting: %s", settings.describe())
     if settings.create_topics:
-        await ensure_topics(settings.kafka, settings.topics())
+        await ensure_topics(settings.kafka, TOPICS)
     buffer = RollupBuffer() if settings.rollup_path is not None else None
     aggregator = Aggregator(settings, AnalyticsMetrics(registry), rollup=buffer)
     short_names = settings.topics()

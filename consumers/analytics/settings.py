@@ -7,12 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from consumers.common.settings import ConsumerSettings
-from gateway.config import Env, KafkaSettings
+from igw.config import Env, KafkaSettings
+from igw.envelope import Topic
 
 __all__ = ["TOPICS", "AnalyticsSettings"]
 
-# Every igw topic, by its name after the prefix.
-TOPICS = ("messages", "postbacks", "events", "deadletter", "replies")
+# Analytics reads every igw topic.
+TOPICS = tuple(Topic)
 
 
 DEFAULT_GROUP = "igw-analytics"

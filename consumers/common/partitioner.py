@@ -1,4 +1,4 @@
-"""Kafka's default partitioner with each key's hash kept (``gateway.partitioning``).
+"""Kafka's default partitioner with each key's hash kept (``igw.partitioning``).
 
 The agent keys its reply records by conversation, and one conversation gets many replies.
 """
@@ -10,7 +10,7 @@ from typing import TypeVar
 
 from aiokafka.partitioner import DefaultPartitioner
 
-from gateway.partitioning import key_hasher
+from igw.partitioning import key_hasher
 
 __all__ = ["CachedPartitioner"]
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from gateway.config import Env, KafkaSettings
-from gateway.errors import SettingsError
+from igw.config import Env, KafkaSettings
+from igw.errors import SettingsError
 
 __all__ = ["ConsumerSettings"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from gateway.config import Secret
+from igw.config import Secret
 
 __all__ = ["AccountConfig", "Flavour", "OutboundMessage", "QuickReply", "SendResult"]
 

@@ -9,8 +9,8 @@ from typing import Any
 import orjson
 
 from consumers.send_api.model import AccountConfig, Flavour
-from gateway.config import Env, Secret
-from gateway.errors import SettingsError
+from igw.config import Env, Secret
+from igw.errors import SettingsError
 
 __all__ = ["SendApiSettings", "load_accounts_file", "parse_accounts"]
 

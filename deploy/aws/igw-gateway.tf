@@ -90,7 +90,7 @@ resource "aws_ecs_task_definition" "gateway" {
         { name = "INSTAGRAM_APP_SECRET", valueFrom = aws_secretsmanager_secret.app_secret.arn },
       ]
       healthCheck = {
-        command     = ["CMD", "python", "-m", "gateway.healthcheck", "http://127.0.0.1:8080/healthz"]
+        command     = ["CMD", "python", "-m", "igw_tools.healthcheck", "http://127.0.0.1:8080/healthz"]
         interval    = 15
         timeout     = 3
         retries     = 3

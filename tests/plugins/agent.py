@@ -26,9 +26,9 @@ from consumers.agent_replies.agent import Agent
 from consumers.agent_replies.service import run_agent
 from consumers.agent_replies.settings import SAMPLE_RULES, AgentSettings
 from consumers.agent_replies.store import Store
-from consumers.common.topics import ensure_topics
-from consumers.send_api.emulator import AcceptedSend, EmulatorConfig, EmulatorState
-from gateway.config import KafkaSettings
+from igw.config import KafkaSettings
+from igw.topics import ensure_topics
+from igw_tools.graph_emulator import AcceptedSend, EmulatorConfig, EmulatorState
 
 if TYPE_CHECKING:
     from tests.plugins.graph_emulator import StartEmulator
@@ -314,7 +314,7 @@ async def spawn_agent(
     """``await spawn_agent({"ENV": "value"})``: the agent consumer as a real process, ready (group joined)."""
     import sys
 
-    from gateway.localbroker import free_port
+    from igw_tools.localbroker import free_port
 
     await create_topics(kafka_settings)
     processes: list[AgentProcess] = []
@@ -326,7 +326,7 @@ async def spawn_agent(
         log_path = tmp_path / f"agent-{len(processes)}.log"
         with log_path.open("wb") as log_file:
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "consumers.agent_replies", env=environ, stdout=log_file, stderr=log_file
+                sys.executable, "-m", "igw_tools.cli", "agent", env=environ, stdout=log_file, stderr=log_file
             )
         handle = AgentProcess(process, f"http://127.0.0.1:{port}", log_path)
         processes.append(handle)

@@ -11,11 +11,11 @@ import pytest
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
 
+from gateway.access_log import RedactedAccessLogger
 from gateway.app import create_app
-from gateway.config import KafkaSettings, Secret
-from gateway.logs import RedactedAccessLogger
 from gateway.settings import DEFAULT_WEBHOOK_PATH, GatewaySettings
 from gateway.signature import sign
+from igw.config import KafkaSettings, Secret
 
 APP_SECRET = "my_app_secret"
 VERIFY_TOKEN = "test-verify-token-8c1f"

@@ -16,16 +16,16 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestServer
 
-from consumers.send_api.emulator import (
+from consumers.send_api.model import AccountConfig, Flavour
+from consumers.send_api.settings import SendApiSettings
+from igw.config import Secret
+from igw_tools.graph_emulator import (
     EmulatorAccessLogger,
     EmulatorConfig,
     EmulatorState,
     InjectedFailure,
     create_emulator_app,
 )
-from consumers.send_api.model import AccountConfig, Flavour
-from consumers.send_api.settings import SendApiSettings
-from gateway.config import Secret
 
 IG_ACCOUNT = AccountConfig("17841400000000001", Flavour.IG_IG, Secret("ig-user-token-AAAA-0001"))
 IGFB_ACCOUNT = AccountConfig(

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from gateway.config import KafkaSettings
-from gateway.localbroker import LocalBroker
+from igw.config import KafkaSettings
+from igw_tools.localbroker import LocalBroker
 
 
 @dataclass

@@ -21,9 +21,9 @@ import aiohttp
 import orjson
 import pytest
 
-from gateway.config import KafkaSettings
-from gateway.localbroker import LocalBroker, free_port, port_is_open
 from gateway.signature import sign
+from igw.config import KafkaSettings
+from igw_tools.localbroker import LocalBroker, free_port, port_is_open
 from tests.plugins.gateway import APP_SECRET, VERIFY_TOKEN, dm_body
 from tests.plugins.kafka import KafkaRecord
 
@@ -61,7 +61,7 @@ def gateway_env(kafka: KafkaSettings, spool_dir: Path | None, **extra: str) -> d
 
 @dataclass
 class GatewayProcess:
-    """``python -m gateway.cli gateway`` on a free loopback port, its output appended to ``log_path``."""
+    """``python -m igw_tools.cli gateway`` on a free loopback port, its output appended to ``log_path``."""
 
     env: dict[str, str]
     log_path: Path
@@ -77,7 +77,7 @@ class GatewayProcess:
     def start(self, timeout: float = 20.0) -> None:
         self._log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "gateway", "--port", str(self.port), *self.args],
+            [sys.executable, "-m", "igw_tools.cli", "gateway", "--port", str(self.port), *self.args],
             env=self.env,
             stdout=self._log,
             stderr=subprocess.STDOUT,

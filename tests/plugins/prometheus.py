@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gateway.localbroker import free_port
+from igw_tools.localbroker import free_port
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 

@@ -1,6 +1,6 @@
 """What the code reads from the environment, collected from the source itself (for the doc and deploy checks).
 
-Finds ``env.<reader>("NAME", ...)`` (the ``gateway.config.Env`` readers), ``os.environ.get``,
+Finds ``env.<reader>("NAME", ...)`` (the ``igw.config.Env`` readers), ``os.environ.get``,
 ``os.environ[...]`` and ``os.getenv``, with the name given literally, as a module constant, or
 passed through a small helper (``_base_url(env, "NAME", ...)``). Secrets add their ``_FILE`` twin.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCE_DIRS = ("gateway", "consumers")
+SOURCE_DIRS = ("igw", "igw_tools", "gateway", "consumers")
 _ENV_METHODS = {"raw", "str", "optional_str", "int", "float", "bool", "choice", "secret", "required_secret"}
 _SECRET_METHODS = {"secret", "required_secret"}
 _NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")

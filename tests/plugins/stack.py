@@ -58,7 +58,7 @@ def igw_stack(tmp_path: Path) -> Iterator[IgwStarter]:
         environ = {"PATH": os.environ.get("PATH", ""), "PYTHONUNBUFFERED": "1", **env}
         with log_path.open("wb") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "gateway.cli", *args], env=environ, stdout=log, stderr=subprocess.STDOUT
+                [sys.executable, "-m", "igw_tools.cli", *args], env=environ, stdout=log, stderr=subprocess.STDOUT
             )
         proc = IgwProcess(name, url, process, log_path)
         started.append(proc)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from gateway.cli import main
+from igw_tools.cli import main
 from tests.plugins.gateway import WEBHOOK, GatewayClient
 
 

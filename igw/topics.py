@@ -1,4 +1,8 @@
-"""igw's topics and their creation. The gateway creates what is missing at start-up."""
+"""igw's topics: creating the missing ones with their settings, describing them, reading their ends.
+
+The one place topics are created, by every process (``IGW_CREATE_TOPICS``) and by ``igw topics``,
+so a topic gets the same settings whichever process creates it first.
+"""
 
 from __future__ import annotations
 
@@ -12,15 +16,22 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
-from gateway.config import KafkaSettings
+from igw.config import KafkaSettings
+from igw.envelope import GATEWAY_TOPICS, Topic
 
 __all__ = ["GATEWAY_TOPICS", "TOPIC_NAMES", "TopicInfo", "describe_topics", "end_offsets", "ensure_topics"]
 
 log = logging.getLogger(__name__)
 
-# What the gateway publishes to; the agent adds "replies".
-GATEWAY_TOPICS: Final = ("messages", "postbacks", "events", "deadletter")
-TOPIC_NAMES: Final = (*GATEWAY_TOPICS, "replies")
+TOPIC_NAMES: Final = tuple(Topic)
+
+
+def topic_configs(kafka: KafkaSettings, name: str) -> dict[str, str]:
+    """The topic-level settings igw gives a topic it creates (``name`` is the short name)."""
+    if name == Topic.DEADLETTER:
+        # Dead letters are whole signed bodies; Kafka's default limit is 1 MiB.
+        return {"max.message.bytes": str(kafka.max_message_bytes)}
+    return {}
 
 
 def _admin(kafka: KafkaSettings) -> AIOKafkaAdminClient:
@@ -41,8 +52,12 @@ def _raise_for_topic_errors(response: Any) -> None:
 async def ensure_topics(
     kafka: KafkaSettings, names: Sequence[str] = TOPIC_NAMES, *, timeout: float = 15.0
 ) -> list[str]:
-    """Create the missing topics among ``names`` (short names); return the full names created."""
-    wanted = [kafka.topic(n) for n in names]
+    """Create the missing topics among ``names`` (short names); return the full names created.
+
+    Topics that exist keep their settings. A refusal (ACLs, a managed service) raises: the
+    operator then creates the topics with the documented names and settings.
+    """
+    wanted = {kafka.topic(n): n for n in dict.fromkeys(names)}
     admin = _admin(kafka)
     created: list[str] = []
     async with asyncio.timeout(timeout):
@@ -52,15 +67,11 @@ async def ensure_topics(
             missing = [t for t in wanted if t not in existing]
             for topic in missing:
                 try:
-                    configs = {}
-                    if topic == kafka.topic("deadletter"):
-                        # Dead letters are whole signed bodies; Kafka's default limit is 1 MiB.
-                        configs["max.message.bytes"] = str(kafka.max_message_bytes)
                     new = NewTopic(
                         topic,
                         num_partitions=kafka.partitions,
                         replication_factor=kafka.replication_factor,
-                        topic_configs=configs,
+                        topic_configs=topic_configs(kafka, wanted[topic]),
                     )
                     _raise_for_topic_errors(await admin.create_topics([new]))
                     created.append(topic)

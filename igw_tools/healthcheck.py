@@ -1,6 +1,6 @@
 """Container health check: exit 0 when ``/healthz`` answers 200 (stdlib only, starts fast).
 
-``python -m gateway.healthcheck [URL]``; the default is the gateway's own
+``python -m igw_tools.healthcheck [URL]``; the default is the gateway's own
 ``http://127.0.0.1:8080/healthz``; the agent and analytics pass their metrics port's URL.
 """
 

@@ -10,9 +10,9 @@ from typing import Any
 from aiohttp import web
 from aiohttp.log import access_logger
 
-from consumers.send_api.emulator import EmulatorAccessLogger, EmulatorConfig, create_emulator_app
 from consumers.send_api.settings import load_accounts_file
-from gateway.config import Env
+from igw.config import Env
+from igw_tools.graph_emulator import EmulatorAccessLogger, EmulatorConfig, create_emulator_app
 
 __all__ = ["register", "run"]
 

@@ -28,7 +28,7 @@ from aiohttp.abc import AbstractAccessLogger
 from consumers.send_api.client import MAX_QUICK_REPLIES, SENDER_ACTIONS, appsecret_proof
 from consumers.send_api.model import AccountConfig, Flavour
 from consumers.send_api.text import IG_IG_MAX_TEXT_BYTES, PAGE_MAX_TEXT_CHARS
-from gateway.config import Secret
+from igw.config import Secret
 
 __all__ = [
     "AcceptedSend",

@@ -20,10 +20,10 @@ from typing import Any, TextIO
 
 import aiohttp
 
-from gateway.config import Env
 from gateway.settings import DEFAULT_WEBHOOK_PATH
 from gateway.signature import sign
-from gateway.simulator import EVENT_KINDS, Platform, SimulatedBody, TrafficGenerator
+from igw.config import Env
+from igw_tools.simulator import EVENT_KINDS, Platform, SimulatedBody, TrafficGenerator
 
 DEFAULT_URL = f"http://127.0.0.1:8080{DEFAULT_WEBHOOK_PATH}"
 

@@ -24,9 +24,9 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from gateway.config import Env
 from gateway.signature import sign
-from gateway.simulator import Platform, TrafficGenerator, meta_dumps
+from igw.config import Env
+from igw_tools.simulator import Platform, TrafficGenerator, meta_dumps
 
 # Meta's current page asks for an answer within 5 s; above 1 s there is little headroom left.
 SLOW_SECONDS = 1.0

@@ -7,12 +7,12 @@ from typing import Any, Final, NamedTuple
 
 import orjson
 
-from gateway.normalize import DeadLetter, Event, Normalized, Topic
+from igw.envelope import CE_SPECVERSION, Header, Topic, ce_type
+from igw.normalize import DeadLetter, Event, Normalized
 
-__all__ = ["OutRecord", "build_records", "dead_letter_record", "event_record", "rfc3339_ms"]
+__all__ = ["OutRecord", "build_records", "cloudevent_headers", "dead_letter_record", "event_record", "rfc3339_ms"]
 
 _JSON: Final = b"application/json"
-_SPECVERSION: Final = b"1.0"
 
 
 class OutRecord(NamedTuple):
@@ -40,8 +40,8 @@ _MILLIS: Final = tuple(f".{millis:03d}Z".encode() for millis in range(1000))
 
 # Header tuples that repeat across records are built once and shared (tuples are immutable);
 # only each record's list is its own.
-_SPECVERSION_HEADER: Final = ("ce_specversion", _SPECVERSION)
-_CONTENT_TYPE_HEADER: Final = ("content-type", _JSON)
+_SPECVERSION_HEADER: Final = (Header.SPECVERSION, CE_SPECVERSION)
+_CONTENT_TYPE_HEADER: Final = (Header.CONTENT_TYPE, _JSON)
 _type_headers: dict[str, tuple[str, bytes]] = {}
 _source_headers: dict[str, tuple[str, bytes]] = {}
 _SOURCES_KEPT: Final = 10_000  # one per business account; bounded all the same
@@ -52,14 +52,14 @@ _tuple_new: Final = tuple.__new__
 
 
 def _type_header(type_: str) -> tuple[str, bytes]:
-    header = _type_headers[type_] = ("ce_type", b"igw.v1." + type_.encode())
+    header = _type_headers[type_] = (Header.TYPE, ce_type(type_))
     return header
 
 
 def _source_header(source: str) -> tuple[str, bytes]:
     if len(_source_headers) > _SOURCES_KEPT:
         _source_headers.clear()
-    header = _source_headers[source] = ("ce_source", source.encode())
+    header = _source_headers[source] = (Header.SOURCE, source.encode())
     return header
 
 
@@ -75,30 +75,47 @@ def event_record(event: Event, topic: str) -> OutRecord:
     key_bytes = key.encode()
     headers = [
         _SPECVERSION_HEADER,
-        ("ce_id", event_id.encode()),
+        (Header.ID, event_id.encode()),
         _type_headers.get(type_) or _type_header(type_),
         _source_headers.get(source) or _source_header(source),
-        ("ce_time", _time_second[1] + _MILLIS[millis]),
+        (Header.TIME, _time_second[1] + _MILLIS[millis]),
         _CONTENT_TYPE_HEADER,
     ]
     if subject is not None:
         # The subject is the conversation, which is also the key: encoded once.
-        headers.append(("ce_subject", key_bytes if subject is key else subject.encode()))
+        headers.append((Header.SUBJECT, key_bytes if subject is key else subject.encode()))
     return _tuple_new(OutRecord, (topic, key_bytes, _dumps(envelope), headers))
+
+
+def cloudevent_headers(
+    event_id: str, type_: str, source: str, time_ms: int, subject: str | None = None
+) -> list[tuple[str, bytes]]:
+    """The headers of a JSON record that is not a gateway event (a reply outcome, say)."""
+    headers = [
+        _SPECVERSION_HEADER,
+        (Header.ID, event_id.encode()),
+        (Header.TYPE, ce_type(type_)),
+        (Header.SOURCE, source.encode()),
+        (Header.TIME, rfc3339_ms(time_ms).encode()),
+        _CONTENT_TYPE_HEADER,
+    ]
+    if subject is not None:
+        headers.append((Header.SUBJECT, subject.encode()))
+    return headers
 
 
 def dead_letter_record(dead: DeadLetter, topic: str, body: bytes, received_at: int, signature: str | None) -> OutRecord:
     """The raw body, verbatim, with why it could not be used."""
     headers = [
-        ("igw_reason", dead.reason.encode()),
-        ("igw_detail", dead.detail.encode()),
-        ("igw_received_at", str(received_at).encode()),
-        ("content-type", _JSON if dead.reason != "not_json" else b"application/octet-stream"),
+        (Header.REASON, dead.reason.encode()),
+        (Header.DETAIL, dead.detail.encode()),
+        (Header.RECEIVED_AT, str(received_at).encode()),
+        (Header.CONTENT_TYPE, _JSON if dead.reason != "not_json" else b"application/octet-stream"),
     ]
     if dead.paths:
-        headers.append(("igw_paths", ",".join(dead.paths).encode()))
+        headers.append((Header.PATHS, ",".join(dead.paths).encode()))
     if signature:
-        headers.append(("igw_signature", signature.encode()))
+        headers.append((Header.SIGNATURE, signature.encode()))
     return OutRecord(topic, None, body, headers)
 
 

@@ -6,8 +6,8 @@ import argparse
 import asyncio
 import sys
 
-from gateway.config import Env, KafkaSettings
-from gateway.topics import TOPIC_NAMES, describe_topics, ensure_topics
+from igw.config import Env, KafkaSettings
+from igw.topics import TOPIC_NAMES, describe_topics, ensure_topics
 
 
 async def _create(kafka: KafkaSettings, timeout: float) -> int:

@@ -75,7 +75,7 @@ MIX_WEIGHTS: Mapping[Platform, Mapping[str, int]] = {
     },
 }
 
-# The same accounts as `igw dev` and its Graph API emulator (gateway/devstack.py).
+# The same accounts as `igw dev` and its Graph API emulator (igw_tools/devstack.py).
 DEFAULT_ACCOUNT_IDS: Mapping[Platform, str] = {"instagram": "17841400000000000", "messenger": "106000000000001"}
 _USER_ID_BASE: Mapping[Platform, int] = {"instagram": 1_234_567_890_120_000, "messenger": 6_500_000_000_000_000}
 

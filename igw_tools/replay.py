@@ -19,8 +19,8 @@ import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
-from gateway.config import KafkaSettings
-from gateway.topics import end_offsets
+from igw.config import KafkaSettings
+from igw.topics import end_offsets
 
 __all__ = ["RecordFilter", "ReplayPlan", "ReplayReport", "parse_offsets", "parse_time_ms", "replay"]
 

@@ -3,24 +3,28 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Sequence
 
-from gateway.errors import SettingsError
+from consumers.agent_replies import command as agent_command
+from consumers.analytics import command as analytics_command
+from gateway import command as gateway_command
+from igw import __version__
+from igw.errors import SettingsError
+from igw_tools.commands import check, dev, graph_emulator, replay, simulate, topics
 
 # Each module defines ``register(subparsers)``: it adds one parser and sets ``func`` to a callable
 # taking the parsed arguments and returning the exit status.
-COMMAND_MODULES: tuple[str, ...] = (
-    "gateway.commands.serve",
-    "gateway.commands.dev",
-    "consumers.send_api.emulator_command",
-    "consumers.agent_replies.command",
-    "consumers.analytics.command",
-    "gateway.commands.simulate",
-    "gateway.commands.check",
-    "gateway.commands.topics",
-    "gateway.commands.replay",
+COMMANDS = (
+    gateway_command,
+    dev,
+    graph_emulator,
+    agent_command,
+    analytics_command,
+    simulate,
+    check,
+    topics,
+    replay,
 )
 
 
@@ -28,9 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="igw", description="Instagram and Messenger webhooks into Kafka, agent replies and analytics."
     )
+    parser.add_argument("--version", action="version", version=f"igw {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(subparsers)
+    for module in COMMANDS:
+        module.register(subparsers)
     return parser
 
 

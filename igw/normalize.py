@@ -9,21 +9,13 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any, Final, NamedTuple
 
 import orjson
 
+from igw.envelope import ENVELOPE_VERSION, TOPIC_OF, Topic
+
 __all__ = ["DeadLetter", "Event", "Normalized", "Topic", "normalize", "normalize_document"]
-
-ENVELOPE_VERSION: Final = 1
-
-
-class Topic(StrEnum):
-    MESSAGES = "messages"
-    POSTBACKS = "postbacks"
-    EVENTS = "events"
-    DEADLETTER = "deadletter"
 
 
 class Event(NamedTuple):
@@ -66,14 +58,7 @@ _PLAIN_KEYS: Final = (
     "messaging_feedback",
     "order",
 )
-_TOPIC_OF: Final = {
-    "message": Topic.MESSAGES,
-    "message_echo": Topic.MESSAGES,
-    "message_deleted": Topic.MESSAGES,
-    "message_edit": Topic.MESSAGES,
-    "postback": Topic.POSTBACKS,
-}
-_EVENTS: Final = Topic.EVENTS  # every type not in _TOPIC_OF
+_EVENTS: Final = Topic.EVENTS  # every type not in TOPIC_OF
 # Meta's messaging timestamps are ms; `changes` examples use seconds. Anything below this is seconds.
 _SECONDS_LIMIT: Final = 100_000_000_000
 _INT64: Final = 2**63  # Kafka's record timestamp and the envelope's are signed 64-bit
@@ -355,7 +340,7 @@ def _messaging_event(
             (
                 event_id,
                 type_,
-                _TOPIC_OF.get(type_, _EVENTS),
+                TOPIC_OF.get(type_, _EVENTS),
                 conversation_id,
                 timestamp,
                 source,
@@ -453,7 +438,7 @@ def _event(
         (
             event_id,
             type_,
-            _TOPIC_OF.get(type_, _EVENTS),
+            TOPIC_OF.get(type_, _EVENTS),
             conversation_id or account_id,
             timestamp,
             source,

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from consumers.agent_replies.settings import SAMPLE_RULES
-from gateway.config import Env, KafkaSettings
-from gateway.devstack import (
+from igw.config import Env, KafkaSettings
+from igw_tools.devstack import (
     DEV_INSTAGRAM_ACCOUNT,
     Component,
     DevSecrets,

@@ -6,9 +6,9 @@ import argparse
 import asyncio
 import sys
 
-from gateway.config import Env, KafkaSettings
-from gateway.replay import RecordFilter, ReplayPlan, parse_offsets, parse_time_ms, replay
-from gateway.topics import TOPIC_NAMES
+from igw.config import Env, KafkaSettings
+from igw.topics import TOPIC_NAMES
+from igw_tools.replay import RecordFilter, ReplayPlan, parse_offsets, parse_time_ms, replay
 
 
 def topic_name(kafka: KafkaSettings, name: str) -> str:

@@ -11,13 +11,14 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway import __version__
+from gateway.access_log import ObservingAccessLogger, RedactedAccessLogger
 from gateway.app import create_app
-from gateway.errors import SettingsError
 from gateway.garbage import tune_after_startup
-from gateway.logs import ObservingAccessLogger, RedactedAccessLogger, configure_logging
 from gateway.settings import GatewaySettings
 from gateway.workers import Supervisor, mark_ready
+from igw import __version__
+from igw.errors import SettingsError
+from igw.logs import configure_logging
 
 # HTTP parser limits. Meta's requests carry a dozen short headers; the handshake's query string
 # (token + challenge) is short. Over these, aiohttp answers 400 or 431 and closes the connection,

@@ -24,9 +24,9 @@ import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from gateway.config import KafkaSettings
-from gateway.localbroker import LocalBroker, port_is_open
-from gateway.topics import TOPIC_NAMES, ensure_topics
+from igw.config import KafkaSettings
+from igw.topics import TOPIC_NAMES, ensure_topics
+from igw_tools.localbroker import LocalBroker, port_is_open
 
 log = logging.getLogger(__name__)
 
@@ -318,7 +318,7 @@ def child_env(
 
 
 def python_igw(*args: str) -> tuple[str, ...]:
-    return (sys.executable, "-m", "gateway.cli", *args)
+    return (sys.executable, "-m", "igw_tools.cli", *args)
 
 
 def environ() -> dict[str, str]:

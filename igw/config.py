@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from gateway.errors import SettingsError
+from igw.errors import SettingsError
 
 __all__ = ["Env", "KafkaSettings", "Secret", "SettingsError"]
 

@@ -1,1 +1,0 @@
-"""Subcommands of ``igw`` that belong to the gateway."""

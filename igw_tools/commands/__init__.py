@@ -1,0 +1,1 @@
+"""One module per ``igw`` subcommand that is a tool; the processes' commands live with them."""
