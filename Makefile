@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint typecheck pytest services bench clean
+.PHONY: run test test-unit lint typecheck pytest services bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ run: $(STAMP)
 
 ## test: set up, start the services the tests need, lint, type-check and run the tests
 test: $(STAMP) services lint typecheck pytest
+
+## test-unit: the broker-free tier (no Kafka, no Redis), for quick feedback while changing code
+test-unit: $(STAMP)
+	$(BIN)/pytest -m "not kafka and not redis" $(PYTEST_ARGS)
 
 services:
 	bash scripts/ensure-services

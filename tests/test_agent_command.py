@@ -9,6 +9,7 @@ import sys
 import time
 
 import aiohttp
+import pytest
 
 from igw.config import KafkaSettings
 from igw_tools.cli import build_parser
@@ -16,6 +17,7 @@ from igw_tools.graph_emulator import InjectedFailure
 from tests.plugins.agent import Emulator, SpawnAgent, envelope, publish
 
 
+@pytest.mark.kafka
 async def test_process_serves_metrics_and_stops_on_sigterm(
     kafka_settings: KafkaSettings, agent_emulator: Emulator, spawn_agent: SpawnAgent
 ) -> None:
@@ -61,6 +63,7 @@ def test_config_error_exits_2_naming_the_variable() -> None:
     assert "IGW_RULES_FILE" in result.stderr
 
 
+@pytest.mark.kafka
 async def test_second_sigterm_stops_at_once(
     kafka_settings: KafkaSettings, agent_emulator: Emulator, spawn_agent: SpawnAgent
 ) -> None:

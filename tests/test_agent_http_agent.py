@@ -6,12 +6,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from igw.config import KafkaSettings
 from tests.plugins.agent import Emulator, StartAgent, envelope, publish
 from tests.plugins.kafka import TopicReader
+
+pytestmark = pytest.mark.kafka
 
 AiohttpServer = Callable[..., Awaitable[TestServer]]
 

@@ -12,8 +12,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from igw.config import KafkaSettings
-from tests.plugins.agent import REDIS_URL, Emulator, StartAgent, envelope, publish
+from tests.plugins.agent import Emulator, StartAgent, envelope, publish
 from tests.plugins.kafka import TopicReader
+
+pytestmark = pytest.mark.kafka
 
 AiohttpServer = Callable[..., Awaitable[TestServer]]
 
@@ -47,16 +49,14 @@ async def chat_completions(aiohttp_server: AiohttpServer, requests: list[dict[st
     return str(server.make_url("/v1"))
 
 
-@pytest.mark.parametrize("backend", ["memory", "redis"])
 async def test_openai_agent_keeps_history_and_hands_over(
     kafka_settings: KafkaSettings,
     agent_emulator: Emulator,
     start_agent: StartAgent,
     topic_reader: TopicReader,
     aiohttp_server: AiohttpServer,
-    redis_prefix: str,
+    agent_store_environ: dict[str, str],
     tmp_path: Path,
-    backend: str,
 ) -> None:
     """Each request carries the system prompt and the last turns; the handover marker pauses the conversation."""
     requests: list[dict[str, Any]] = []
@@ -70,9 +70,8 @@ async def test_openai_agent_keeps_history_and_hands_over(
         "IGW_OPENAI_MODEL": "local-model",
         "IGW_OPENAI_SYSTEM_PROMPT_FILE": str(prompt),
         "IGW_AGENT_HISTORY_TURNS": "3",
+        **agent_store_environ,
     }
-    if backend == "redis":
-        extra |= {"REDIS_URL": REDIS_URL, "IGW_AGENT_REDIS_PREFIX": redis_prefix}
     await start_agent(extra)
     for n, text in enumerate(["first", "second", "third"]):
         await publish(kafka_settings, [envelope("chat", text)])

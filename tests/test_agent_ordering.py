@@ -6,9 +6,13 @@ import asyncio
 import random
 from collections.abc import Sequence
 
+import pytest
+
 from consumers.agent_replies.model import AgentReply, InboundEvent, Turn
 from igw.config import KafkaSettings
 from tests.plugins.agent import Emulator, StartAgent, envelope, publish
+
+pytestmark = pytest.mark.kafka
 
 
 class EchoAgent:

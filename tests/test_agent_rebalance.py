@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
+
 from consumers.agent_replies.store import ClaimState, MemoryStore
 from igw.config import KafkaSettings
 from igw_tools.graph_emulator import InjectedFailure
 from tests.plugins.agent import Emulator, StartAgent, envelope, publish
+
+pytestmark = pytest.mark.kafka
 
 CONVERSATIONS = 150
 

@@ -10,20 +10,19 @@ from igw.config import KafkaSettings
 from tests.plugins.agent import REDIS_URL, Emulator, StartAgent, envelope, publish
 from tests.plugins.kafka import TopicReader
 
+pytestmark = pytest.mark.kafka
 
-@pytest.mark.parametrize("backend", ["memory", "redis"])
+
 async def test_same_event_twice_is_answered_once(
     kafka_settings: KafkaSettings,
     agent_emulator: Emulator,
     start_agent: StartAgent,
     topic_reader: TopicReader,
-    redis_prefix: str,
-    backend: str,
+    agent_store_environ: dict[str, str],
 ) -> None:
     """Two copies of one event (same id) give one reply; the copy is recorded as skipped/duplicate."""
-    extra = {"REDIS_URL": REDIS_URL, "IGW_AGENT_REDIS_PREFIX": redis_prefix} if backend == "redis" else {}
     hits_before = REGISTRY.get_sample_value("igw_agent_ledger_hits_total") or 0.0
-    await start_agent(extra)
+    await start_agent(agent_store_environ)
     event = envelope("u-dup", "hello")
     await publish(kafka_settings, [event])
     await agent_emulator.wait_for(1)
@@ -37,6 +36,7 @@ async def test_same_event_twice_is_answered_once(
     assert REGISTRY.get_sample_value("igw_agent_ledger_hits_total") == hits_before + 1
 
 
+@pytest.mark.redis
 async def test_redelivery_across_replicas_sharing_redis(
     kafka_settings: KafkaSettings,
     agent_emulator: Emulator,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import orjson
+import pytest
 from aiokafka import AIOKafkaProducer
 from jsonschema import Draft202012Validator
 from prometheus_client import REGISTRY
@@ -12,6 +13,8 @@ from igw.config import KafkaSettings
 from tests.plugins.agent import Emulator, StartAgent, envelope, publish
 from tests.plugins.graph_emulator import MESSENGER_ACCOUNT
 from tests.plugins.kafka import TopicReader
+
+pytestmark = pytest.mark.kafka
 
 
 async def test_message_gets_one_reply_and_a_reply_record(

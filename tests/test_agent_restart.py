@@ -6,11 +6,14 @@ from __future__ import annotations
 import signal
 from collections import Counter
 
+import pytest
 import redis.asyncio as aioredis
 
 from igw.config import KafkaSettings
 from igw_tools.graph_emulator import InjectedFailure
 from tests.plugins.agent import REDIS_URL, Emulator, SpawnAgent, StartAgent, envelope, publish
+
+pytestmark = pytest.mark.kafka
 
 CONVERSATIONS = 200
 # Slow every send a little, so that stopping "in the middle" really lands in the middle.
@@ -71,6 +74,7 @@ async def test_sigterm_mid_batch_then_restart_answers_each_conversation_once(
     assert set(counts.values()) == {1}, [user for user, n in counts.items() if n > 1]
 
 
+@pytest.mark.redis
 async def test_sigkill_mid_batch_then_restart_with_redis_ledger(
     kafka_settings: KafkaSettings, agent_emulator: Emulator, spawn_agent: SpawnAgent, redis_prefix: str
 ) -> None:
@@ -94,6 +98,7 @@ async def test_sigkill_mid_batch_then_restart_with_redis_ledger(
     assert len(twice) <= leases, (twice, leases)
 
 
+@pytest.mark.redis
 async def test_task_crash_mid_batch_then_restart_with_redis_ledger(
     kafka_settings: KafkaSettings, agent_emulator: Emulator, start_agent: StartAgent, redis_prefix: str
 ) -> None:

@@ -14,6 +14,8 @@ from tests.plugins.agent import Emulator, StartAgent, envelope, publish
 from tests.plugins.graph_emulator import IG_ACCOUNT
 from tests.plugins.kafka import TopicReader
 
+pytestmark = pytest.mark.kafka
+
 
 async def outcome(topic_reader: TopicReader, kafka: KafkaSettings, expect: int = 1) -> list[dict[str, object]]:
     records = await topic_reader(kafka.topic("replies"), expect=expect, settle=0.3)

@@ -13,9 +13,13 @@ from consumers.agent_replies.store import ClaimState, MemoryStore, RedisStore, S
 from tests.plugins.agent import REDIS_URL
 
 
-@pytest.fixture(params=["memory", "redis"])
-async def store(request: pytest.FixtureRequest, redis_prefix: str) -> AsyncIterator[Store]:
-    made: Store = MemoryStore() if request.param == "memory" else RedisStore.from_url(REDIS_URL, redis_prefix)
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+    made: Store = (
+        MemoryStore()
+        if request.param == "memory"
+        else RedisStore.from_url(REDIS_URL, request.getfixturevalue("redis_prefix"))
+    )
     yield made
     await made.close()
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 
 import orjson
+import pytest
 from prometheus_client import REGISTRY
 
 from igw.config import KafkaSettings
 from tests.plugins.agent import REDIS_URL, Emulator, StartAgent, envelope, publish
 from tests.plugins.kafka import TopicReader
+
+pytestmark = pytest.mark.kafka
 
 
 async def reasons(topic_reader: TopicReader, kafka: KafkaSettings, expect: int) -> dict[str, list[str]]:
@@ -22,6 +25,7 @@ async def reasons(topic_reader: TopicReader, kafka: KafkaSettings, expect: int) 
     return by_user
 
 
+@pytest.mark.redis
 async def test_human_echo_pauses_but_our_own_echo_does_not(
     kafka_settings: KafkaSettings,
     agent_emulator: Emulator,

@@ -5,11 +5,14 @@ from __future__ import annotations
 import time
 
 import orjson
+import pytest
 
 from igw.config import KafkaSettings
 from igw_tools.graph_emulator import InjectedFailure
 from tests.plugins.agent import Emulator, StartAgent, envelope, publish
 from tests.plugins.kafka import TopicReader
+
+pytestmark = pytest.mark.kafka
 
 
 async def test_event_older_than_the_window_is_skipped(

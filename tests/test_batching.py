@@ -17,6 +17,8 @@ from igw.topics import ensure_topics
 from igw_tools.localbroker import LocalBroker
 from tests.plugins.kafka import TopicReader, read_topic
 
+pytestmark = pytest.mark.kafka
+
 
 def _record(topic: str, conversation: int, seq: int) -> OutRecord:
     key = f"instagram:17841400000000000:{conversation}".encode()

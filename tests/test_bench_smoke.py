@@ -225,6 +225,7 @@ def _run_bench(*args: str, timeout: float) -> str:
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.kafka
 def test_agent_scenario_runs_and_checks_every_reply() -> None:
     """`bench/run --scenario agent` runs igw agent and the emulator as processes and checks each reply."""
     out = _run_bench(
@@ -247,6 +248,7 @@ def test_agent_scenario_runs_and_checks_every_reply() -> None:
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.kafka
 def test_analytics_scenario_runs_and_counts_every_event() -> None:
     """`bench/run --scenario analytics` runs igw analytics as a process and checks every event was counted once."""
     out = _run_bench("--scenario", "analytics", "--analytics-events", "20000", timeout=170)
@@ -256,6 +258,7 @@ def test_analytics_scenario_runs_and_counts_every_event() -> None:
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.kafka
 def test_floor_and_gateway_publish_the_same_records_and_are_compared() -> None:
     """The floor (aiohttp + igw's publish path) and the gateway both pass the delivery check, and the
     summary compares them."""

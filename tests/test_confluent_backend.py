@@ -16,6 +16,8 @@ from igw_tools.localbroker import LocalBroker
 from tests.plugins.gateway import GatewayClient, dm_body, meta_bytes, post_signed
 from tests.plugins.kafka import TopicReader
 
+pytestmark = pytest.mark.kafka
+
 
 @pytest.fixture
 async def confluent_client(gateway_settings: GatewaySettings) -> AsyncIterator[GatewayClient]:

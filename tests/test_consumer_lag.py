@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client import REGISTRY
 
 from consumers.common.lag import sample_lag
 from igw.config import KafkaSettings
 from igw.topics import ensure_topics
+
+pytestmark = pytest.mark.kafka
 
 
 async def test_lag_gauge_follows_the_position(kafka_settings: KafkaSettings) -> None:

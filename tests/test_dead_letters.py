@@ -16,6 +16,8 @@ from igw.config import KafkaSettings
 from tests.plugins.gateway import APP_SECRET, GatewayClient, meta_bytes, post_signed
 from tests.plugins.kafka import TopicReader
 
+pytestmark = pytest.mark.kafka
+
 
 @pytest.mark.parametrize(
     ("body", "reason"),

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from gateway.signature import sign
 from igw_tools.localbroker import free_port, port_is_open
@@ -59,6 +60,7 @@ class _Output:
             proc.stdout.close()
 
 
+@pytest.mark.kafka
 async def test_dev_stack_serves_the_readme_walkthrough(tmp_path: Path) -> None:
     """With the saved dev secrets: the handshake works and a signed DM is answered once by the rules agent."""
     ports = {name: free_port() for name in ("gateway", "emulator", "kafka", "agent", "analytics")}

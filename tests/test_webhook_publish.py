@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import orjson
+import pytest
 from prometheus_client import REGISTRY
 
 from igw.config import KafkaSettings
 from tests.plugins.gateway import GatewayClient, dm_body, meta_bytes, post_signed
 from tests.plugins.kafka import TopicReader
+
+pytestmark = pytest.mark.kafka
 
 
 async def test_dm_is_published_after_ack(

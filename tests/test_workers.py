@@ -20,6 +20,8 @@ from gateway.signature import sign
 from igw_tools.localbroker import free_port
 from tests.plugins.gateway import APP_SECRET, VERIFY_TOKEN, WEBHOOK, dm_body
 
+pytestmark = pytest.mark.kafka
+
 
 def _children(pid: int) -> set[int]:
     """Live child processes of ``pid``, from /proc."""

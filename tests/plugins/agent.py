@@ -105,6 +105,14 @@ async def redis_prefix() -> AsyncIterator[str]:
         await client.aclose()
 
 
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def agent_store_environ(request: pytest.FixtureRequest) -> dict[str, str]:
+    """The agent's store each way: in process (no variables), and in Redis under a prefix of this test's own."""
+    if request.param == "memory":
+        return {}
+    return {"REDIS_URL": REDIS_URL, "IGW_AGENT_REDIS_PREFIX": request.getfixturevalue("redis_prefix")}
+
+
 def agent_environ(kafka: KafkaSettings, emulator: Emulator, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """Environment for ``AgentSettings.from_env``: this test's broker and topics, the emulator, fast timings."""
     environ = {
