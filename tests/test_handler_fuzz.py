@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.plugins.gateway import GatewayClient, meta_bytes, post_signed
-
-pytestmark = pytest.mark.kafka
 
 _ids = st.one_of(st.text(max_size=20), st.integers(), st.none(), st.booleans(), st.floats(allow_nan=True))
 _json: st.SearchStrategy[Any] = st.recursive(
@@ -49,7 +46,7 @@ bodies = st.one_of(_document.map(meta_bytes), _json.map(meta_bytes), st.binary(m
 
 @given(body=bodies)
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-async def test_any_signed_body_gets_200(gateway_client: GatewayClient, body: bytes) -> None:
+async def test_any_signed_body_gets_200(memory_gateway_client: GatewayClient, body: bytes) -> None:
     """Events or a dead letter, never a 5xx: the handler does not raise for any signed body."""
-    resp = await post_signed(gateway_client, body)
+    resp = await post_signed(memory_gateway_client, body)
     assert resp.status == 200, await resp.text()

@@ -1,14 +1,20 @@
-"""The gateway app on a test server, talking to the suite's real broker."""
+"""The gateway app on a test server: with the suite's real broker, or with records kept in memory.
+
+``gateway_client`` (tests marked ``kafka``) publishes to the session's broker; ``memory_gateway_client``
+is the same app from the same factory with a :class:`MemoryPublisher`, for the broker-free tier.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from aiohttp import ClientResponse
+from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.access_log import RedactedAccessLogger
@@ -16,6 +22,8 @@ from gateway.app import create_app
 from gateway.settings import DEFAULT_WEBHOOK_PATH, GatewaySettings
 from gateway.signature import sign
 from igw.config import KafkaSettings, Secret
+from igw.errors import BrokerUnavailable, PublishError
+from igw.records import OutRecord
 
 APP_SECRET = "my_app_secret"
 VERIFY_TOKEN = "test-verify-token-8c1f"
@@ -24,20 +32,21 @@ WEBHOOK = DEFAULT_WEBHOOK_PATH
 GatewayClient = TestClient[Any, Any]
 
 
-@pytest.fixture
-def gateway_settings(kafka_settings: KafkaSettings) -> GatewaySettings:
+def suite_gateway_settings(kafka: KafkaSettings, **overrides: Any) -> GatewaySettings:
+    """The suite's gateway settings: its secrets, a 1 MiB body limit, no spool."""
     return GatewaySettings(
         verify_token=Secret(VERIFY_TOKEN),
         app_secrets=(Secret(APP_SECRET),),
-        kafka=kafka_settings,
+        kafka=kafka,
         max_body_bytes=1024 * 1024,
+        **overrides,
     )
 
 
-@pytest.fixture
-async def gateway_client(gateway_settings: GatewaySettings) -> AsyncIterator[GatewayClient]:
-    """The real app on a loopback test server, run with the same server options as ``igw gateway``."""
-    server = TestServer(create_app(gateway_settings))
+@contextlib.asynccontextmanager
+async def serving(app: web.Application) -> AsyncIterator[GatewayClient]:
+    """``app`` on a loopback test server, run with the same server options as ``igw gateway``."""
+    server = TestServer(app)
     # Runner options go to start_server(): TestServer's own keyword arguments are not passed on.
     await server.start_server(auto_decompress=False, access_log_class=RedactedAccessLogger)
     client: GatewayClient = TestClient(server)
@@ -46,6 +55,81 @@ async def gateway_client(gateway_settings: GatewaySettings) -> AsyncIterator[Gat
         yield client
     finally:
         await client.close()
+
+
+@pytest.fixture
+def gateway_settings(kafka_settings: KafkaSettings) -> GatewaySettings:
+    return suite_gateway_settings(kafka_settings)
+
+
+@pytest.fixture
+async def gateway_client(gateway_settings: GatewaySettings) -> AsyncIterator[GatewayClient]:
+    """The real app publishing to the session's broker."""
+    async with serving(create_app(gateway_settings)) as client:
+        yield client
+
+
+@dataclass
+class MemoryPublisher:
+    """A ``gateway.publisher.Publisher`` that keeps what it is given: the gateway without Kafka.
+
+    Acknowledges every publish at once while ``connected`` and no ``failure`` is set; otherwise it
+    raises as the real publishers do, so the handler's answers can be driven from a test.
+    """
+
+    records: list[OutRecord] = field(default_factory=list)
+    connected: bool = True
+    failure: PublishError | None = None
+    missing: set[str] = field(default_factory=set)  # topics missing_topics() reports
+    running: bool = False
+
+    async def start(self) -> None:
+        self.running = True
+
+    async def stop(self) -> None:
+        self.running = False
+
+    async def publish(self, records: Sequence[OutRecord], timeout: float) -> None:
+        self._raise_if_down()
+        if self.failure is not None:
+            raise self.failure
+        self.records.extend(records)
+
+    async def missing_topics(self, topics: Sequence[str], timeout: float) -> list[str]:
+        self._raise_if_down()
+        return [t for t in topics if t in self.missing]
+
+    async def settle(self, timeout: float) -> bool:
+        return True
+
+    def on(self, topic: str) -> list[OutRecord]:
+        """The records published to ``topic`` (a full topic name), in order."""
+        return [r for r in self.records if r.topic == topic]
+
+    def _raise_if_down(self) -> None:
+        if not self.connected:
+            raise BrokerUnavailable("the Kafka producer is not connected")
+
+
+@pytest.fixture
+def memory_publisher() -> MemoryPublisher:
+    return MemoryPublisher()
+
+
+@pytest.fixture
+def memory_gateway_settings() -> GatewaySettings:
+    """No broker behind these: topics are never created, and the spool is off."""
+    return suite_gateway_settings(KafkaSettings(), create_topics=False)
+
+
+@pytest.fixture
+async def memory_gateway_client(
+    memory_gateway_settings: GatewaySettings, memory_publisher: MemoryPublisher
+) -> AsyncIterator[GatewayClient]:
+    """The real app from ``create_app``, publishing to ``memory_publisher``."""
+    app = create_app(memory_gateway_settings, publisher_factory=lambda _: memory_publisher)
+    async with serving(app) as client:
+        yield client
 
 
 async def post_signed(
