@@ -141,12 +141,12 @@ class AiokafkaPublisher:
             for r in records:
                 key = r.key
                 if key is None:  # dead letters: the producer picks a partition
-                    async with _Deadline(max(0.0, deadline - time.monotonic())):
+                    async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
                         sent.append(await producer.send(r.topic, r.value, headers=r.headers))
                     continue
                 partitions = lanes.partition_count(r.topic)
                 if not partitions:  # metadata not known yet (start, new topic): wait for it
-                    async with _Deadline(max(0.0, deadline - time.monotonic())):
+                    async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
                         partitions = len(await producer.partitions_for(r.topic))
                 # Kafka numbers a topic's partitions 0..n-1: the same choice as DefaultPartitioner.
                 batch = lanes.append(r.topic, _key_hash(key) % partitions, key, r.value, r.headers)
@@ -194,40 +194,6 @@ class AiokafkaPublisher:
             raise BrokerUnavailable(f"metadata request failed: {type(exc).__name__}") from exc
         present = metadata.topics()
         return [t for t in topics if t not in present]
-
-
-class _Deadline:
-    """``asyncio.timeout`` without its bookkeeping: one timer that cancels the task, once.
-
-    On the request path asyncio.timeout's rescheduling machinery showed up as ~10 % of the CPU of
-    a one-message POST (py-spy); this does the same for a block that is entered once and never
-    rescheduled. Raises ``TimeoutError`` like asyncio.timeout; a cancellation from elsewhere passes.
-    """
-
-    __slots__ = ("_cancelling", "_delay", "_expired", "_handle", "_task")
-
-    def __init__(self, delay: float) -> None:
-        self._delay = delay
-        self._expired = False
-        self._handle: asyncio.TimerHandle | None = None
-
-    async def __aenter__(self) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._task = task
-        self._cancelling = task.cancelling()
-        self._handle = asyncio.get_running_loop().call_later(self._delay, self._expire)
-
-    def _expire(self) -> None:
-        self._expired = True
-        self._task.cancel()
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-        # Our cancellation, unless someone else cancelled too.
-        if self._expired and self._task.uncancel() <= self._cancelling and exc_type is asyncio.CancelledError:
-            raise TimeoutError from exc
 
 
 _key_hash: Final = key_hasher()  # conversations repeat: each key hashed once
