@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 
 from aiohttp import web
+
+from igw.runtime import new_event_loop
 
 
 async def webhook(request: web.Request) -> web.Response:
@@ -19,22 +20,13 @@ def create_app() -> web.Application:
     return app
 
 
-def new_loop() -> asyncio.AbstractEventLoop:
-    # The same event loop the gateway picks: uvloop when installed.
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
-
-
 def serve(app: web.Application, description: str | None) -> None:
     """Serve ``app`` on ``--host``/``--port`` as the gateway would: its event loop, no access log."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
-    web.run_app(app, host=args.host, port=args.port, access_log=None, print=None, loop=new_loop())
+    web.run_app(app, host=args.host, port=args.port, access_log=None, print=None, loop=new_event_loop())
 
 
 def main() -> None:

@@ -17,11 +17,11 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from bench.ceiling import serve
-from gateway.garbage import tune_after_startup
 from gateway.publisher import AiokafkaPublisher
 from igw.config import Env, KafkaSettings
 from igw.normalize import Topic, normalize
 from igw.records import OutRecord, build_records
+from igw.runtime import collect_rarely
 from igw.topics import GATEWAY_TOPICS, ensure_topics
 
 publisher_key = web.AppKey("publisher", AiokafkaPublisher)
@@ -60,8 +60,8 @@ async def kafka(app: web.Application) -> AsyncIterator[None]:
 
 
 async def tune_gc(app: web.Application) -> None:
-    # As the gateway does once it serves (gateway.garbage).
-    asyncio.get_running_loop().call_soon(tune_after_startup)
+    # As the gateway does once it serves.
+    asyncio.get_running_loop().call_soon(collect_rarely)
 
 
 def create_app() -> web.Application:

@@ -13,10 +13,9 @@ from aiohttp import web
 
 from gateway.access_log import ObservingAccessLogger, RedactedAccessLogger
 from gateway.app import create_app
-from gateway.garbage import tune_after_startup
 from gateway.settings import GatewaySettings
 from gateway.workers import Supervisor, mark_ready
-from igw import __version__
+from igw import __version__, runtime
 from igw.errors import SettingsError
 from igw.logs import configure_logging
 
@@ -66,15 +65,6 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def use_uvloop() -> None:
-    """uvloop when installed: measured faster for this server (bench/)."""
-    try:
-        import uvloop
-    except ImportError:
-        return
-    uvloop.install()
-
-
 def run(args: argparse.Namespace) -> int:
     configure_logging(args.log_level, args.log_format)
     settings = GatewaySettings.from_env()  # validated here too, so a bad setting fails once, not per worker
@@ -89,8 +79,7 @@ def run(args: argparse.Namespace) -> int:
     log.info(
         "igw gateway %s starting on %s:%s", __version__, args.host, args.port, extra={"settings": settings.describe()}
     )
-    use_uvloop()
-    asyncio.run(
+    runtime.run(
         serve(
             create_app(settings),
             host=args.host,
@@ -156,7 +145,7 @@ async def serve(
         site = web.TCPSite(runner, host, port, reuse_port=reuse_port)
         await site.start()
         log.info("igw gateway listening on %s:%s", host, port)
-        tune_after_startup()
+        runtime.collect_rarely()
         mark_ready(ready_marker)
         await stop.wait()
         log.info("stopping: no new connections; finishing requests in flight")

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 
 from aiokafka import TopicPartition
 
-from consumers.common.runner import GC_YOUNG_THRESHOLD, OffsetTracker, poll_batches, run_main
+from consumers.common.runner import OffsetTracker, poll_batches
 
 TP = TopicPartition("t.messages", 0)
 TP2 = TopicPartition("t.messages", 1)
@@ -134,19 +133,3 @@ async def test_poll_batches_hands_each_partition_batch_over_and_commits_past_it(
     stop.clear()
     await poll_batches(consumer, tracker, handle, stop, group="g", max_records=10, commit_interval=0)
     assert seen[-1] == (1, [6, 7]), "records of a revoked partition are left to its next owner"
-
-
-def test_run_main_collects_young_garbage_less_often() -> None:
-    """run_main runs the coroutine with the youngest generation's threshold raised, the older ones kept."""
-    saved = gc.get_threshold()
-    seen: list[tuple[int, int, int]] = []
-
-    async def main() -> int:
-        seen.append(gc.get_threshold())
-        return 7
-
-    try:
-        assert run_main(main) == 7
-    finally:
-        gc.set_threshold(*saved)
-    assert seen == [(GC_YOUNG_THRESHOLD, saved[1], saved[2])]

@@ -2,8 +2,8 @@
 
 The pieces, used together by each consumer:
 
-- :func:`run_main` runs the process's main coroutine on uvloop when it is installed, with the
-  garbage collector's youngest generation collected less often (``GC_YOUNG_THRESHOLD``).
+- :func:`run_main` runs the process's main coroutine as every igw process runs (``igw.runtime``):
+  uvloop when installed, garbage collections rarer.
 - :func:`stop_on_signals`: the first SIGTERM or SIGINT asks the consumer to stop polling, finish
   the work in hand and commit; a second one cancels the main task (the impatient operator).
 - :class:`OffsetTracker` knows, per partition, the lowest offset whose work is not finished:
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import signal
 import time
@@ -33,6 +32,7 @@ from typing import Any
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 
 from consumers.common.lag import count_records
+from igw.runtime import collect_rarely, run
 
 __all__ = [
     "BatchHandler",
@@ -51,26 +51,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-# Allocations between collections of the youngest generation (CPython's default: 700). Every
-# record makes futures, tasks and dictionaries; at 700 the collector ran so often that it cost the
-# agent ~7 % of its instructions per reply (callgrind, bench/README.md). Older generations keep
-# their default pace relative to this one.
-GC_YOUNG_THRESHOLD = 10_000
-
-
 def run_main(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
-    """Run ``main()`` to completion on uvloop if it is installed (measured faster), else asyncio."""
-    _, older, oldest = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
-    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
-    try:
-        import uvloop
-
-        loop_factory = uvloop.new_event_loop
-    except ImportError:  # pragma: no cover - depends on the install
-        pass
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(main())
+    """Run ``main()`` to completion; what start-up imported is frozen out of the collector's view first."""
+    collect_rarely()
+    return run(main())
 
 
 def stop_on_signals(stop: asyncio.Event, task: asyncio.Task[Any] | None = None) -> Callable[[], None]:
