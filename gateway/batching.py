@@ -11,7 +11,8 @@ Order within a partition is the order of ``append`` calls: a lane hands batches 
 time, in order, and waits for each acknowledgement before the next.
 
 Deadlines are coarse on purpose: requests whose deadlines fall in the same few milliseconds share
-one loop timer (a timer per request cost more than the rest of the wait).
+one loop timer. An ``asyncio.timeout`` per request instead cost ~15,000 more instructions per
+one-message request, 3 % (``python -m bench.requestcost``, 16 connections).
 """
 
 from __future__ import annotations
