@@ -1,6 +1,6 @@
 """Instructions per request of the real ``igw gateway``, counted by callgrind: robust to a busy machine.
 
-    .venv/bin/python -m bench.requestcost [--requests 1500] [--connections 16] [--runs 1]
+    .venv/bin/python -m bench.requestcost [--requests 500] [--connections 16] [--runs 1]
 
 Starts a local broker, then ``igw gateway`` under ``valgrind --tool=callgrind`` (the broker and
 the load generator run natively, uncounted). Each measurement is two runs of the gateway, one
@@ -102,7 +102,7 @@ def gateway_instructions(bootstrap: str, requests: int, warmup: int, connections
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=1500, help="n: the runs answer n and 3n requests")
+    parser.add_argument("--requests", type=int, default=500, help="n: the runs answer n and 3n requests")
     parser.add_argument("--warmup", type=int, default=300, help="requests answered before either count")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--runs", type=int, default=1, help="measurements (pairs of gateway runs)")

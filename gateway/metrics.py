@@ -281,10 +281,6 @@ def observe_published(events: Sequence[Event], seconds: float) -> None:
     """A request's events acknowledged by Kafka after ``seconds``: duration, events per request, counts."""
     PUBLISH_DURATION.observe(seconds)
     EVENTS_PER_REQUEST.observe(len(events))
-    if len(events) == 1:
-        event = events[0]
-        count_published(event.type, event.topic)
-        return
     tally: dict[tuple[str, str], int] = {}
     for event in events:
         key = (event.type, event.topic)
