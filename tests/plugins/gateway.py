@@ -102,10 +102,6 @@ class MemoryPublisher:
     async def settle(self, timeout: float) -> bool:
         return True
 
-    def on(self, topic: str) -> list[OutRecord]:
-        """The records published to ``topic`` (a full topic name), in order."""
-        return [r for r in self.records if r.topic == topic]
-
     def _raise_if_down(self) -> None:
         if not self.connected:
             raise BrokerUnavailable("the Kafka producer is not connected")
