@@ -13,7 +13,7 @@ import hashlib
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -90,19 +90,22 @@ async def agent_emulator(start_graph_emulator: StartEmulator, tmp_path: Path) ->
 
 
 @pytest.fixture
-async def redis_prefix() -> AsyncIterator[str]:
-    """A Redis key prefix of this test's own; its keys are deleted afterwards."""
-    import redis.asyncio as aioredis
+def redis_prefix() -> Iterator[str]:
+    """A Redis key prefix of this test's own; its keys are deleted afterwards.
+
+    Synchronous, so that a fixture running in the event loop can ask for it at run time.
+    """
+    import redis
 
     prefix = f"igwtest:{uuid.uuid4().hex[:10]}:"
     yield prefix
-    client = aioredis.Redis.from_url(REDIS_URL)
+    client = redis.Redis.from_url(REDIS_URL)
     try:
-        keys = [key async for key in client.scan_iter(match=prefix + "*", count=500)]
+        keys = list(client.scan_iter(match=prefix + "*", count=500))
         if keys:
-            await client.delete(*keys)
+            client.delete(*keys)
     finally:
-        await client.aclose()
+        client.close()
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
