@@ -11,7 +11,6 @@ prometheus_client's own, whose values live in the files that every worker's /met
 from __future__ import annotations
 
 import math
-import os
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Final, Generic, Protocol, TypeVar
@@ -27,6 +26,8 @@ from prometheus_client import (
 )
 from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
+
+from igw.config import Env
 
 if TYPE_CHECKING:
     from igw.normalize import Event
@@ -164,7 +165,7 @@ def loop_histogram(
 
 
 # Chosen once, at import, as prometheus_client chooses where its own values live.
-_MULTIPROCESS: Final = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+_MULTIPROCESS: Final = Env().optional_str("PROMETHEUS_MULTIPROC_DIR") is not None
 
 
 def _counter(name: str, documentation: str, labelnames: Sequence[str]) -> LabelledCounter:
@@ -244,7 +245,7 @@ SPOOL_FSYNC_DURATION = Histogram(
 
 def registry() -> CollectorRegistry:
     """What /metrics serves: this process, or every worker's files under ``--workers``."""
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if Env().optional_str("PROMETHEUS_MULTIPROC_DIR") is None:
         return REGISTRY
     aggregated = CollectorRegistry()
     multiprocess.MultiProcessCollector(aggregated)  # type: ignore[no-untyped-call]
