@@ -16,6 +16,8 @@ from aiohttp import web
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 
+from igw.preflight import METRICS_LISTEN, listen_error
+
 __all__ = ["Readiness", "create_metrics_app", "serve_metrics"]
 
 log = logging.getLogger(__name__)
@@ -62,7 +64,10 @@ async def serve_metrics(app: web.Application, host: str, port: int) -> AsyncIter
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port, reuse_address=True)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:  # taken since the command's check_listen: another process was quicker
+            raise listen_error(host, port, exc, METRICS_LISTEN) from None
         bound = port
         # aiohttp offers no public way to read the port it bound when asked for port 0.
         sockets = getattr(site._server, "sockets", None)
