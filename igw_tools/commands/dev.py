@@ -21,6 +21,7 @@ from igw_tools.devstack import (
     environ,
     python_igw,
 )
+from igw_tools.localbroker import resolve_broker_binary
 
 
 def register(subparsers: Any) -> None:
@@ -62,12 +63,13 @@ def components(ports: Ports) -> list[Component]:
 
 
 def run(args: argparse.Namespace) -> int:
+    base = environ()
+    resolve_broker_binary(base)  # a bad IGW_TANSU_BIN stops here, before anything is written or started
     ports = Ports(args.port, args.emulator_port, args.kafka_port, args.agent_metrics_port, args.analytics_metrics_port)
     busy = busy_ports(ports)
     if busy:
         print(f"igw dev: port {', '.join(busy)} is already in use; choose another with that flag", file=sys.stderr)  # noqa: T201
         return 2
-    base = environ()
     kafka = KafkaSettings.from_env(Env(base))
     kafka = KafkaSettings(
         bootstrap_servers=f"127.0.0.1:{ports.kafka}",

@@ -234,9 +234,11 @@ class ProgressPrinter:
 def _plan_from_args(args: argparse.Namespace) -> SimulationPlan:
     secret = args.secret
     if not secret:
-        configured = Env().required_secret("INSTAGRAM_APP_SECRET", "simulate signs bodies with it; or pass --secret")
         # Several comma-separated secrets (rotation): sign with the first, as Meta signs with one.
-        secret = configured.value.split(",")[0].strip()
+        configured = Env().secrets(
+            "INSTAGRAM_APP_SECRET", required_as="the app secret to sign bodies with", alternative="pass --secret"
+        )
+        secret = configured[0].value
     count, duration = args.count, args.duration
     if count is None and duration is None:
         count = 1 if (args.event or args.file) and not args.mix else None
