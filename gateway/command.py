@@ -113,8 +113,8 @@ def run(args: argparse.Namespace) -> int:
     settings = GatewaySettings.from_env()  # validated here too, so a bad setting fails once, not per worker
     host, port = serve_settings.host, serve_settings.port
     supervise = serve_settings.workers > 1 and not args.worker
-    check_listen(host, port, reuse_port=supervise or args.worker, settings=GATEWAY_LISTEN)
     settings.check_spool_dir()
+    check_listen(host, port, reuse_port=supervise or args.worker, settings=GATEWAY_LISTEN)
     configure_logging(logs.level, logs.format)
     if supervise:
         log.info("igw gateway %s: %d workers on %s:%s", __version__, serve_settings.workers, host, port)

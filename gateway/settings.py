@@ -113,7 +113,7 @@ class GatewaySettings:
             raise SettingsError(
                 "IGW_SPOOL_DIR",
                 f"cannot create {self.spool_dir}: {exc.strerror or exc}",
-                "point IGW_SPOOL_DIR at a writable directory (a volume in a container)",
+                "point IGW_SPOOL_DIR at a writable directory, on a volume in a container",
             ) from None
 
     def describe(self) -> dict[str, object]:
