@@ -209,6 +209,7 @@ def base_env(command: str, places: Places) -> dict[str, str]:
         "check": secrets,
         "simulate": secrets,
         "dev": {},
+        "graph-emulator": {},
     }[command]
 
 
@@ -223,6 +224,7 @@ def argv(command: str, places: Places) -> list[str]:
         "check": ["check", nowhere, "--timeout", "1"],
         "simulate": ["simulate", "--event", "message", "--url", nowhere, "--count", "1", "--timeout", "1", "--quiet"],
         "dev": ["dev", "--state-dir", str(places.tmp / "dev"), "--port", str(places.busy_port)],
+        "graph-emulator": ["graph-emulator", "--port", str(places.busy_port)],
     }[command]
 
 
@@ -292,7 +294,7 @@ def test_a_bad_value_is_one_line_naming_the_variable(
     assert match["what"].startswith(f"{variable}: "), match.group(0)
 
 
-@pytest.mark.parametrize("command", ["gateway", "agent", "analytics"])
+@pytest.mark.parametrize("command", ["gateway", "agent", "analytics", "graph-emulator", "dev"])
 def test_a_busy_port_is_one_line(
     command: str, places: Places, environment: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -300,8 +302,11 @@ def test_a_busy_port_is_one_line(
     apply(environment, base_env(command, places), tmp=places.tmp)
     assert main(argv(command, places)) == 2
     match = one_line(capsys, command)
-    assert match["what"] == f"port {places.busy_port} on 127.0.0.1 is already in use"
-    assert "choose another port" in match["todo"]
+    if command == "dev":  # igw dev checks all its ports and names the flag of each
+        assert match["what"] == f"port {places.busy_port} (--port (gateway)) is already in use"
+    else:
+        assert match["what"] == f"port {places.busy_port} on 127.0.0.1 is already in use"
+    assert "choose an" in match["todo"] or "choose others" in match["todo"]
 
 
 @pytest.mark.parametrize("command", ["agent", "analytics", "topics", "replay"])
