@@ -180,7 +180,7 @@ class Env:
             try:
                 text = Path(file_name).read_text(encoding="utf-8").strip()
             except (OSError, UnicodeDecodeError) as exc:
-                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
+                reason = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else exc.strerror or str(exc)
                 raise SettingsError(f"{name}_FILE", f"cannot read {file_name}: {reason}", remedy) from None
             if not text:
                 raise SettingsError(f"{name}_FILE", f"{file_name} is empty", remedy)
