@@ -9,16 +9,14 @@ import sys
 from igw.config import Env, KafkaSettings
 from igw.errors import SettingsError
 from igw.keystore import KeyStore, open_keystore
-from igw_tools.erase import PLATFORMS, Erasure, ErasureReport, erase
+from igw_tools.erase import PLATFORMS, Erasure, erase
 
 
 async def _erase_all(kafka: KafkaSettings, keys_url: str | None, erasures: list[Erasure], timeout: float) -> int:
     keys: KeyStore | None = open_keystore(keys_url) if keys_url else None
-    reports: list[ErasureReport] = []
     try:
         async with asyncio.timeout(timeout):
-            for erasure in erasures:
-                reports.append(await erase(kafka, keys, erasure))
+            reports = [await erase(kafka, keys, erasure) for erasure in erasures]
     finally:
         if keys is not None:
             await keys.close()
