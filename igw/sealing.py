@@ -19,6 +19,7 @@ import asyncio
 import base64
 import logging
 import os
+import re
 from collections.abc import Iterable
 from typing import Any, Final
 
@@ -58,6 +59,7 @@ _CACHE_LIMIT: Final = 100_000
 # How often a process asks the key store whether someone was erased (one small read). A DM that a
 # process seals within this long after an erasure may still use the erased key: it then reads as erased.
 WATCH_INTERVAL: Final = 0.25
+_KID: Final = re.compile(rb'"sealed":\{"alg":"A256GCM","kid":"([^"]+)"')
 _b64 = base64.b64encode
 _unb64 = base64.b64decode
 
@@ -142,18 +144,35 @@ class Sealer(_Keys):
 class Opener(_Keys):
     """A consumer's side: the envelope with its content back, or marked ``erased`` when the key is gone."""
 
-    async def open(self, envelope: dict[str, Any]) -> dict[str, Any]:
-        sealed = envelope.get("sealed")
-        if not isinstance(sealed, dict):
-            return envelope
-        kid = sealed.get("kid")
-        if not isinstance(kid, str):
-            raise ValueError("sealed content without a key id")
+    async def fetch(self, kid: str) -> None:
         if kid not in self.by_kid:
             self.clear_if_full()
             key = await self.store.key(kid)
             self.by_kid[kid] = AESGCM(key) if key is not None else None
-        aead = self.by_kid[kid]
+
+    async def prefetch(self, values: Iterable[bytes | None]) -> None:
+        """Fetch the keys a batch of raw records needs, so :meth:`open_cached` can open them synchronously."""
+        for value in values:
+            if value and b'"sealed"' in value:
+                found = _KID.search(value)
+                if found is not None:
+                    await self.fetch(found.group(1).decode())
+
+    async def open(self, envelope: dict[str, Any]) -> dict[str, Any]:
+        sealed = envelope.get("sealed")
+        if isinstance(sealed, dict) and isinstance(sealed.get("kid"), str):
+            await self.fetch(sealed["kid"])
+        return self.open_cached(envelope)
+
+    def open_cached(self, envelope: dict[str, Any]) -> dict[str, Any]:
+        """:meth:`open` for keys already fetched; ``LookupError`` when the key was not."""
+        sealed = envelope.get("sealed")
+        if sealed is None:
+            return envelope
+        kid = sealed.get("kid") if isinstance(sealed, dict) else None
+        if not isinstance(kid, str):
+            raise ValueError("sealed content without a key id")
+        aead = self.by_kid[kid]  # LookupError: not fetched
         opened = {k: v for k, v in envelope.items() if k != "sealed"}
         if aead is None:
             opened["erased"] = True

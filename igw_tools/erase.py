@@ -99,9 +99,7 @@ async def erase(
             kafka.topic(Topic.ERASURES),
             orjson.dumps(document),
             key=erasure.conversation_id.encode(),
-            headers=cloudevent_headers(
-                document["id"], ERASURE, "igw/erase", erased_at, erasure.conversation_id
-            ),
+            headers=cloudevent_headers(document["id"], ERASURE, "igw/erase", erased_at, erasure.conversation_id),
         )
     finally:
         await producer.stop()

@@ -49,6 +49,8 @@ class AnalyticsSettings:
     rollup_path: Path | None = None
     rollup_interval: float = 60.0
     create_topics: bool = True
+    # Per-person content keys (docs/privacy.md); None: content arrives in clear.
+    content_keys: str | None = None
 
     @property
     def kafka(self) -> KafkaSettings:
@@ -91,6 +93,7 @@ class AnalyticsSettings:
             rollup_path=Path(rollup) if rollup else None,
             rollup_interval=env.float("IGW_ANALYTICS_ROLLUP_INTERVAL_SECONDS", d.rollup_interval, min_value=1),
             create_topics=env.bool("IGW_CREATE_TOPICS", d.create_topics),
+            content_keys=env.optional_str("IGW_CONTENT_KEYS"),
         )
 
     def describe(self) -> dict[str, object]:
