@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -19,8 +20,10 @@ from gateway.signed_request import sign_request
 from igw.config import KafkaSettings
 from igw.keystore import SqliteKeyStore
 from igw.sealing import WATCH_INTERVAL, Opener
+from igw_tools.deletion_requests import process_requests
 from igw_tools.erase import Erasure, erase
 from tests.plugins.gateway import APP_SECRET, GatewayClient, dm_body, post_signed
+from tests.plugins.graph_emulator import MESSENGER_ACCOUNT, TEST_ACCOUNTS, RunningEmulator
 from tests.plugins.kafka import TopicReader
 
 pytestmark = pytest.mark.kafka
@@ -142,3 +145,38 @@ async def test_topics_are_created_with_retention(kafka_settings: KafkaSettings) 
     assert topic_configs(kafka_settings, "messages") == {"retention.ms": str(168 * 3_600_000)}
     assert topic_configs(kafka_settings, "erasures")["retention.ms"] == str(720 * 3_600_000)
     assert "max.message.bytes" in topic_configs(kafka_settings, "deadletter")
+
+
+async def test_deletion_request_is_mapped_and_erased_on_messenger(
+    sealing_client: GatewayClient,
+    kafka_settings: KafkaSettings,
+    keys_path: Path,
+    graph_emulator: RunningEmulator,
+    topic_reader: TopicReader,
+) -> None:
+    """`igw erase --requests`: the app-scoped id is mapped to the Page-scoped id, erased, and the page says so."""
+    page, psid, asid = MESSENGER_ACCOUNT.account_id, "6500000000000001", "218471"
+    async with aiohttp.ClientSession() as session:
+        learn = {"asid": asid, "page_id": page, "psid": psid}
+        await session.post(f"{graph_emulator.base_url}/_emulator/app_scoped_ids", json=learn)
+    valid = sign_request({"algorithm": "HMAC-SHA256", "issued_at": 1764000000, "user_id": asid}, APP_SECRET.encode())
+    response = await sealing_client.post("/api/v1/meta/data-deletion", data={"signed_request": valid})
+    code = (await response.json())["confirmation_code"]
+
+    store = SqliteKeyStore(keys_path)
+    try:
+        common = {"graph_url": f"{graph_emulator.base_url}/v25.0", "app_id": "1234", "app_secret": APP_SECRET}
+        (outcome,) = await process_requests(kafka_settings, store, TEST_ACCOUNTS, **common)
+        assert (outcome.code, outcome.status) == (code, "done")
+        assert outcome.erased == (f"Messenger conversation with Page {page}",)
+        assert outcome.reason is not None
+        assert "Instagram" in outcome.reason  # the IG accounts could not be covered, and the page says so
+        assert await process_requests(kafka_settings, store, TEST_ACCOUNTS, **common) == []  # done once
+    finally:
+        await store.close()
+    page_text = await (await sealing_client.get(f"/api/v1/meta/deletion-status?id={code}")).text()
+    assert "has been erased" in page_text
+    assert "Instagram" in page_text
+    records = await topic_reader(kafka_settings.topic("erasures"), expect=2)
+    erasures = [orjson.loads(r.value) for r in records if orjson.loads(r.value)["type"] == "erasure"]
+    assert [e["conversation_id"] for e in erasures] == [f"messenger:{page}:{psid}"]

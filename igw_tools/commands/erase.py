@@ -6,9 +6,11 @@ import argparse
 import asyncio
 import sys
 
+from consumers.send_api.settings import SendApiSettings
 from igw.config import Env, KafkaSettings
 from igw.errors import SettingsError
 from igw.keystore import KeyStore, open_keystore
+from igw_tools.deletion_requests import process_requests
 from igw_tools.erase import PLATFORMS, Erasure, erase
 
 
@@ -30,10 +32,43 @@ async def _erase_all(kafka: KafkaSettings, keys_url: str | None, erasures: list[
     return 0
 
 
+async def _requests(env: Env, kafka: KafkaSettings, keys_url: str, timeout: float) -> int:
+    send_api = SendApiSettings.from_env(env)
+    app_secret = env.secret("INSTAGRAM_APP_SECRET")
+    keys = open_keystore(keys_url)
+    try:
+        outcomes = await process_requests(
+            kafka,
+            keys,
+            send_api.accounts,
+            graph_url=f"{send_api.graph_base_url}/{send_api.graph_version}",
+            app_id=env.optional_str("IGW_APP_ID"),
+            app_secret=app_secret.value.split(",")[0].strip() if app_secret else None,
+            timeout=timeout,
+        )
+    finally:
+        await keys.close()
+    for outcome in outcomes:
+        what = ", ".join(outcome.erased) or "nothing erased"
+        sys.stdout.write(
+            f"request {outcome.code}: {outcome.status} ({what}){': ' + outcome.reason if outcome.reason else ''}\n"
+        )
+    sys.stdout.write(f"{len(outcomes)} pending deletion request(s) processed\n")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     env = Env()
     kafka = KafkaSettings.from_env(env)
     keys_url = env.optional_str("IGW_CONTENT_KEYS")
+    if args.requests:
+        if keys_url is None:
+            raise SettingsError(
+                "IGW_CONTENT_KEYS", "deletion requests are tracked in the key store; set it as the gateway has it"
+            )
+        return asyncio.run(_requests(env, kafka, keys_url, args.timeout))
+    if not (args.platform and args.account and args.user):
+        raise SettingsError("igw erase", "give --platform, --account and --user (or --requests)")
     for value, what in ((args.user, "--user"), *((a, "--account") for a in args.account)):
         if not value.isdigit():
             raise SettingsError(what, f"expected the numeric id Meta uses, got {value!r}")
@@ -56,10 +91,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         " longer be read, and publishes an erasure record that the agent, analytics and your own consumers"
         " act on. See docs/privacy.md.",
     )
-    parser.add_argument("--platform", choices=PLATFORMS, required=True)
+    parser.add_argument("--platform", choices=PLATFORMS)
+    parser.add_argument("--account", action="append", help="the business account or Page id (repeat for several)")
+    parser.add_argument("--user", help="the person's IGSID (Instagram) or PSID (Messenger)")
     parser.add_argument(
-        "--account", action="append", required=True, help="the business account or Page id (repeat for several)"
+        "--requests",
+        action="store_true",
+        help="carry out the data deletion requests Meta sent to the gateway's callback (run it daily)",
     )
-    parser.add_argument("--user", required=True, help="the person's IGSID (Instagram) or PSID (Messenger)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for Kafka (default 30)")
     parser.set_defaults(func=run)
