@@ -19,4 +19,4 @@ async def seal_normalized(sealer: Sealer, normalized: Normalized) -> Normalized:
     except Exception as exc:  # any store failure: the body must not be lost, only delayed
         raise KeyStoreUnavailable(f"content key store: {type(exc).__name__}") from exc
     seal = sealer.seal
-    return normalized._replace(events=[seal(event) for event in normalized.events])
+    return Normalized([seal(event) for event in normalized.events], normalized.dead_letter)

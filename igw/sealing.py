@@ -61,6 +61,9 @@ _CACHE_LIMIT: Final = 100_000
 WATCH_INTERVAL: Final = 0.25
 _KID: Final = re.compile(rb'"sealed":\{"alg":"A256GCM","kid":"([^"]+)"')
 _b64 = base64.b64encode
+_dumps = orjson.dumps
+_urandom = os.urandom
+_tuple_new = tuple.__new__
 _unb64 = base64.b64decode
 
 
@@ -127,18 +130,23 @@ class Sealer(_Keys):
         subject = event.subject
         if subject is None:
             return event
-        envelope = event.envelope
-        routing = {k: v for k, v in envelope.items() if k in ROUTING_FIELDS}
+        routing: dict[str, Any] = {}
+        content: dict[str, Any] = {}
+        for name, value in event.envelope.items():
+            if name in ROUTING_FIELDS:
+                routing[name] = value
+            else:
+                content[name] = value
         erased_at = self.erased.get(subject)
         if erased_at is not None and event.timestamp <= erased_at:
             routing["erased"] = True
-            return event._replace(envelope=routing)
-        kid, aead = self.current[subject]
-        content = {k: v for k, v in envelope.items() if k not in ROUTING_FIELDS}
-        iv = os.urandom(12)
-        ct = aead.encrypt(iv, orjson.dumps(content), event.id.encode())
-        routing["sealed"] = {"alg": ALG, "kid": kid, "iv": _b64(iv).decode(), "ct": _b64(ct).decode()}
-        return event._replace(envelope=routing)
+        else:
+            kid, aead = self.current[subject]
+            iv = _urandom(12)
+            ct = aead.encrypt(iv, _dumps(content), event.id.encode())
+            routing["sealed"] = {"alg": ALG, "kid": kid, "iv": _b64(iv).decode(), "ct": _b64(ct).decode()}
+        # Event is a NamedTuple: tuple.__new__ skips _replace's Python-level field walk (hot path).
+        return _tuple_new(Event, (*event[:7], routing))
 
 
 class Opener(_Keys):
