@@ -12,6 +12,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 
 from gateway import metrics
 from gateway.drain import drain_forever
+from gateway.privacy import data_deletion, deauthorize, deletion_status
 from gateway.publisher import AiokafkaPublisher, Publisher
 from gateway.settings import GatewaySettings
 from gateway.spool import Spool, open_spool
@@ -20,6 +21,8 @@ from gateway.typedefs import publisher_key, settings_key, state_key
 from gateway.views import healthz, readyz, receive_webhook, verify_subscription
 from igw.config import KafkaSettings
 from igw.errors import SettingsError
+from igw.keystore import open_keystore
+from igw.sealing import Sealer
 from igw.topics import GATEWAY_TOPICS, ensure_topics
 
 __all__ = ["PublisherFactory", "create_app"]
@@ -41,6 +44,11 @@ def create_app(settings: GatewaySettings, *, publisher_factory: PublisherFactory
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", make_aiohttp_handler(metrics.registry()))
+    app.router.add_post(f"{settings.privacy_path}/data-deletion", data_deletion)
+    app.router.add_post(f"{settings.privacy_path}/deauthorize", deauthorize)
+    app.router.add_get(f"{settings.privacy_path}/deletion-status", deletion_status)
+    # First: the key store must be open before a drained spool body is sealed.
+    app.cleanup_ctx.append(_content_keys)
     app.cleanup_ctx.append(_kafka)
     # After _kafka: cleanup runs in reverse, so the drain stops before the producer does.
     app.cleanup_ctx.append(_spool)
@@ -54,6 +62,25 @@ def default_publisher_factory(settings: GatewaySettings) -> PublisherFactory:
 
         return ConfluentPublisher
     return AiokafkaPublisher
+
+
+async def _content_keys(app: web.Application) -> AsyncIterator[None]:
+    """Open the content key store (``IGW_CONTENT_KEYS``) and follow other processes' erasures."""
+    settings = app[settings_key]
+    if settings.content_keys is None:
+        yield
+        return
+    store = open_keystore(settings.content_keys)
+    sealer = Sealer(store)
+    app[state_key].sealer = sealer
+    watch = asyncio.create_task(sealer.watch(), name="igw-content-keys")
+    try:
+        yield
+    finally:
+        watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watch
+        await store.close()
 
 
 async def _kafka(app: web.Application) -> AsyncIterator[None]:

@@ -14,12 +14,13 @@ from collections import Counter as Tally
 from typing import Final
 
 from gateway import metrics
+from gateway.content import seal_normalized
 from gateway.kafka_health import check_kafka
 from gateway.publisher import Publisher
 from gateway.settings import GatewaySettings
 from gateway.spool import Spool, SpoolLocked, orphan_dirs
 from gateway.state import GatewayState
-from igw.errors import PublishError
+from igw.errors import KeyStoreUnavailable, PublishError
 from igw.normalize import normalize
 from igw.records import OutRecord, build_records
 
@@ -114,6 +115,12 @@ async def _drain_once(
     dead_reasons: Tally[str] = Tally()
     for item in batch.items:
         normalized = normalize(item.body, item.received_at)
+        if state.sealer is not None:
+            try:
+                normalized = await seal_normalized(state.sealer, normalized)
+            except KeyStoreUnavailable as exc:
+                log.warning("spool drain waiting for the content key store (%s)", exc)
+                return False
         records.extend(build_records(normalized, state.topics, item.body, item.received_at, item.signature))
         types.update((e.type, e.topic.value) for e in normalized.events)
         if normalized.dead_letter is not None:

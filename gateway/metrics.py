@@ -242,6 +242,13 @@ SPOOL_FSYNC_DURATION = Histogram(
     "igw_spool_write_duration_seconds", "Time to write and fsync one group commit.", buckets=_LATENCY_BUCKETS
 )
 
+# Meta's Data Deletion Request and Deauthorize callbacks (gateway/privacy.py).
+PRIVACY_CALLBACKS = Counter(
+    "igw_privacy_callbacks_total",
+    "Meta's data deletion and deauthorize callbacks, by outcome (accepted or why refused).",
+    ["callback", "outcome"],
+)
+
 
 def registry() -> CollectorRegistry:
     """What /metrics serves: this process, or every worker's files under ``--workers``."""

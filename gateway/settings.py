@@ -10,10 +10,12 @@ from typing import Any
 
 from igw.config import Env, KafkaSettings, Secret
 from igw.errors import SettingsError
+from igw.keystore import keystore_url
 
 DEFAULT_WEBHOOK_PATH = "/api/v1/instagram/webhook"
 # Relative to the working directory: right for `igw dev`; containers set a volume (docs/durability.md).
 DEFAULT_SPOOL_DIR = ".igw/spool"
+DEFAULT_PRIVACY_PATH = "/api/v1/meta"
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +43,11 @@ class GatewaySettings:
     spool_max_bytes: int = 1024 * 1024 * 1024
     # Past this age the spool is not draining: answer 503 and let Meta's retries hold the rest.
     spool_max_age_seconds: float = 24 * 3600.0
+    # Per-person content keys (docs/privacy.md): memory:, sqlite:PATH or redis://...; None = content in clear.
+    content_keys: str | None = None
+    # Meta's Data Deletion Request / Deauthorize callbacks (docs/privacy.md).
+    privacy_path: str = DEFAULT_PRIVACY_PATH
+    public_url: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> GatewaySettings:
@@ -78,6 +85,15 @@ class GatewaySettings:
             )
         spool_dir = Path(env.str("IGW_SPOOL_DIR", DEFAULT_SPOOL_DIR)) if env.bool("IGW_SPOOL_ENABLED", True) else None
         max_body = env.int("IGW_MAX_BODY_BYTES", d["max_body_bytes"], min_value=1024)
+        privacy_path = env.str("IGW_PRIVACY_PATH", DEFAULT_PRIVACY_PATH).rstrip("/")
+        if not privacy_path.startswith("/") or any(ch in privacy_path for ch in "{}? "):
+            raise SettingsError("IGW_PRIVACY_PATH", f"must be a plain absolute path, got {privacy_path!r}")
+        public_url = env.optional_str("IGW_PUBLIC_URL")
+        if public_url is not None and not public_url.startswith(("https://", "http://")):
+            raise SettingsError(
+                "IGW_PUBLIC_URL", f"must be the gateway's public base URL (https://...), got {public_url!r}"
+            )
+        public_url = public_url.rstrip("/") if public_url else None
         return cls(
             verify_token=verify_token,
             app_secrets=app_secrets,
@@ -101,6 +117,9 @@ class GatewaySettings:
             spool_after=spool_after,
             spool_max_bytes=env.int("IGW_SPOOL_MAX_BYTES", d["spool_max_bytes"], min_value=1024 * 1024),
             spool_max_age_seconds=env.float("IGW_SPOOL_MAX_AGE_SECONDS", d["spool_max_age_seconds"], min_value=1),
+            content_keys=keystore_url(env, "IGW_CONTENT_KEYS"),
+            privacy_path=privacy_path,
+            public_url=public_url,
         )
 
     def check_spool_dir(self) -> None:
@@ -134,6 +153,8 @@ class GatewaySettings:
             "spool_after": self.spool_after,
             "spool_max_bytes": self.spool_max_bytes,
             "spool_max_age_seconds": self.spool_max_age_seconds,
+            "content_keys": self.content_keys.split("://")[0].split(":")[0] if self.content_keys else "off",
+            "privacy_path": self.privacy_path,
         }
 
 

@@ -8,6 +8,7 @@ from gateway.settings import GatewaySettings
 from gateway.signature import SignatureVerifier
 from gateway.spool import Spool
 from igw.normalize import Topic
+from igw.sealing import Sealer
 
 
 @dataclass(slots=True)
@@ -31,6 +32,10 @@ class GatewayState:
     spooling: bool = False
     # The reason of the last refusal, so it is logged once per change rather than per request.
     spool_refusal: str | None = None
+    # Set when IGW_CONTENT_KEYS is: each person's content is sealed before it is published.
+    sealer: Sealer | None = None
+    # Deletion requests' status documents when no key store is configured (this process only).
+    deletion_requests: dict[str, bytes] = field(default_factory=dict)
 
     @classmethod
     def from_settings(cls, settings: GatewaySettings) -> GatewayState:

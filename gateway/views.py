@@ -13,12 +13,13 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway import metrics
+from gateway.content import seal_normalized
 from gateway.kafka_health import check_kafka
 from gateway.signature import SignatureVerdict
 from gateway.spool import Spool
 from gateway.state import GatewayState, Readiness
 from gateway.typedefs import publisher_key, settings_key, state_key
-from igw.errors import PublishError, PublishTimeout, SpoolError
+from igw.errors import KeyStoreUnavailable, PublishError, PublishTimeout, SpoolError
 from igw.logs import bind_request_id
 from igw.normalize import normalize
 from igw.records import build_records
@@ -116,6 +117,15 @@ async def receive_webhook(request: web.Request) -> web.Response:
         # Spooled bodies are waiting: this one queues behind them instead of overtaking them.
         return await _spool_body(state, spool, body, received_at, signature)
     normalized = normalize(body, received_at)
+    sealer = state.sealer
+    if sealer is not None:
+        try:
+            normalized = await seal_normalized(sealer, normalized)
+        except KeyStoreUnavailable as exc:
+            if spool is not None:
+                return await _spool_body(state, spool, body, received_at, signature)
+            log.error("webhook not published: %s; answering 503 so Meta retries", exc)
+            return error_response(503, "key_store_unavailable", "content key store not answering; retry", retry_after=1)
     # The same function builds a spooled body's records when it is drained: identical output.
     records = build_records(normalized, state.topics, body, received_at, signature)
     dead = normalized.dead_letter

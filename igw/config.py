@@ -266,6 +266,11 @@ class KafkaSettings:
     max_message_bytes: int = 8 * 1024 * 1024 + 65_536
     partitions: int = 6
     replication_factor: int = 1
+    # How long topics igw creates keep records (docs/privacy.md): a week covers replaying an outage
+    # or a consumer's bug; longer keeps people's messages longer than an inbox tool needs.
+    retention_hours: int = 168
+    # Erasures outlive the records they erase, so a consumer replaying a topic still sees them.
+    erasure_retention_hours: int = 720
     client_id: str = "igw"
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
@@ -292,6 +297,16 @@ class KafkaSettings:
             "KAFKA_SECURITY_PROTOCOL", "plaintext", ("plaintext", "ssl", "sasl_plaintext", "sasl_ssl")
         )
         mechanism, username, password = _sasl(env, protocol)
+        retention = env.int("IGW_TOPIC_RETENTION_HOURS", d["retention_hours"], min_value=1)
+        erasure_retention = env.int(
+            "IGW_ERASURE_RETENTION_HOURS", max(d["erasure_retention_hours"], retention), min_value=1
+        )
+        if erasure_retention < retention:
+            raise SettingsError(
+                "IGW_ERASURE_RETENTION_HOURS",
+                f"must be at least IGW_TOPIC_RETENTION_HOURS ({retention})",
+                f"set it to {retention} or more",
+            )
         return cls(
             bootstrap_servers=_bootstrap_servers(env, d["bootstrap_servers"]),
             topic_prefix=prefix,
@@ -303,6 +318,8 @@ class KafkaSettings:
             compression=compression,  # type: ignore[arg-type]
             request_timeout_ms=env.int("KAFKA_REQUEST_TIMEOUT_MS", d["request_timeout_ms"], min_value=1000),
             partitions=env.int("IGW_TOPIC_PARTITIONS", d["partitions"], min_value=1),
+            retention_hours=retention,
+            erasure_retention_hours=erasure_retention,
             replication_factor=env.int("IGW_TOPIC_REPLICATION", d["replication_factor"], min_value=1),
             client_id=env.str("KAFKA_CLIENT_ID", d["client_id"]),
             security_protocol=protocol.upper(),

@@ -10,7 +10,8 @@
     │                        starts without Kafka and spools, docs/durability.md)
     ├── PublishError         Kafka did not acknowledge records
     │   ├── PublishTimeout   no acknowledgement within the deadline (retriable)
-    │   └── BrokerUnavailable  the client cannot reach the cluster (retriable)
+    │   ├── BrokerUnavailable  the client cannot reach the cluster (retriable)
+    │   └── KeyStoreUnavailable  content could not be sealed: the key store did not answer (retriable)
     └── SpoolError           the local spool cannot take a body; ``reason`` is a metric label
         ├── SpoolFull        over its size or age limit
         └── SpoolUnavailable the disk failed (write or fsync error)
@@ -67,6 +68,10 @@ class PublishTimeout(PublishError):
 
 class BrokerUnavailable(PublishError):
     """The producer cannot reach the cluster, or the cluster refused the records."""
+
+
+class KeyStoreUnavailable(PublishError):
+    """The content key store did not answer, so records could not be sealed (docs/privacy.md)."""
 
 
 class SpoolError(IgwError):

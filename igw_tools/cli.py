@@ -11,7 +11,7 @@ from consumers.analytics import command as analytics_command
 from gateway import command as gateway_command
 from igw import __version__
 from igw.errors import StartupError
-from igw_tools.commands import check, dev, graph_emulator, replay, simulate, topics
+from igw_tools.commands import check, dev, erase, graph_emulator, replay, simulate, topics
 
 # Each module defines ``register(subparsers)``: it adds one parser and sets ``func`` to a callable
 # taking the parsed arguments and returning the exit status.
@@ -25,6 +25,7 @@ COMMANDS = (
     check,
     topics,
     replay,
+    erase,
 )
 
 

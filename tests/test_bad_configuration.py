@@ -54,6 +54,9 @@ BAD: dict[str, str | Mapping[str, str | None]] = {
     "INSTAGRAM_WEBHOOK_VERIFY_TOKEN": {"INSTAGRAM_WEBHOOK_VERIFY_TOKEN": None},  # required
     "INSTAGRAM_APP_SECRET": " , ",
     "IGW_WEBHOOK_PATH": "webhook",
+    "IGW_CONTENT_KEYS": "postgres://keys",
+    "IGW_PRIVACY_PATH": "meta",
+    "IGW_PUBLIC_URL": "hooks.example.com",
     "IGW_HOST": "not a host",
     "PROMETHEUS_MULTIPROC_DIR": f"{MISSING}/metrics",
     "IGW_SPOOL_DIR": "/dev/null/spool",
@@ -210,6 +213,7 @@ def base_env(command: str, places: Places) -> dict[str, str]:
         "simulate": secrets,
         "dev": {},
         "graph-emulator": {},
+        "erase": {"KAFKA_BOOTSTRAP_SERVERS": kafka},
     }[command]
 
 
@@ -225,6 +229,7 @@ def argv(command: str, places: Places) -> list[str]:
         "simulate": ["simulate", "--event", "message", "--url", nowhere, "--count", "1", "--timeout", "1", "--quiet"],
         "dev": ["dev", "--state-dir", str(places.tmp / "dev"), "--port", str(places.busy_port)],
         "graph-emulator": ["graph-emulator", "--port", str(places.busy_port)],
+        "erase": ["erase", "--platform", "instagram", "--account", "1", "--user", "2", "--timeout", "2"],
     }[command]
 
 

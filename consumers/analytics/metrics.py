@@ -131,6 +131,9 @@ class AnalyticsMetrics:
         self.invalid_records = Counter(
             "igw_biz_invalid_records", "Records that could not be read as igw events", ["topic"], registry=r
         )
+        self.erasures = Counter(
+            "igw_biz_erasures", "Erasure records applied: a person's conversation state dropped", registry=r
+        )
         self.dedup_ids = Gauge("igw_biz_dedup_ids", "Event ids held by the dedup memory", registry=r)
         self.tracked_conversations = Gauge(
             "igw_biz_tracked_conversations", "Conversations held in memory (new/returning, first response)", registry=r

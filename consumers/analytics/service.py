@@ -27,6 +27,8 @@ from consumers.common.lag import lag_sampler
 from consumers.common.metrics_server import create_metrics_app, serve_metrics
 from consumers.common.runner import CommitOnRevoke, OffsetTracker, commit_finished, drain, poll_batches
 from consumers.common.tasks import background
+from igw.keystore import open_keystore
+from igw.sealing import Opener
 from igw.topics import ensure_topics
 
 __all__ = ["run_analytics"]
@@ -77,7 +79,9 @@ async def run_analytics(
     if settings.create_topics:
         await ensure_topics(settings.kafka, TOPICS)
     buffer = RollupBuffer() if settings.rollup_path is not None else None
-    aggregator = Aggregator(settings, AnalyticsMetrics(registry), rollup=buffer)
+    keys = open_keystore(settings.content_keys) if settings.content_keys else None
+    opener = Opener(keys) if keys is not None else None
+    aggregator = Aggregator(settings, AnalyticsMetrics(registry), rollup=buffer, opener=opener)
     short_names = settings.topics()
     tracker = OffsetTracker()
     listener = CommitOnRevoke(tracker, drain_timeout=c.shutdown_timeout_seconds)
@@ -115,6 +119,9 @@ async def run_analytics(
         if buffer is not None:
             await stack.enter_async_context(rollup_flusher(settings, aggregator, buffer))
         await stack.enter_async_context(lag_sampler(consumer, c.group_id, c.topics, c.lag_interval_seconds))
+        if opener is not None and keys is not None:
+            stack.push_async_callback(keys.close)
+            await stack.enter_async_context(background(opener.watch(), name="analytics-content-keys"))
         await poll_batches(
             consumer,
             tracker,
@@ -124,6 +131,7 @@ async def run_analytics(
             max_records=c.max_records_per_poll,
             poll_timeout_ms=c.poll_timeout_ms,
             commit_interval=c.commit_interval_seconds,
+            prepare=(lambda records: opener.prefetch(r.value for r in records)) if opener is not None else None,
         )
         await drain(tracker, c.shutdown_timeout_seconds)
         await commit_finished(consumer, tracker)

@@ -10,6 +10,7 @@ from consumers.common.settings import ConsumerSettings
 from igw.config import Env, KafkaSettings
 from igw.envelope import Topic
 from igw.errors import SettingsError
+from igw.keystore import keystore_url
 
 __all__ = ["TOPICS", "AnalyticsSettings"]
 
@@ -50,6 +51,8 @@ class AnalyticsSettings:
     rollup_path: Path | None = None
     rollup_interval: float = 60.0
     create_topics: bool = True
+    # Per-person content keys (docs/privacy.md); None: content arrives in clear.
+    content_keys: str | None = None
 
     @property
     def kafka(self) -> KafkaSettings:
@@ -103,6 +106,7 @@ class AnalyticsSettings:
             rollup_path=Path(rollup) if rollup else None,
             rollup_interval=env.float("IGW_ANALYTICS_ROLLUP_INTERVAL_SECONDS", d.rollup_interval, min_value=1),
             create_topics=env.bool("IGW_CREATE_TOPICS", d.create_topics),
+            content_keys=keystore_url(env, "IGW_CONTENT_KEYS"),
         )
 
     def check_rollup_path(self) -> None:

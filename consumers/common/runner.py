@@ -383,6 +383,7 @@ async def poll_batches(
     max_records: int,
     poll_timeout_ms: int = 500,
     commit_interval: float = 1.0,
+    prepare: Callable[[list[Any]], Awaitable[None]] | None = None,
 ) -> None:
     """:func:`poll_loop` for synchronous work: ``handle(tp, records)`` once per partition and fetch.
 
@@ -394,6 +395,8 @@ async def poll_batches(
     async with contextlib.aclosing(fetched):
         async for tp, records in fetched:
             # A partition revoked while the fetch waited belongs to another replica now.
+            if records and prepare is not None and tracker.owns(tp):
+                await prepare(records)  # e.g. fetch the content keys the records need
             if records and tracker.owns(tp):
                 handle(tp, records)
                 tracker.finished_through(tp, records[-1].offset)
