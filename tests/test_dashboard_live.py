@@ -28,7 +28,7 @@ from consumers.agent_replies.settings import SAMPLE_RULES
 from consumers.analytics.dashboard import PanelQuery, instantiate, load_queries, metric_names
 from igw_tools.localbroker import free_port
 from tests.plugins.prometheus import DEPLOY, PrometheusFactory
-from tests.plugins.stack import IgwStarter
+from tests.plugins.stack import IgwStarter, stack_env
 from tests.stack_traffic import feed
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -36,25 +36,6 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 SECRET = "stack-app-secret"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "igw.json"
 FEED_SECONDS = float(os.environ.get("IGW_DASHBOARD_FEED_SECONDS", "6"))
-
-
-def common_env(bootstrap: str, prefix: str) -> dict[str, str]:
-    return {
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "IGW_TOPIC_PREFIX": prefix,
-        # Tansu does not support aiokafka's idempotent producer; production keeps it on.
-        "KAFKA_ENABLE_IDEMPOTENCE": "false",
-        "KAFKA_ACKS": "all",
-        "IGW_TOPIC_PARTITIONS": "3",
-        "IGW_LOG_FORMAT": "text",
-        # Tansu holds a JoinGroup for part of the rebalance timeout: keep joins quick in tests.
-        "IGW_CONSUMER_MAX_POLL_INTERVAL_MS": "2000",
-        "IGW_CONSUMER_SESSION_TIMEOUT_MS": "6000",
-        "IGW_CONSUMER_HEARTBEAT_MS": "500",
-        "IGW_CONSUMER_POLL_TIMEOUT_MS": "100",
-        "IGW_CONSUMER_LAG_INTERVAL_SECONDS": "1",
-        "IGW_SHUTDOWN_TIMEOUT_SECONDS": "3",
-    }
 
 
 async def query(http: aiohttp.ClientSession, prom: str, expr: str) -> list[dict[str, Any]]:
@@ -102,7 +83,7 @@ async def test_every_dashboard_panel_returns_data(
 ) -> None:
     """Fed signed traffic, each panel's PromQL returns data and names only metrics the processes export."""
     prefix = f"t{uuid.uuid4().hex[:12]}"
-    env = common_env(kafka_bootstrap, prefix)
+    env = stack_env(kafka_bootstrap, prefix)
     ports = {name: free_port() for name in ("gateway", "emulator", "agent", "analytics")}
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     started = time.time()

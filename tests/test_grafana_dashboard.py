@@ -7,10 +7,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from prometheus_client import REGISTRY, CollectorRegistry, Metric
+from prometheus_client import CollectorRegistry, Metric
 
+from consumers.agent_replies.metrics import AgentMetrics
 from consumers.analytics.dashboard import instantiate, load_queries, metric_names
 from consumers.analytics.metrics import AnalyticsMetrics
+from consumers.common.metrics import ConsumerMetrics
+from consumers.send_api.metrics import SendApiMetrics
+from gateway.metrics import GatewayMetrics
 from tests.plugins.prometheus import DEPLOY
 
 GRAFANA = DEPLOY / "grafana"
@@ -26,16 +30,20 @@ def sample_names(families: list[Metric]) -> set[str]:
     return names
 
 
-def exported_names() -> set[str]:
-    # Importing the modules registers their metrics in the default registry.
-    import consumers.agent_replies.metrics
-    import consumers.common.lag
-    import consumers.send_api.metrics  # noqa: F401
-    import gateway.metrics  # noqa: F401
+def exported_by_job() -> dict[str, set[str]]:
+    """The series names each process's /metrics shows, by the job Prometheus scrapes it as."""
+    agent, analytics = CollectorRegistry(), CollectorRegistry()
+    AgentMetrics(agent)
+    SendApiMetrics(agent)
+    ConsumerMetrics(agent, "igw-agent")
+    AnalyticsMetrics(analytics)
+    ConsumerMetrics(analytics, "igw-analytics")
+    registries = {"igw-gateway": GatewayMetrics().registry, "igw-agent": agent, "igw-analytics": analytics}
+    return {job: sample_names(list(registry.collect())) for job, registry in registries.items()}
 
-    private = CollectorRegistry()
-    AnalyticsMetrics(private)
-    return sample_names(list(REGISTRY.collect())) | sample_names(list(private.collect()))
+
+def exported_names() -> set[str]:
+    return set().union(*exported_by_job().values())
 
 
 def test_panels_are_well_formed() -> None:
