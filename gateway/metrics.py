@@ -165,9 +165,11 @@ def loop_histogram(
     return _LoopFamily(lambda: _LoopHistogram(bounds), name, documentation, labelnames, bounds, registry)
 
 
-# Webhook answers must stay well under Meta's 5 s; resolution matters below 50 ms.
-LATENCY_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-PAYLOAD_BUCKETS: Final = (256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216)
+# Webhook answers must stay well under Meta's 5 s; resolution matters below 50 ms. Measured on the
+# local stack (tests/test_dashboard_live.py): about 40 % of answers and publishes take under 1 ms.
+LATENCY_BUCKETS: Final = (0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# Meta's bodies: a few hundred bytes for one message, up to megabytes for a batch.
+PAYLOAD_BUCKETS: Final = (256, 512, 1024, 2048, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216)
 EVENTS_PER_REQUEST_BUCKETS: Final = (1, 2, 5, 10, 50, 100, 500, 1000)
 
 

@@ -13,8 +13,25 @@ __all__ = ["AGENT_CALL_BUCKETS", "REPLY_LATENCY_BUCKETS", "AgentMetrics"]
 # From Meta's timestamp of the message to Meta accepting the reply: a rules agent on a nearby
 # broker answers in tens of milliseconds, a model in seconds, a retried send much later.
 REPLY_LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
-# One call to the agent: the rules agent in microseconds, an HTTP agent or a model in seconds.
-AGENT_CALL_BUCKETS = (0.0001, 0.001, 0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# One call to the agent: the rules agent in tens of microseconds, an HTTP agent or a model in seconds.
+AGENT_CALL_BUCKETS = (
+    0.00001,
+    0.000025,
+    0.00005,
+    0.0001,
+    0.00025,
+    0.001,
+    0.005,
+    0.025,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
 
 
 class AgentMetrics:

@@ -10,8 +10,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, disable_cre
 
 __all__ = ["DURATION_BUCKETS", "SendApiMetrics"]
 
-# One Graph API call: tens of milliseconds from a nearby region, seconds when Meta is slow.
-DURATION_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# One Graph API call: a few milliseconds to the local emulator, tens to hundreds to Meta, seconds
+# when Meta is slow.
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 class SendApiMetrics:

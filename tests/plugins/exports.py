@@ -23,7 +23,7 @@ JOBS = ("igw-gateway", "igw-agent", "igw-analytics")
 def sample_names(families: list[Metric]) -> set[str]:
     """The series names a family shows on /metrics, even before any label child exists."""
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "summary": ("_count", "_sum")}
-    names = set()
+    names: set[str] = set()
     for family in families:
         names.update(family.name + suffix for suffix in suffixes.get(family.type, ("",)))
     return names
