@@ -20,7 +20,9 @@ class ObservingAccessLogger(AbstractAccessLogger):
     """
 
     # aiohttp makes one logger per connection from a class and two fixed arguments, so the app's
-    # metrics ride on the class: as cheap per request as a module-level function.
+    # metrics ride on the class: as cheap per request as a module-level function. No instance
+    # __dict__ to look in first.
+    __slots__ = ()
     observe_request: Callable[[str, str, int, float], None]
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
@@ -32,6 +34,8 @@ class ObservingAccessLogger(AbstractAccessLogger):
 
 class RedactedAccessLogger(ObservingAccessLogger):
     """Metrics, and access lines without query strings: Meta's handshake carries ``hub.verify_token`` there."""
+
+    __slots__ = ()
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         super().log(request, response, time)
@@ -48,4 +52,4 @@ class RedactedAccessLogger(ObservingAccessLogger):
 def access_logger_for(metrics: GatewayMetrics, *, lines: bool) -> type[ObservingAccessLogger]:
     """The access-log class for an app whose request metrics are ``metrics``; ``lines`` logs each request too."""
     base = RedactedAccessLogger if lines else ObservingAccessLogger
-    return type(base.__name__, (base,), {"observe_request": staticmethod(metrics.observe_request)})
+    return type(base.__name__, (base,), {"__slots__": (), "observe_request": staticmethod(metrics.observe_request)})

@@ -103,3 +103,24 @@ def test_healthy_stack_cases_check_every_alert() -> None:
             assert checked == names, f"{case['name']} at {eval_time}: missing {sorted(names - checked)}"
         jobs = {m for s in case["input_series"] for m in re.findall(r'job="([^"]+)"', s["series"])}
         assert set(JOBS) <= jobs, case["name"]
+
+
+def test_scrape_configs_and_pods_carry_the_job_names_the_rules_read() -> None:
+    """Both scrape configs name exactly the three jobs; each Kubernetes pod announces the port of its job."""
+    ports: dict[str, set[str]] = {}
+    for config in (PROM / "prometheus.yml", DEPLOY / "compose" / "prometheus.yml"):
+        jobs = yaml.safe_load(config.read_text())["scrape_configs"]
+        assert sorted(job["job_name"] for job in jobs) == sorted(JOBS), config
+        for job in jobs:
+            [target] = job["static_configs"][0]["targets"]
+            ports.setdefault(job["job_name"], set()).add(target.rsplit(":", 1)[1])
+    pods: dict[str, dict[str, str]] = {}
+    for manifest in sorted((DEPLOY / "kubernetes").glob("*.yaml")):
+        for doc in yaml.safe_load_all(manifest.read_text()):
+            if doc and doc.get("kind") == "Deployment":
+                pod = doc["spec"]["template"]["metadata"]
+                pods[pod["labels"]["app.kubernetes.io/name"]] = pod.get("annotations", {})
+    assert sorted(pods) == sorted(JOBS)
+    for job, announced in pods.items():
+        assert announced.get("prometheus.io/scrape") == "true", job
+        assert {announced.get("prometheus.io/port")} == ports[job], job
