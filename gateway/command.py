@@ -10,10 +10,11 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.access_log import ObservingAccessLogger, RedactedAccessLogger
+from gateway.access_log import access_logger_for
 from gateway.app import create_app
 from gateway.garbage import tune_after_startup
 from gateway.settings import GatewaySettings, ServeSettings
+from gateway.typedefs import state_key
 from gateway.workers import Supervisor, mark_ready
 from igw import __version__
 from igw.config import LOG_FORMATS, LOG_LEVELS, Env, LogSettings
@@ -170,7 +171,7 @@ async def serve(
         shutdown_timeout=shutdown_timeout,
         # The access-log hook also records request metrics, so it is always on; lines only on request.
         access_log=logging.getLogger("gateway.access"),
-        access_log_class=RedactedAccessLogger if access_log else ObservingAccessLogger,
+        access_log_class=access_logger_for(app[state_key].metrics, lines=access_log),
         handler_cancellation=False,
         # Hash the bytes as received: a decompressed body is not what Meta signed.
         auto_decompress=False,

@@ -18,7 +18,6 @@ from typing import Any, Final
 import orjson
 from aiohttp import web
 
-from gateway import metrics
 from gateway.signed_request import SignedRequestError, SignedRequestRefused, parse_signed_request
 from gateway.typedefs import publisher_key, settings_key, state_key
 from igw.envelope import ENVELOPE_VERSION, ERASURE_REQUEST, Topic
@@ -42,22 +41,22 @@ _STATUS: Final = {
 
 async def _verified(request: web.Request, kind: str) -> tuple[Any, web.Response | None]:
     if request.content_length is not None and request.content_length > MAX_FORM_BYTES:
-        return None, _refuse(kind, 413, "too_large")
+        return None, _refuse(request, kind, 413, "too_large")
     try:
         form = await request.post()
     except Exception:  # a body that is not a form: refused like any malformed request
-        return None, _refuse(kind, 400, SignedRequestError.MALFORMED)
+        return None, _refuse(request, kind, 400, SignedRequestError.MALFORMED)
     value = form.get("signed_request")
     secrets_ = [s.value.encode() for s in request.app[settings_key].app_secrets]
     try:
         signed = parse_signed_request(value if isinstance(value, str) else None, secrets_, time.time())
     except SignedRequestRefused as exc:
-        return None, _refuse(kind, _STATUS[exc.reason], exc.reason)
+        return None, _refuse(request, kind, _STATUS[exc.reason], exc.reason)
     return signed, None
 
 
-def _refuse(kind: str, status: int, reason: str) -> web.Response:
-    metrics.PRIVACY_CALLBACKS.labels(kind, reason).inc()
+def _refuse(request: web.Request, kind: str, status: int, reason: str) -> web.Response:
+    request.app[state_key].metrics.privacy_callbacks.labels(kind, reason).inc()
     log.warning("%s callback refused: %s", kind, reason)
     return web.json_response({"error": reason}, status=status)
 
@@ -102,7 +101,7 @@ async def data_deletion(request: web.Request) -> web.Response:
         await state.sealer.store.put_request(code, orjson.dumps(document))
     else:
         state.deletion_requests[code] = orjson.dumps(document)
-    metrics.PRIVACY_CALLBACKS.labels("data_deletion", "accepted").inc()
+    state.metrics.privacy_callbacks.labels("data_deletion", "accepted").inc()
     log.info("data deletion request received; confirmation code %s", code)
     base = settings.public_url or f"{request.scheme}://{request.host}"
     return web.json_response(
@@ -131,7 +130,7 @@ async def deauthorize(request: web.Request) -> web.Response:
     except PublishError as exc:
         log.error("deauthorize callback not stored (%s); answering 503 so Meta retries", exc)
         return web.json_response({"error": "unavailable"}, status=503, headers={"Retry-After": "1"})
-    metrics.PRIVACY_CALLBACKS.labels("deauthorize", "accepted").inc()
+    request.app[state_key].metrics.privacy_callbacks.labels("deauthorize", "accepted").inc()
     return web.Response(status=200)
 
 

@@ -449,11 +449,6 @@ def test_processes_print_one_line_and_exit_2(places: Places) -> None:
     assert results["version"] == (0, f"igw {__version__}\n", "")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway/metrics.py creates its metrics when imported, and prometheus_client opens files in"
-    " PROMETHEUS_MULTIPROC_DIR then; each process's own registry (issue 11, part 2) moves that to start-up",
-)
 def test_a_missing_metrics_directory_is_one_line_too(places: Places) -> None:
     """PROMETHEUS_MULTIPROC_DIR naming no directory is one line from ``igw gateway`` and harmless to ``--help``."""
     environ = {**base_env("gateway", places), "PROMETHEUS_MULTIPROC_DIR": f"{MISSING}/metrics"}

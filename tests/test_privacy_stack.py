@@ -13,10 +13,11 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway.access_log import RedactedAccessLogger
+from gateway.access_log import access_logger_for
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from gateway.signed_request import sign_request
+from gateway.typedefs import state_key
 from igw.config import KafkaSettings
 from igw.keystore import SqliteKeyStore
 from igw.sealing import WATCH_INTERVAL, Opener
@@ -43,8 +44,11 @@ async def sealing_client(gateway_settings: GatewaySettings, keys_path: Path) -> 
     settings = dataclasses.replace(
         gateway_settings, content_keys=f"sqlite:{keys_path}", public_url="https://hooks.example.com"
     )
-    server = TestServer(create_app(settings))
-    await server.start_server(auto_decompress=False, access_log_class=RedactedAccessLogger)
+    app = create_app(settings)
+    server = TestServer(app)
+    await server.start_server(
+        auto_decompress=False, access_log_class=access_logger_for(app[state_key].metrics, lines=True)
+    )
     client: GatewayClient = TestClient(server)
     await client.start_server()
     try:

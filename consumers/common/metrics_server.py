@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from aiohttp import web
-from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from igw.preflight import METRICS_LISTEN, listen_error
@@ -30,10 +30,9 @@ readiness_key = web.AppKey("readiness", object)
 READINESS_TIMEOUT_SECONDS = 2.0
 
 
-def create_metrics_app(
-    readiness: Readiness | None = None, *, registry: CollectorRegistry = REGISTRY
-) -> web.Application:
-    """``/metrics`` from ``registry``, ``/healthz`` always 200, ``/readyz`` from ``readiness``."""
+def create_metrics_app(registry: CollectorRegistry, readiness: Readiness | None = None) -> web.Application:
+    """``/metrics`` from ``registry`` (the process's own: nothing else), ``/healthz`` always 200,
+    ``/readyz`` from ``readiness``."""
     app = web.Application()
 
     async def healthz(_request: web.Request) -> web.Response:
