@@ -2,7 +2,9 @@
 
 Pure: ``normalize(body, received_at)`` does no I/O, so it can be fuzzed and timed alone. It never
 raises on input: what cannot be read becomes a dead letter, what is merely unfamiliar becomes an
-``unknown`` event that keeps the raw item.
+``unknown`` event that keeps the raw item. One event is one envelope in whatever form Meta delivers
+it (``messaging[]``, ``standby[]``, a messaging field in ``changes[]``; numbers or numeric strings;
+older key names), and ``event_id`` is the one rule that names it, for other modules too.
 """
 
 from __future__ import annotations

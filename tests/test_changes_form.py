@@ -97,7 +97,7 @@ def test_changes_form_is_the_same_event(name: str, obj: str, account: str, stand
             assert changed.envelope.get(field_name) == plain.envelope[field_name], field_name
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(item_strategy, st.sampled_from(sorted(MESSAGING_FIELDS - {"standby"})), st.sampled_from(["instagram", "page"]))
 def test_any_item_is_the_same_envelope_in_either_form(item: dict[str, Any], field: str, obj: str) -> None:
     """Whatever an item holds, in `changes` form under any messaging field it is the envelope `messaging[]` gives."""
