@@ -437,6 +437,8 @@ def _messaging_event(
         raw_attachments = mget("attachments")
         quick_reply = mget("quick_reply")
         app_id = mget("app_id")
+        if app_id is not None and type(app_id) is int:  # an id: a string, whatever Meta sent
+            app_id = str(app_id)
         type_object = {
             "mid": mid,
             "text": mget("text"),
@@ -447,7 +449,7 @@ def _messaging_event(
             "reply_to": mget("reply_to"),
             "referral": mget("referral"),
             "is_unsupported": bool(mget("is_unsupported", False)),
-            "app_id": str(app_id) if type(app_id) is int else app_id,  # an id: a string, whatever Meta sent
+            "app_id": app_id,
             "metadata": mget("metadata"),
         }
         named_by = mid if isinstance(mid, str) and mid else None
