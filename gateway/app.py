@@ -10,16 +10,17 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from gateway import metrics
-from gateway.drain import drain_forever
+from gateway import background, metrics
+from gateway.drain import Drain
+from gateway.monitor import Monitor
 from gateway.publisher import AiokafkaPublisher, Publisher
 from gateway.settings import GatewaySettings
-from gateway.spool import Spool, open_spool
+from gateway.spool import Fault, open_spool
 from gateway.state import GatewayState
 from gateway.typedefs import publisher_key, settings_key, state_key
 from gateway.views import healthz, readyz, receive_webhook, verify_subscription
 from igw.config import KafkaSettings
-from igw.errors import SettingsError
+from igw.errors import SpoolUnavailable
 from igw.topics import GATEWAY_TOPICS, ensure_topics
 
 __all__ = ["PublisherFactory", "create_app"]
@@ -42,8 +43,9 @@ def create_app(settings: GatewaySettings, *, publisher_factory: PublisherFactory
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", make_aiohttp_handler(metrics.registry()))
     app.cleanup_ctx.append(_kafka)
-    # After _kafka: cleanup runs in reverse, so the drain stops before the producer does.
+    # After _kafka: cleanup runs in reverse, so the drain and the monitor stop before the producer does.
     app.cleanup_ctx.append(_spool)
+    app.cleanup_ctx.append(_background)
     return app
 
 
@@ -73,6 +75,8 @@ async def _kafka(app: web.Application) -> AsyncIterator[None]:
         if publisher.connected:
             await asyncio.wait({topics_task}, timeout=10)
     metrics.PRODUCER_READY.set(1 if publisher.connected else 0)
+    if not publisher.connected:
+        app[state_key].delivery.kafka_failed()  # the monitor marks it back once a check passes
     try:
         yield
     finally:
@@ -85,9 +89,13 @@ async def _kafka(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _spool(app: web.Application) -> AsyncIterator[None]:
-    """Open the spool (replaying what a previous run left in it) and run its drain."""
+    """Open the spool (replaying what a previous run left in it); close it at the end.
+
+    A spool that cannot be opened (a disk fault at start-up) does not stop the gateway: it serves
+    directly while Kafka takes records, answers 503 while not, and the monitor tries again.
+    """
     settings = app[settings_key]
-    state = app[state_key]
+    delivery = app[state_key].delivery
     if settings.spool_dir is None:
         yield
         return
@@ -95,45 +103,59 @@ async def _spool(app: web.Application) -> AsyncIterator[None]:
         spool = await open_spool(
             settings.spool_dir, max_bytes=settings.spool_max_bytes, max_age_seconds=settings.spool_max_age_seconds
         )
-    except OSError as exc:
-        # A spool that cannot be used is a configuration error: refuse to start rather than run without it.
-        raise SettingsError("IGW_SPOOL_DIR", f"cannot use {settings.spool_dir}: {exc.strerror or exc}") from exc
-    state.spool = spool
-    report = spool.scan_report
-    if report.records:
-        log.warning(
-            "spool %s holds %d bodies (%d bytes) from an earlier run; publishing them to Kafka first",
-            spool.directory,
-            report.records,
-            report.bytes,
+    except SpoolUnavailable as exc:
+        log.error(
+            "IGW_SPOOL_DIR %s cannot be used (%s: %s); serving without a spool until it can, trying again",
+            settings.spool_dir,
+            exc.reason,
+            exc,
         )
-    state.spooling = report.records > 0
-    publisher = app[publisher_key]
-    drain = asyncio.create_task(drain_forever(spool, publisher, settings, state), name="igw-spool-drain")
-    gauges = asyncio.create_task(_refresh_spool_gauges(spool), name="igw-spool-gauges")
+        delivery.spool_unavailable(Fault(exc.reason))
+    else:
+        report = spool.scan_report
+        if report.records:
+            log.warning(
+                "spool %s holds %d bodies (%d bytes) from an earlier run; publishing them to Kafka first",
+                spool.directory,
+                report.records,
+                report.bytes,
+            )
+        delivery.attach_spool(spool)
     try:
         yield
     finally:
-        gauges.cancel()
+        spool_now = delivery.spool
+        if spool_now is not None:
+            delivery.detach_spool()
+            await spool_now.close()
+
+
+async def _background(app: web.Application) -> AsyncIterator[None]:
+    """The drain and the monitor, each kept running by ``gateway.background``."""
+    settings = app[settings_key]
+    state = app[state_key]
+    delivery = state.delivery
+    publisher = app[publisher_key]
+    monitor = Monitor(delivery, publisher, settings)
+    tasks = [background.start("monitor", monitor.run)]
+    if settings.spool_dir is not None:
+        drain = Drain(delivery, publisher, settings, state.topics, state.big)
+        tasks.append(background.start("spool-drain", drain.run))
+    try:
+        yield
+    finally:
         # Handlers have finished: give the drain a moment to empty the spool, since a replaced
         # container may not get this volume back (docs/durability.md).
-        if spool.records and publisher.connected:
+        spool = delivery.spool
+        if spool is not None and spool.records and delivery.kafka_ok:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(spool.wait_empty(), timeout=min(5.0, settings.shutdown_timeout))
-        if spool.records:
+        if spool is not None and spool.records:
             log.warning(
                 "stopping with %d bodies in the spool %s; the next start publishes them", spool.records, spool.directory
             )
-        drain.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await drain
-        await spool.close()
-
-
-async def _refresh_spool_gauges(spool: Spool) -> None:
-    while True:  # the oldest body's age grows with time, not only when the spool changes
-        spool.publish_metrics()
-        await asyncio.sleep(1.0)
+        await background.stop(tasks)
+        state.big.close()
 
 
 async def _create_topics_when_connected(publisher: Publisher, settings: GatewaySettings) -> None:

@@ -291,3 +291,30 @@ def observe_published(events: Sequence[Event], seconds: float) -> None:
         tally[key] = tally.get(key, 0) + 1
     for (type_, topic), count in tally.items():
         count_published(type_, topic, count)
+
+
+# The delivery path's state (gateway/delivery.py). With --workers, how many workers are in each mode.
+DELIVERY_MODE = Gauge(
+    "igw_delivery_mode",
+    "1 for the delivery path's current mode and its reason: direct, spooling, draining, bypassing, refusing.",
+    ["mode", "reason"],
+    multiprocess_mode="livesum",
+)
+DELIVERY_TRANSITIONS = Counter(
+    "igw_delivery_transitions_total",
+    "Changes of the delivery path's mode or reason, by the state entered.",
+    ["mode", "reason"],
+)
+BACKGROUND_FAILURES = Counter(
+    "igw_background_task_failures_total",
+    "Background tasks (spool drain, monitor) that failed unexpectedly or returned, and were restarted.",
+    ["task"],
+)
+
+
+def set_delivery_mode(mode: str, reason: str, previous: tuple[str, str] | None) -> None:
+    """Move the mode gauge's 1 from ``previous`` to (``mode``, ``reason``); count the transition."""
+    if previous is not None:
+        DELIVERY_MODE.labels(*previous).set(0)
+        DELIVERY_TRANSITIONS.labels(mode, reason).inc()
+    DELIVERY_MODE.labels(mode, reason).set(1)

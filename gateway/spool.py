@@ -5,15 +5,24 @@ later re-runs ``normalize(body, received_at)`` and produces exactly the records 
 would have produced (same event ids, same ``received_at``).
 
 On disk: ``<dir>/<id>.seg`` segment files of frames, and ``<dir>/cursor`` naming how far the
-drain got (segment id and byte offset; rewritten atomically, not fsynced: losing it only replays
-records again, which consumers deduplicate by event id). A frame is::
+drain got. A frame is::
 
     magic b"IGW1" | u32 payload length | u32 crc32(payload) | payload
     payload = i64 received_at (ms) | u16 signature length | signature | body
 
+The cursor file is created once, 1 KiB, and then only overwritten in place: two 32-byte slots
+(at bytes 0 and 512) taken in turn, each ``b"IGWC" | u64 sequence | u64 segment | u64 offset |
+u32 crc32``, written and synced before the drain moves on. Overwriting allocated blocks needs no
+free space, so the drain can always record its progress and delete drained segments, even on a
+full disk; a torn slot is ignored in favour of the other one.
+
 A torn last write (the process or the machine died mid-write) or a damaged frame is found by the
 length and checksum at start-up, reported (log, ``igw_spool_failures_total``) and moved aside to
 ``<id>.seg.bad``: it is never replayed as garbage.
+
+Every disk error is a named, recoverable fault (``Fault``): the failing step raises
+``SpoolUnavailable`` with it, nothing half-written is left behind, and the spool reports the
+fault until a later write or ``probe()`` succeeds.
 
 Writes are group commits: bodies appended while an fsync is running are written and synced
 together by the next one, in one thread of their own so the event loop never waits on the disk.
@@ -24,15 +33,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import logging
 import os
 import struct
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
 
@@ -40,6 +51,7 @@ from gateway import metrics
 from igw.errors import SpoolFull, SpoolUnavailable
 
 __all__ = [
+    "Fault",
     "ScanReport",
     "Spool",
     "SpoolBatch",
@@ -47,6 +59,7 @@ __all__ = [
     "SpooledBody",
     "decode_frames",
     "encode_frame",
+    "fault_of",
     "open_spool",
     "orphan_dirs",
 ]
@@ -61,6 +74,46 @@ MAX_PAYLOAD: Final = 256 * 1024 * 1024
 _SUFFIX: Final = ".seg"
 # Processes on one host (``--workers``, a rolling restart) each hold one of <base>/0, <base>/1, ...
 MAX_DIRECTORIES: Final = 64
+
+_CURSOR_MAGIC: Final = b"IGWC"
+_CURSOR_SLOT: Final = struct.Struct(">4sQQQ")
+_CURSOR_SLOTS: Final = (0, 512)  # separate sectors: a torn write can damage one slot only
+_CURSOR_SIZE: Final = 1024
+# What probe() writes and syncs to see whether the disk takes writes again.
+_PROBE_BYTES: Final = 4096
+
+
+class Fault(StrEnum):
+    """Why the spool cannot take (or give back) bodies; each is a label of ``igw_spool_failures_total``."""
+
+    FULL = "full"  # over IGW_SPOOL_MAX_BYTES
+    TOO_OLD = "too_old"  # the oldest body is over IGW_SPOOL_MAX_AGE_SECONDS: the drain is stuck
+    DISK_FULL = "disk_full"  # ENOSPC, EDQUOT: the filesystem is full before the spool's own limit
+    IO_ERROR = "io_error"  # EIO and any other disk error
+    READ_ONLY = "read_only"  # EROFS: the filesystem was remounted read-only (often after disk errors)
+    PERMISSION = "permission"  # EACCES, EPERM: the volume's owner or mode changed
+
+
+_FAULT_OF_ERRNO: Final = {
+    errno.ENOSPC: Fault.DISK_FULL,
+    errno.EDQUOT: Fault.DISK_FULL,
+    errno.EROFS: Fault.READ_ONLY,
+    errno.EACCES: Fault.PERMISSION,
+    errno.EPERM: Fault.PERMISSION,
+}
+
+
+def fault_of(exc: BaseException) -> Fault:
+    """The named fault of a disk error; anything unexpected counts as an I/O error."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return _FAULT_OF_ERRNO.get(exc.errno, Fault.IO_ERROR)
+    return Fault.IO_ERROR
+
+
+def _unavailable(step: str, exc: BaseException) -> SpoolUnavailable:
+    fault = fault_of(exc)
+    detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+    return SpoolUnavailable(fault.value, f"spool {step} failed: {detail}")
 
 
 class SpoolLocked(Exception):
@@ -165,6 +218,8 @@ class Spool:
         # False for a dead process's spool being adopted: the gauges describe this process's own.
         self.report_metrics = report_metrics
         self._lock_fd: int | None = None
+        self._cursor_fd: int | None = None
+        self._cursor_seq = 0
         self.scan_report = ScanReport(0, 0, 0, 0, 0)
         self._segments: list[_Segment] = []
         self._active: _Segment | None = None
@@ -183,10 +238,12 @@ class Spool:
         self._empty.set()
         self._writer: ThreadPoolExecutor | None = None
         self._dir_fd: int | None = None
-        # Set by a failed write, cleared by the next good one (readiness reports it).
-        self._failing = False
+        # The disk fault of the last failed write, cleared by the next good write or probe().
+        self._disk_fault: Fault | None = None
         # Set when a body did not fit, cleared when the drain frees space.
         self._full = False
+        # Called after every change that may change fault() or records (the delivery state listens).
+        self.on_change: Callable[[], None] | None = None
 
     # -- state --------------------------------------------------------------------------------
 
@@ -208,15 +265,20 @@ class Spool:
         """No durable record left and no append on its way to the disk."""
         return self._records == 0 and not self._pending and self._flusher is None
 
+    def fault(self) -> Fault | None:
+        """Why new bodies would be refused now; ``None`` while they would be taken."""
+        if self._disk_fault is not None:
+            return self._disk_fault
+        oldest = self._oldest_ms
+        if oldest is not None and time.time() * 1000 - oldest > self.max_age_ms:
+            return Fault.TOO_OLD
+        if self._full:
+            return Fault.FULL
+        return None
+
     def accepting(self) -> bool:
         """Open, under both limits and not failing to write: new bodies would be taken."""
-        oldest = self._oldest_ms
-        return (
-            self._writer is not None
-            and not self._failing
-            and not self._full
-            and (oldest is None or time.time() * 1000 - oldest <= self.max_age_ms)
-        )
+        return self._writer is not None and self.fault() is None
 
     def oldest_age_seconds(self) -> float:
         oldest = self._oldest_ms
@@ -228,16 +290,32 @@ class Spool:
     async def wait_empty(self) -> None:
         await self._empty.wait()
 
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
     # -- start-up and shutdown -----------------------------------------------------------------
 
     async def open(self) -> ScanReport:
-        """Create the directory, read the cursor, validate every segment and set damage aside."""
+        """Create the directory, read the cursor, validate every segment and set damage aside.
+
+        Raises ``SpoolLocked`` when another process holds the directory, ``SpoolUnavailable``
+        (with its fault) when the disk fails meanwhile; nothing is left open then.
+        """
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="igw-spool")
         try:
             report = await asyncio.get_running_loop().run_in_executor(self._writer, self._scan)
-        except BaseException:
+        except BaseException as exc:
+            fds = [fd for fd in (self._cursor_fd, self._dir_fd, self._lock_fd) if fd is not None]
+            self._cursor_fd = self._dir_fd = self._lock_fd = None
+            _close_all(fds)
             self._writer.shutdown(wait=False)
             self._writer = None
+            self._segments.clear()
+            self._records = self._bytes = 0
+            self._oldest_ms = None
+            if isinstance(exc, OSError):
+                raise _unavailable("start-up replay", exc) from exc
             raise
         self.scan_report = report
         self.publish_metrics()
@@ -253,10 +331,11 @@ class Spool:
         if writer is None:
             return
         fds = [s.fd for s in self._segments if s.fd is not None]
-        fds += [fd for fd in (self._dir_fd, self._lock_fd) if fd is not None]  # closing the lock releases it
+        # Closing the lock releases it: last.
+        fds += [fd for fd in (self._cursor_fd, self._dir_fd, self._lock_fd) if fd is not None]
         for seg in self._segments:
             seg.fd = None
-        self._dir_fd = self._lock_fd = None
+        self._cursor_fd = self._dir_fd = self._lock_fd = None
         self._active = None
         await asyncio.get_running_loop().run_in_executor(writer, _close_all, fds)
         writer.shutdown(wait=True)
@@ -274,7 +353,9 @@ class Spool:
             raise SpoolLocked(str(self.directory)) from None
         self._lock_fd = lock_fd
         self._dir_fd = os.open(self.directory, os.O_RDONLY)
-        cursor_segment, cursor_offset = self._read_cursor()
+        self._cursor_fd, self._cursor_seq, (cursor_segment, cursor_offset) = _open_cursor(
+            self.directory / "cursor", self._dir_fd
+        )
         ids = sorted(int(p.stem) for p in self.directory.glob(f"*{_SUFFIX}") if p.stem.isdigit())
         torn = corrupt = 0
         for seg_id in ids:
@@ -283,7 +364,7 @@ class Spool:
                 path.unlink()  # drained before the last stop
                 continue
             start = cursor_offset if seg_id == cursor_segment else 0
-            data = path.read_bytes()
+            data = _read_segment(path)
             if start > len(data):
                 log.warning("spool cursor points past the end of %s; replaying that segment from its start", path.name)
                 start = 0
@@ -333,17 +414,6 @@ class Spool:
         self._next_id = max(ids[-1] if ids else 0, cursor_segment) + 1
         return ScanReport(self._records, self._bytes, len(self._segments), torn, corrupt)
 
-    def _read_cursor(self) -> tuple[int, int]:
-        path = self.directory / "cursor"
-        try:
-            seg, offset = path.read_text().split()
-            return int(seg), int(offset)
-        except FileNotFoundError:
-            return 0, 0
-        except (OSError, ValueError):
-            log.warning("spool cursor unreadable; replaying every segment from its start (duplicates possible)")
-            return 0, 0
-
     def _path(self, seg_id: int) -> Path:
         return self.directory / f"{seg_id:012d}{_SUFFIX}"
 
@@ -353,17 +423,20 @@ class Spool:
         """Queue ``body`` for the next group commit; the future is done once it is on disk.
 
         Raises ``SpoolFull`` at once when over a limit; the future fails with ``SpoolUnavailable``
-        when the write or the fsync fails.
+        (reason: the disk fault) when the write, the fsync or the creation of a segment fails.
         """
         oldest = self._oldest_ms
         if oldest is not None and received_at - oldest > self.max_age_ms:
-            metrics.SPOOL_FAILURES.labels("too_old").inc()
-            raise SpoolFull("too_old", f"the oldest spooled body is over {self.max_age_ms // 1000}s old")
+            metrics.SPOOL_FAILURES.labels(Fault.TOO_OLD).inc()
+            self._changed()
+            raise SpoolFull(Fault.TOO_OLD, f"the oldest spooled body is over {self.max_age_ms // 1000}s old")
         frame = encode_frame(body, received_at, signature)
         if self._bytes + self._pending_bytes + len(frame) > self.max_bytes:
-            self._full = True
-            metrics.SPOOL_FAILURES.labels("full").inc()
-            raise SpoolFull("full", f"the spool holds {self._bytes} of {self.max_bytes} bytes")
+            if not self._full:
+                self._full = True
+                self._changed()
+            metrics.SPOOL_FAILURES.labels(Fault.FULL).inc()
+            raise SpoolFull(Fault.FULL, f"the spool holds {self._bytes} of {self.max_bytes} bytes")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((frame, received_at, future))
         self._pending_bytes += len(frame)
@@ -388,23 +461,11 @@ class Spool:
                     seg.fd = await loop.run_in_executor(
                         self._writer, _write_and_sync, seg.path, seg.fd, seg.end, data, self._dir_fd
                     )
-                except OSError as exc:
+                except Exception as exc:  # a disk error, or a bug: either way these bodies are not durable
                     seg.fd = None  # the writer closed it: never close a number the OS may reuse
-                    metrics.SPOOL_FAILURES.labels("io_error").inc()
-                    log.error(
-                        "spool write to %s failed (%s); answering 503 so Meta retries. Check the disk",
-                        seg.path,
-                        exc.strerror or type(exc).__name__,
-                    )
-                    self._failing = True
-                    self._retire_active()
-                    failure = SpoolUnavailable("io_error", "the spool could not write to disk")
-                    for _, _, future in batch:
-                        if not future.done():
-                            future.set_exception(failure)
+                    self._write_failed(seg, exc, batch)
                     continue
                 metrics.SPOOL_FSYNC_DURATION.observe(time.perf_counter() - started)
-                self._failing = False
                 seg.end += len(data)
                 self._records += len(batch)
                 self._bytes += len(data)
@@ -412,14 +473,43 @@ class Spool:
                     self._oldest_ms = min(received_at for _, received_at, _ in batch)
                 metrics.SPOOL_APPENDS.inc(len(batch))
                 self.publish_metrics()
+                if self._disk_fault is not None:
+                    self._disk_fault = None
+                    log.info("spool writes succeed again")
                 self._set_has_records(True)
                 if seg.end >= self.segment_bytes:
                     self._retire_active()
                 for _, _, future in batch:
                     if not future.done():
                         future.set_result(None)
+                self._changed()
         finally:
             self._flusher = None
+
+    def _write_failed(
+        self, seg: _Segment, exc: Exception, batch: list[tuple[bytes, int, asyncio.Future[None]]]
+    ) -> None:
+        failure = _unavailable("write", exc)
+        fault = Fault(failure.reason)
+        metrics.SPOOL_FAILURES.labels(fault).inc()
+        if self._disk_fault != fault:
+            if isinstance(exc, OSError):
+                log.error(
+                    "spool write to %s failed (%s: %s); bodies it cannot take are answered 503 while Kafka is "
+                    "away. Check the disk",
+                    seg.path,
+                    fault,
+                    exc.strerror or type(exc).__name__,
+                )
+            else:
+                log.error("spool write to %s failed unexpectedly", seg.path, exc_info=exc)
+        self._disk_fault = fault
+        # A fresh file next time: after a failed fsync the old descriptor may hide lost pages.
+        self._retire_active()
+        for _, _, future in batch:
+            if not future.done():
+                future.set_exception(failure)
+        self._changed()
 
     def _retire_active(self) -> None:
         """Stop appending to the active segment; the next write starts a new one."""
@@ -435,10 +525,31 @@ class Spool:
             if self._writer is not None:
                 self._writer.submit(_unlink_quietly, seg.path)
 
+    async def probe(self) -> bool:
+        """Write and sync a small file beside the segments: clears the disk fault when the disk takes it."""
+        if self._writer is None:
+            return False
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._writer, _probe_write, self.directory)
+        except OSError as exc:
+            fault = fault_of(exc)
+            if fault != self._disk_fault:
+                self._disk_fault = fault
+                self._changed()
+            return False
+        if self._disk_fault is not None:
+            self._disk_fault = None
+            log.info("spool disk takes writes again")
+            self._changed()
+        return True
+
     # -- draining ----------------------------------------------------------------------------
 
     async def read_batch(self, max_records: int, max_bytes: int) -> SpoolBatch | None:
-        """The oldest unacknowledged bodies, from one segment; ``None`` when nothing is durable yet."""
+        """The oldest unacknowledged bodies, from one segment; ``None`` when nothing is durable yet.
+
+        Raises ``SpoolUnavailable`` when the disk fails to give them back (nothing changes then).
+        """
         await self._drop_drained_segments()
         if not self._segments:
             return None
@@ -453,7 +564,7 @@ class Spool:
                 self._set_has_records(False)
                 self.publish_metrics()
             return None
-        data = await asyncio.to_thread(_read_range, seg.path, start, min(available, max_bytes))
+        data = await self._read(seg.path, start, min(available, max_bytes))
         items: list[SpooledBody] = []
         end = start
         for offset, item in decode_frames(data, start):
@@ -472,7 +583,7 @@ class Spool:
             if magic != MAGIC or length > MAX_PAYLOAD:
                 self._skip_damage(seg, start)
                 return None
-            whole = await asyncio.to_thread(_read_range, seg.path, start, _HEADER.size + length)
+            whole = await self._read(seg.path, start, _HEADER.size + length)
             for offset, item in decode_frames(whole, start):
                 if isinstance(item, str):
                     self._skip_damage(seg, start)
@@ -481,6 +592,12 @@ class Spool:
                 end = offset
         self._oldest_ms = items[0].received_at
         return SpoolBatch(items, seg.id, start, end)
+
+    async def _read(self, path: Path, start: int, length: int) -> bytes:
+        try:
+            return await asyncio.to_thread(_read_range, path, start, length)
+        except OSError as exc:
+            raise _unavailable("read", exc) from exc
 
     def _skip_damage(self, seg: _Segment, start: int) -> None:
         """A frame that was good when written reads back bad: report it and skip the segment's rest."""
@@ -492,7 +609,23 @@ class Spool:
             self._retire_active()
 
     async def ack(self, batch: SpoolBatch) -> None:
-        """Kafka acknowledged ``batch``: move the cursor past it and drop what is fully drained."""
+        """Kafka acknowledged ``batch``: record the cursor past it on disk, then drop it.
+
+        Raises ``SpoolUnavailable`` when the cursor cannot be written; nothing changes then, and
+        the caller retries the same ``ack`` (never the publish: a crash meanwhile replays this one
+        batch, so duplicates stay within one batch).
+        """
+        if self._writer is None or self._cursor_fd is None:
+            raise SpoolUnavailable(Fault.IO_ERROR, "the spool is closed")
+        # A failed write is retried into the same slot: the other one keeps the last good cursor.
+        seq = self._cursor_seq + 1
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                self._writer, _write_cursor, self._cursor_fd, seq, batch.segment, batch.end
+            )
+        except OSError as exc:
+            raise _unavailable("cursor write", exc) from exc
+        self._cursor_seq = seq
         self._cursor_segment, self._cursor_offset = batch.segment, batch.end
         self._records -= len(batch.items)
         self._bytes -= batch.end - batch.start
@@ -508,10 +641,7 @@ class Spool:
             self._set_has_records(False)
         self.publish_metrics()
         await self._drop_drained_segments()
-        if self._writer is not None:
-            await asyncio.get_running_loop().run_in_executor(
-                self._writer, _write_cursor, self.directory, self._cursor_segment, self._cursor_offset
-            )
+        self._changed()
 
     async def _drop_drained_segments(self) -> None:
         while self._segments:
@@ -522,8 +652,10 @@ class Spool:
                 return
             self._segments.pop(0)
             if self._segments:
+                # Only in memory: a scan skips segments below the cursor's anyway.
                 self._cursor_segment, self._cursor_offset = self._segments[0].id, 0
             if self._writer is not None:
+                # A drained segment that cannot be deleted now is deleted by the next start's scan.
                 await asyncio.get_running_loop().run_in_executor(self._writer, _unlink_quietly, seg.path)
 
     def _set_has_records(self, has: bool) -> None:
@@ -543,7 +675,10 @@ class Spool:
 
 
 async def open_spool(base: Path, **limits: Any) -> Spool:
-    """This process's spool: the first of ``base``/0, /1, ... that no live process holds."""
+    """This process's spool: the first of ``base``/0, /1, ... that no live process holds.
+
+    Raises ``SpoolUnavailable`` with the disk fault when the directory cannot be used.
+    """
     for n in range(MAX_DIRECTORIES):
         spool = Spool(base / str(n), **limits)
         try:
@@ -551,7 +686,7 @@ async def open_spool(base: Path, **limits: Any) -> Spool:
         except SpoolLocked:
             continue
         return spool
-    raise RuntimeError(f"all {MAX_DIRECTORIES} spool directories under {base} are held by live processes")
+    raise SpoolUnavailable(Fault.IO_ERROR, f"all {MAX_DIRECTORIES} spool directories under {base} are held")
 
 
 def orphan_dirs(base: Path, own: Path) -> list[Path]:
@@ -564,22 +699,41 @@ def orphan_dirs(base: Path, own: Path) -> list[Path]:
     )
 
 
-# -- blocking helpers, run in threads --------------------------------------------------------------
+# -- blocking helpers, run in the writer thread. Each is one step of the spool, and where tests inject faults.
+
+
+def _create_segment(path: Path, dir_fd: int | None) -> int:
+    """Rotation: a new segment file whose name survives a crash."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        if dir_fd is not None:
+            os.fsync(dir_fd)
+    except OSError:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            path.unlink()
+        raise
+    return fd
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _sync(fd: int) -> None:
+    os.fdatasync(fd)
 
 
 def _write_and_sync(path: Path, fd: int | None, end: int, data: bytes, dir_fd: int | None) -> int:
-    created = fd is None
     if fd is None:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fd = _create_segment(path, dir_fd)
     try:
-        if created and dir_fd is not None:
-            os.fsync(dir_fd)  # the new file's name must survive a crash too
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fdatasync(fd)
-    except OSError:
+        _write_all(fd, data)
+        _sync(fd)
+    except BaseException:
         # Leave no half frame behind for the next write to follow; the scan would catch it anyway.
         with contextlib.suppress(OSError):
             os.ftruncate(fd, end)
@@ -594,15 +748,80 @@ def _read_range(path: Path, start: int, length: int) -> bytes:
         return f.read(length)
 
 
-def _write_cursor(directory: Path, segment: int, offset: int) -> None:
-    tmp = directory / "cursor.tmp"
-    tmp.write_text(f"{segment} {offset}\n")
-    os.replace(tmp, directory / "cursor")
+def _read_segment(path: Path) -> bytes:
+    return path.read_bytes()
+
+
+def _open_cursor(path: Path, dir_fd: int) -> tuple[int, int, tuple[int, int]]:
+    """(fd, sequence, (segment, offset)) of the cursor file, creating it full-size when missing."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        data = os.pread(fd, _CURSOR_SIZE, 0)
+        best: tuple[int, int, int] | None = None  # (sequence, segment, offset)
+        for start in _CURSOR_SLOTS:
+            slot = data[start : start + _CURSOR_SLOT.size + 4]
+            if len(slot) < _CURSOR_SLOT.size + 4:
+                continue
+            magic, seq, segment, offset = _CURSOR_SLOT.unpack_from(slot)
+            (crc,) = struct.unpack_from(">I", slot, _CURSOR_SLOT.size)
+            if (
+                magic == _CURSOR_MAGIC
+                and zlib.crc32(slot[: _CURSOR_SLOT.size]) == crc
+                and (best is None or seq > best[0])
+            ):
+                best = (seq, segment, offset)
+        if best is None and data.strip(b"\0"):
+            best = _legacy_cursor(data)
+        if len(data) < _CURSOR_SIZE:
+            # Allocated once, while there is room: later writes only overwrite these blocks.
+            seq, segment, offset = best or (0, 0, 0)
+            os.pwrite(fd, bytes(_CURSOR_SIZE), 0)
+            _write_cursor(fd, seq, segment, offset)
+            os.fsync(dir_fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    if best is None:
+        return fd, 0, (0, 0)
+    return fd, best[0], (best[1], best[2])
+
+
+def _legacy_cursor(data: bytes) -> tuple[int, int, int] | None:
+    """The text cursor (``<segment> <offset>``) of earlier versions."""
+    try:
+        segment, offset = data.decode("ascii").split()
+        return 0, int(segment), int(offset)
+    except (UnicodeDecodeError, ValueError):
+        log.warning("spool cursor unreadable; replaying every segment from its start (duplicates possible)")
+        return None
+
+
+def _write_cursor(fd: int, seq: int, segment: int, offset: int) -> None:
+    slot = _CURSOR_SLOT.pack(_CURSOR_MAGIC, seq, segment, offset)
+    slot += struct.pack(">I", zlib.crc32(slot))
+    os.pwrite(fd, slot, _CURSOR_SLOTS[seq % 2])
+    os.fdatasync(fd)
+
+
+def _probe_write(directory: Path) -> None:
+    path = directory / "probe"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        _write_all(fd, bytes(_PROBE_BYTES))
+        _sync(fd)
+    finally:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            path.unlink()
 
 
 def _unlink_quietly(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
+    try:
         path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("could not delete drained spool segment %s (%s); the next start deletes it", path.name, exc)
 
 
 def _close_all(fds: list[int]) -> None:

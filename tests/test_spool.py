@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import aiohttp
 import pytest
 from prometheus_client import REGISTRY
 
@@ -15,7 +15,8 @@ from gateway.spool import Spool, SpooledBody, SpoolLocked, decode_frames, encode
 from igw.config import KafkaSettings
 from igw.errors import SpoolFull, SpoolUnavailable
 from igw_tools.localbroker import free_port
-from tests.plugins.outage import gateway_env
+from tests.plugins.gateway import WEBHOOK
+from tests.plugins.outage import GatewayProcess, gateway_env, signed_poster
 
 
 def _sample(name: str, labels: dict[str, str] | None = None) -> float:
@@ -226,16 +227,31 @@ async def test_one_process_per_directory(tmp_path: Path) -> None:
         await first.close()
 
 
-def test_unusable_spool_dir_stops_start_up_naming_the_variable(tmp_path: Path) -> None:
-    """A spool directory that cannot be created stops start-up with an error naming IGW_SPOOL_DIR."""
+async def test_unusable_spool_dir_is_a_state_the_gateway_leaves_by_itself(
+    tmp_path: Path, gateway_process: Callable[..., GatewayProcess]
+) -> None:
+    """A spool dir unusable at start-up is logged naming IGW_SPOOL_DIR; /readyz and webhooks say 503 together
+    (no Kafka here); once the path is usable the monitor opens the spool and both take bodies again."""
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    proc = subprocess.run(
-        [sys.executable, "-m", "igw_tools.cli", "gateway", "--port", str(free_port())],
-        env={**gateway_env(KafkaSettings(bootstrap_servers="127.0.0.1:1"), blocker / "spool")},
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
-    assert proc.returncode != 0
-    assert b"IGW_SPOOL_DIR" in proc.stderr + proc.stdout
+    env = gateway_env(KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}"), blocker / "spool")
+    proc = gateway_process(env, tmp_path / "gateway.log")
+    async with aiohttp.ClientSession() as session:
+        post = signed_poster(session, proc.base_url + WEBHOOK)
+        async with session.get(proc.base_url + "/readyz") as resp:
+            before = await resp.json()
+            assert resp.status == 503, before
+        assert (before["mode"], before["reason"]) == ("refusing", "io_error")
+        assert before["checks"]["spool"] == "unavailable (io_error)"
+        assert (await post("while-unusable")).status == 503
+        blocker.unlink()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            async with session.get(proc.base_url + "/readyz") as resp:
+                after = await resp.json()
+                if resp.status == 200:
+                    break
+            await asyncio.sleep(0.3)
+        assert (after["status"], after["mode"], after["checks"]["spool"]) == ("ready", "spooling", "accepting"), after
+        assert (await post("once-usable")).status == 200  # spooled: Kafka is still away
+    assert "IGW_SPOOL_DIR" in (tmp_path / "gateway.log").read_text()
