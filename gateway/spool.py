@@ -4,17 +4,9 @@ Each body is stored as Meta sent it, with its receipt time and signature header,
 later re-runs ``normalize(body, received_at)`` and produces exactly the records the direct path
 would have produced (same event ids, same ``received_at``).
 
-On disk: ``<dir>/<id>.seg`` segment files of frames, and ``<dir>/cursor`` naming how far the
-drain got. A frame is::
-
-    magic b"IGW1" | u32 payload length | u32 crc32(payload) | payload
-    payload = i64 received_at (ms) | u16 signature length | signature | body
-
-The cursor file is created once, 1 KiB, and then only overwritten in place: two 32-byte slots
-(at bytes 0 and 512) taken in turn, each ``b"IGWC" | u64 sequence | u64 segment | u64 offset |
-u32 crc32``, written and synced before the drain moves on. Overwriting allocated blocks needs no
-free space, so the drain can always record its progress and delete drained segments, even on a
-full disk; a torn slot is ignored in favour of the other one.
+On disk (``gateway.spool_disk``): ``<dir>/<id>.seg`` segment files of checksummed frames, and
+``<dir>/cursor`` naming how far the drain got, overwritten in place (so the drain can record its
+progress and delete drained segments even on a full disk).
 
 A torn last write (the process or the machine died mid-write) or a damaged frame is found by the
 length and checksum at start-up, reported (log, ``igw_spool_failures_total``) and moved aside to
@@ -32,22 +24,30 @@ Only the event loop touches the bookkeeping; the writer thread gets explicit arg
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import errno
 import fcntl
 import logging
 import os
-import struct
 import time
-import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
 
 from gateway import metrics
+from gateway import spool_disk as disk
+from gateway.spool_disk import (
+    HEADER,
+    MAGIC,
+    MAX_PAYLOAD,
+    SUFFIX,
+    Fault,
+    SpooledBody,
+    decode_frames,
+    encode_frame,
+    fault_of,
+    unavailable,
+)
 from igw.errors import SpoolFull, SpoolUnavailable
 
 __all__ = [
@@ -66,65 +66,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MAGIC: Final = b"IGW1"
-_HEADER: Final = struct.Struct(">4sII")
-_META: Final = struct.Struct(">qH")
-# A frame longer than this is damage, not a body: the gateway refuses bodies far smaller.
-MAX_PAYLOAD: Final = 256 * 1024 * 1024
-_SUFFIX: Final = ".seg"
 # Processes on one host (``--workers``, a rolling restart) each hold one of <base>/0, <base>/1, ...
 MAX_DIRECTORIES: Final = 64
-
-_CURSOR_MAGIC: Final = b"IGWC"
-_CURSOR_SLOT: Final = struct.Struct(">4sQQQ")
-_CURSOR_SLOTS: Final = (0, 512)  # separate sectors: a torn write can damage one slot only
-_CURSOR_SIZE: Final = 1024
-# What probe() writes and syncs to see whether the disk takes writes again.
-_PROBE_BYTES: Final = 4096
-
-
-class Fault(StrEnum):
-    """Why the spool cannot take (or give back) bodies; each is a label of ``igw_spool_failures_total``."""
-
-    FULL = "full"  # over IGW_SPOOL_MAX_BYTES
-    TOO_OLD = "too_old"  # the oldest body is over IGW_SPOOL_MAX_AGE_SECONDS: the drain is stuck
-    DISK_FULL = "disk_full"  # ENOSPC, EDQUOT: the filesystem is full before the spool's own limit
-    IO_ERROR = "io_error"  # EIO and any other disk error
-    READ_ONLY = "read_only"  # EROFS: the filesystem was remounted read-only (often after disk errors)
-    PERMISSION = "permission"  # EACCES, EPERM: the volume's owner or mode changed
-
-
-_FAULT_OF_ERRNO: Final = {
-    errno.ENOSPC: Fault.DISK_FULL,
-    errno.EDQUOT: Fault.DISK_FULL,
-    errno.EROFS: Fault.READ_ONLY,
-    errno.EACCES: Fault.PERMISSION,
-    errno.EPERM: Fault.PERMISSION,
-}
-
-
-def fault_of(exc: BaseException) -> Fault:
-    """The named fault of a disk error; anything unexpected counts as an I/O error."""
-    if isinstance(exc, OSError) and exc.errno is not None:
-        return _FAULT_OF_ERRNO.get(exc.errno, Fault.IO_ERROR)
-    return Fault.IO_ERROR
-
-
-def _unavailable(step: str, exc: BaseException) -> SpoolUnavailable:
-    fault = fault_of(exc)
-    detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
-    return SpoolUnavailable(fault.value, f"spool {step} failed: {detail}")
 
 
 class SpoolLocked(Exception):
     """Another live process holds this spool directory."""
-
-
-@dataclass(frozen=True, slots=True)
-class SpooledBody:
-    received_at: int
-    signature: str | None
-    body: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,48 +102,6 @@ class _Segment:
     # Bytes known to be durable and well-framed; readers never look past it.
     end: int
     fd: int | None = field(default=None)
-
-
-def encode_frame(body: bytes, received_at: int, signature: str | None) -> bytes:
-    sig = signature.encode("latin-1", "replace") if signature else b""
-    payload = _META.pack(received_at, len(sig)) + sig + body
-    return _HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
-
-
-def _decode_payload(payload: bytes | memoryview) -> SpooledBody:
-    received_at, sig_len = _META.unpack_from(payload)
-    start = _META.size
-    sig = bytes(payload[start : start + sig_len]).decode("latin-1") if sig_len else None
-    return SpooledBody(received_at, sig, bytes(payload[start + sig_len :]))
-
-
-def decode_frames(data: bytes, base: int = 0) -> Iterator[tuple[int, SpooledBody | str]]:
-    """(offset after the frame, body) per good frame; a final (offset, "torn" | "corrupt") at damage.
-
-    Stops at the end of ``data`` or at the first bad frame. ``base`` is added to offsets.
-    """
-    view = memoryview(data)
-    pos = 0
-    size = len(data)
-    while pos < size:
-        if size - pos < _HEADER.size:
-            yield base + pos, "torn"
-            return
-        magic, length, crc = _HEADER.unpack_from(view, pos)
-        if magic != MAGIC or length < _META.size or length > MAX_PAYLOAD:
-            yield base + pos, "corrupt"
-            return
-        start = pos + _HEADER.size
-        if start + length > size:
-            yield base + pos, "torn"
-            return
-        payload = view[start : start + length]
-        if zlib.crc32(payload) != crc:
-            # Damage in the last frame is a torn write; anything earlier is corruption.
-            yield base + pos, "torn" if start + length == size else "corrupt"
-            return
-        pos = start + length
-        yield base + pos, _decode_payload(payload)
 
 
 class Spool:
@@ -308,14 +213,14 @@ class Spool:
         except BaseException as exc:
             fds = [fd for fd in (self._cursor_fd, self._dir_fd, self._lock_fd) if fd is not None]
             self._cursor_fd = self._dir_fd = self._lock_fd = None
-            _close_all(fds)
+            disk.close_all(fds)
             self._writer.shutdown(wait=False)
             self._writer = None
             self._segments.clear()
             self._records = self._bytes = 0
             self._oldest_ms = None
             if isinstance(exc, OSError):
-                raise _unavailable("start-up replay", exc) from exc
+                raise unavailable("start-up replay", exc) from exc
             raise
         self.scan_report = report
         self.publish_metrics()
@@ -337,7 +242,7 @@ class Spool:
             seg.fd = None
         self._cursor_fd = self._dir_fd = self._lock_fd = None
         self._active = None
-        await asyncio.get_running_loop().run_in_executor(writer, _close_all, fds)
+        await asyncio.get_running_loop().run_in_executor(writer, disk.close_all, fds)
         writer.shutdown(wait=True)
         self._writer = None
 
@@ -353,10 +258,10 @@ class Spool:
             raise SpoolLocked(str(self.directory)) from None
         self._lock_fd = lock_fd
         self._dir_fd = os.open(self.directory, os.O_RDONLY)
-        self._cursor_fd, self._cursor_seq, (cursor_segment, cursor_offset) = _open_cursor(
+        self._cursor_fd, self._cursor_seq, (cursor_segment, cursor_offset) = disk.open_cursor(
             self.directory / "cursor", self._dir_fd
         )
-        ids = sorted(int(p.stem) for p in self.directory.glob(f"*{_SUFFIX}") if p.stem.isdigit())
+        ids = sorted(int(p.stem) for p in self.directory.glob(f"*{SUFFIX}") if p.stem.isdigit())
         torn = corrupt = 0
         for seg_id in ids:
             path = self._path(seg_id)
@@ -364,7 +269,7 @@ class Spool:
                 path.unlink()  # drained before the last stop
                 continue
             start = cursor_offset if seg_id == cursor_segment else 0
-            data = _read_segment(path)
+            data = disk.read_segment(path)
             if start > len(data):
                 log.warning("spool cursor points past the end of %s; replaying that segment from its start", path.name)
                 start = 0
@@ -381,7 +286,7 @@ class Spool:
                 if first_ms is None:
                     first_ms = item.received_at
             if damage is not None:
-                bad = path.with_suffix(f"{_SUFFIX}.bad")
+                bad = path.with_suffix(f"{SUFFIX}.bad")
                 with bad.open("ab") as aside:
                     aside.write(data[good:])
                 os.truncate(path, good)
@@ -415,7 +320,7 @@ class Spool:
         return ScanReport(self._records, self._bytes, len(self._segments), torn, corrupt)
 
     def _path(self, seg_id: int) -> Path:
-        return self.directory / f"{seg_id:012d}{_SUFFIX}"
+        return self.directory / f"{seg_id:012d}{SUFFIX}"
 
     # -- appending ---------------------------------------------------------------------------
 
@@ -459,7 +364,7 @@ class Spool:
                 started = time.perf_counter()
                 try:
                     seg.fd = await loop.run_in_executor(
-                        self._writer, _write_and_sync, seg.path, seg.fd, seg.end, data, self._dir_fd
+                        self._writer, disk.write_and_sync, seg.path, seg.fd, seg.end, data, self._dir_fd
                     )
                 except Exception as exc:  # a disk error, or a bug: either way these bodies are not durable
                     seg.fd = None  # the writer closed it: never close a number the OS may reuse
@@ -489,7 +394,7 @@ class Spool:
     def _write_failed(
         self, seg: _Segment, exc: Exception, batch: list[tuple[bytes, int, asyncio.Future[None]]]
     ) -> None:
-        failure = _unavailable("write", exc)
+        failure = unavailable("write", exc)
         fault = Fault(failure.reason)
         metrics.SPOOL_FAILURES.labels(fault).inc()
         if self._disk_fault != fault:
@@ -523,14 +428,16 @@ class Spool:
         if seg.end == 0:  # nothing durable in it (a failed first write)
             self._segments.remove(seg)
             if self._writer is not None:
-                self._writer.submit(_unlink_quietly, seg.path)
+                self._writer.submit(disk.unlink_quietly, seg.path)
 
     async def probe(self) -> bool:
         """Write and sync a small file beside the segments: clears the disk fault when the disk takes it."""
         if self._writer is None:
             return False
         try:
-            await asyncio.get_running_loop().run_in_executor(self._writer, _probe_write, self.directory)
+            await asyncio.get_running_loop().run_in_executor(
+                self._writer, disk.probe_write, self.directory, self._dir_fd
+            )
         except OSError as exc:
             fault = fault_of(exc)
             if fault != self._disk_fault:
@@ -576,14 +483,14 @@ class Spool:
                 break
         if not items:
             # A frame larger than max_bytes: read exactly that one, if its header is sane.
-            if len(data) < _HEADER.size:
+            if len(data) < HEADER.size:
                 self._skip_damage(seg, start)
                 return None
-            magic, length, _ = _HEADER.unpack_from(data)
+            magic, length, _ = HEADER.unpack_from(data)
             if magic != MAGIC or length > MAX_PAYLOAD:
                 self._skip_damage(seg, start)
                 return None
-            whole = await self._read(seg.path, start, _HEADER.size + length)
+            whole = await self._read(seg.path, start, HEADER.size + length)
             for offset, item in decode_frames(whole, start):
                 if isinstance(item, str):
                     self._skip_damage(seg, start)
@@ -595,9 +502,9 @@ class Spool:
 
     async def _read(self, path: Path, start: int, length: int) -> bytes:
         try:
-            return await asyncio.to_thread(_read_range, path, start, length)
+            return await asyncio.to_thread(disk.read_range, path, start, length)
         except OSError as exc:
-            raise _unavailable("read", exc) from exc
+            raise unavailable("read", exc) from exc
 
     def _skip_damage(self, seg: _Segment, start: int) -> None:
         """A frame that was good when written reads back bad: report it and skip the segment's rest."""
@@ -621,10 +528,10 @@ class Spool:
         seq = self._cursor_seq + 1
         try:
             await asyncio.get_running_loop().run_in_executor(
-                self._writer, _write_cursor, self._cursor_fd, seq, batch.segment, batch.end
+                self._writer, disk.write_cursor, self._cursor_fd, seq, batch.segment, batch.end
             )
         except OSError as exc:
-            raise _unavailable("cursor write", exc) from exc
+            raise unavailable("cursor write", exc) from exc
         self._cursor_seq = seq
         self._cursor_segment, self._cursor_offset = batch.segment, batch.end
         self._records -= len(batch.items)
@@ -656,7 +563,7 @@ class Spool:
                 self._cursor_segment, self._cursor_offset = self._segments[0].id, 0
             if self._writer is not None:
                 # A drained segment that cannot be deleted now is deleted by the next start's scan.
-                await asyncio.get_running_loop().run_in_executor(self._writer, _unlink_quietly, seg.path)
+                await asyncio.get_running_loop().run_in_executor(self._writer, disk.unlink_quietly, seg.path)
 
     def _set_has_records(self, has: bool) -> None:
         if has:
@@ -694,137 +601,6 @@ def orphan_dirs(base: Path, own: Path) -> list[Path]:
     if not base.is_dir():
         return []
     return sorted(
-        (p for p in base.iterdir() if p.name.isdigit() and p != own and p.is_dir() and any(p.glob(f"*{_SUFFIX}"))),
+        (p for p in base.iterdir() if p.name.isdigit() and p != own and p.is_dir() and any(p.glob(f"*{SUFFIX}"))),
         key=lambda p: int(p.name),
     )
-
-
-# -- blocking helpers, run in the writer thread. Each is one step of the spool, and where tests inject faults.
-
-
-def _create_segment(path: Path, dir_fd: int | None) -> int:
-    """Rotation: a new segment file whose name survives a crash."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        if dir_fd is not None:
-            os.fsync(dir_fd)
-    except OSError:
-        os.close(fd)
-        with contextlib.suppress(OSError):
-            path.unlink()
-        raise
-    return fd
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
-def _sync(fd: int) -> None:
-    os.fdatasync(fd)
-
-
-def _write_and_sync(path: Path, fd: int | None, end: int, data: bytes, dir_fd: int | None) -> int:
-    if fd is None:
-        fd = _create_segment(path, dir_fd)
-    try:
-        _write_all(fd, data)
-        _sync(fd)
-    except BaseException:
-        # Leave no half frame behind for the next write to follow; the scan would catch it anyway.
-        with contextlib.suppress(OSError):
-            os.ftruncate(fd, end)
-        os.close(fd)
-        raise
-    return fd
-
-
-def _read_range(path: Path, start: int, length: int) -> bytes:
-    with path.open("rb") as f:
-        f.seek(start)
-        return f.read(length)
-
-
-def _read_segment(path: Path) -> bytes:
-    return path.read_bytes()
-
-
-def _open_cursor(path: Path, dir_fd: int) -> tuple[int, int, tuple[int, int]]:
-    """(fd, sequence, (segment, offset)) of the cursor file, creating it full-size when missing."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        data = os.pread(fd, _CURSOR_SIZE, 0)
-        best: tuple[int, int, int] | None = None  # (sequence, segment, offset)
-        for start in _CURSOR_SLOTS:
-            slot = data[start : start + _CURSOR_SLOT.size + 4]
-            if len(slot) < _CURSOR_SLOT.size + 4:
-                continue
-            magic, seq, segment, offset = _CURSOR_SLOT.unpack_from(slot)
-            (crc,) = struct.unpack_from(">I", slot, _CURSOR_SLOT.size)
-            if (
-                magic == _CURSOR_MAGIC
-                and zlib.crc32(slot[: _CURSOR_SLOT.size]) == crc
-                and (best is None or seq > best[0])
-            ):
-                best = (seq, segment, offset)
-        if best is None and data.strip(b"\0"):
-            best = _legacy_cursor(data)
-        if len(data) < _CURSOR_SIZE:
-            # Allocated once, while there is room: later writes only overwrite these blocks.
-            seq, segment, offset = best or (0, 0, 0)
-            os.pwrite(fd, bytes(_CURSOR_SIZE), 0)
-            _write_cursor(fd, seq, segment, offset)
-            os.fsync(dir_fd)
-    except BaseException:
-        os.close(fd)
-        raise
-    if best is None:
-        return fd, 0, (0, 0)
-    return fd, best[0], (best[1], best[2])
-
-
-def _legacy_cursor(data: bytes) -> tuple[int, int, int] | None:
-    """The text cursor (``<segment> <offset>``) of earlier versions."""
-    try:
-        segment, offset = data.decode("ascii").split()
-        return 0, int(segment), int(offset)
-    except (UnicodeDecodeError, ValueError):
-        log.warning("spool cursor unreadable; replaying every segment from its start (duplicates possible)")
-        return None
-
-
-def _write_cursor(fd: int, seq: int, segment: int, offset: int) -> None:
-    slot = _CURSOR_SLOT.pack(_CURSOR_MAGIC, seq, segment, offset)
-    slot += struct.pack(">I", zlib.crc32(slot))
-    os.pwrite(fd, slot, _CURSOR_SLOTS[seq % 2])
-    os.fdatasync(fd)
-
-
-def _probe_write(directory: Path) -> None:
-    path = directory / "probe"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        _write_all(fd, bytes(_PROBE_BYTES))
-        _sync(fd)
-    finally:
-        os.close(fd)
-        with contextlib.suppress(OSError):
-            path.unlink()
-
-
-def _unlink_quietly(path: Path) -> None:
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        log.warning("could not delete drained spool segment %s (%s); the next start deletes it", path.name, exc)
-
-
-def _close_all(fds: list[int]) -> None:
-    for fd in fds:
-        with contextlib.suppress(OSError):
-            os.close(fd)
