@@ -1,6 +1,6 @@
 """The monitor: finds out when a fault is over, so ``refusing`` and ``bypassing`` end by themselves.
 
-Once a second (kept running by ``gateway.background``):
+Once a second, four times a second while Kafka is marked failing (kept running by ``gateway.background``):
 
 - re-evaluates the delivery state (the age limit moves with the clock) and the spool's gauges;
 - while Kafka is marked failing, checks it (connected, metadata, topics) and marks it back;
@@ -27,9 +27,11 @@ __all__ = ["Monitor"]
 log = logging.getLogger(__name__)
 
 TICK: Final = 1.0
+# While Kafka is marked failing: a check is cheap, and every second of it means 503s or a growing spool.
+KAFKA_TICK: Final = 0.25
 PROBE_INTERVAL: Final = 5.0
 # How often a spool that could not be opened is tried again.
-REOPEN_INTERVAL: Final = 5.0
+REOPEN_INTERVAL: Final = 2.0
 _DISK_FAULTS: Final = frozenset({Fault.DISK_FULL, Fault.IO_ERROR, Fault.READ_ONLY, Fault.PERMISSION})
 
 
@@ -44,7 +46,7 @@ class Monitor:
     async def run(self) -> None:
         while True:
             await self.tick()
-            await asyncio.sleep(TICK)
+            await asyncio.sleep(TICK if self.delivery.kafka_ok else KAFKA_TICK)
 
     async def tick(self) -> None:
         delivery = self.delivery
