@@ -30,6 +30,7 @@ __all__ = [
 # The route label of requests refused before routing; their method is not known either.
 MALFORMED_ROUTE: Final = "malformed"
 _NO_METHOD: Final = "-"
+_COUNTED_IN: Final = 'igw_http_requests_total{route="malformed"}'
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +88,13 @@ class MalformedRequestFilter(logging.Filter):
         if held is None:
             return False
         record.levelno, record.levelname = logging.WARNING, "WARNING"
-        record.msg = (
-            "refused malformed HTTP requests (%s, %d more in the last %.0fs); counted in "
-            'igw_http_requests_total{route="malformed"}'
-        )
         # The type only: the exception's message may quote the request line and its query string.
-        record.args = (type(exc).__name__, held, self.throttle.interval)
+        if held:
+            record.msg = "refused %d malformed HTTP requests in the last %.0fs (the last: %s); counted in %s"
+            record.args = (held + 1, self.throttle.interval, type(exc).__name__, _COUNTED_IN)
+        else:
+            record.msg = "refused a malformed HTTP request (%s); the next ones within %.0fs are only counted in %s"
+            record.args = (type(exc).__name__, self.throttle.interval, _COUNTED_IN)
         record.exc_info = None
         record.exc_text = None
         return True
