@@ -110,7 +110,11 @@ async def receive_webhook(request: web.Request) -> web.Response:
         return response
 
     signature = request.headers.get(SIGNATURE_HEADER)
-    verdict = state.verifier.verify(body, signature)
+    verdict = (
+        state.verifier.verify(body, signature)
+        if len(body) <= BIG_BODY_BYTES
+        else await state.big.verify(state.verifier, body, signature)
+    )
     if verdict is not SignatureVerdict.OK:
         metrics.SIGNATURE_FAILURES.labels(verdict.value).inc()
         _refused_signatures.warning(
@@ -146,9 +150,13 @@ async def _publish(
     timeout = settings.spool_after if spool is not None and spool.fault() is None else settings.publish_timeout
     if len(body) > BIG_BODY_BYTES:
         big = state.big
+        started = time.monotonic()
         async with big.turn(len(body)):
             normalized = await big.normalize(body, received_at)
             records = await big.records(normalized, state.topics, body, received_at, signature)
+            # Thousands of records take longer than one DM: what is left of the full deadline, so that
+            # a big body is not spooled (and published twice) for its size alone.
+            timeout = max(timeout, settings.publish_timeout - (time.monotonic() - started))
             return await _publish_records(
                 request, state, normalized, records, body, received_at, signature, timeout, may_spool
             )
