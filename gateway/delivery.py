@@ -178,12 +178,6 @@ class Delivery:
             self.drain_fault = fault
             self.refresh()
 
-    def spooled(self) -> None:
-        """A body was spooled because Kafka did not take it: the next ones queue behind it."""
-        if not self.queued:
-            self.queued = True
-            self.refresh()
-
     def caught_up(self) -> None:
         """The drain found the spool empty with Kafka taking records: new bodies need not queue any more."""
         if self.queued and self.kafka_ok:

@@ -219,7 +219,6 @@ async def _spool_body(
         if may_publish and delivery.state.mode is Mode.BYPASSING:
             return await _publish(request, state, body, received_at, signature, may_spool=False)
         return _refused(delivery.state)
-    delivery.spooled()
     return web.Response(body=_RECEIVED, headers=_TEXT)
 
 
