@@ -307,7 +307,7 @@ DELIVERY_TRANSITIONS = Counter(
 )
 BACKGROUND_FAILURES = Counter(
     "igw_background_task_failures_total",
-    "Background tasks (spool drain, monitor) that failed unexpectedly or returned, and were restarted.",
+    "Background tasks (spool-drain, monitor, kafka-connect, rdkafka-poll) that failed unexpectedly and went on.",
     ["task"],
 )
 

@@ -16,6 +16,7 @@ from typing import Any, Final, Protocol
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from gateway import metrics
 from gateway.acks import all_acknowledged, settle_stragglers
 from gateway.batching import Batch, Lanes
 from igw.config import KafkaSettings
@@ -102,7 +103,13 @@ class AiokafkaPublisher:
         return True
 
     async def _connect_forever(self) -> None:
-        while not await self._try_connect():
+        while True:
+            try:
+                if await self._try_connect():
+                    return
+            except Exception:  # never stop trying for an unexpected error: nothing else would connect
+                metrics.BACKGROUND_FAILURES.labels("kafka-connect").inc()
+                log.exception("connecting the Kafka producer failed unexpectedly; retrying")
             try:
                 await asyncio.wait_for(self._stopping.wait(), self._reconnect_interval)
                 return

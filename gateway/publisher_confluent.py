@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from gateway import metrics
 from gateway.acks import all_acknowledged, settle_stragglers
 from igw.config import KafkaSettings
 from igw.errors import BrokerUnavailable, PublishError, PublishTimeout
@@ -72,8 +73,16 @@ class ConfluentPublisher:
         log.info("librdkafka producer started for %s", self._settings.bootstrap_servers)
 
     def _poll(self) -> None:
+        failures = 0
         while not self._stopping.is_set():
-            self._producer.poll(0.05)
+            try:
+                self._producer.poll(0.05)
+            except Exception:  # the thread must outlive any error: it resolves every delivery
+                metrics.BACKGROUND_FAILURES.labels("rdkafka-poll").inc()
+                if failures == 0:
+                    log.exception("librdkafka poll failed unexpectedly; polling on")
+                failures += 1
+                time.sleep(0.05)
 
     async def stop(self) -> None:
         producer = self._producer

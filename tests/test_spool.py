@@ -313,7 +313,7 @@ async def test_append_fault_is_named_leaves_nothing_half_written_and_recovers(
         await again.close()
 
 
-@pytest.mark.parametrize("err", [errno.EIO, errno.EROFS, errno.ENOSPC], ids=errno.errorcode.get)
+@pytest.mark.parametrize("err", list(_FAULT_OF), ids=errno.errorcode.get)
 async def test_cursor_fault_keeps_the_batch_until_its_ack_is_written(
     tmp_path: Path, disk_fault: DiskFaultInjector, err: int
 ) -> None:
