@@ -10,17 +10,19 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from gateway.drain import drain_forever
+from gateway import background
+from gateway.drain import Drain
 from gateway.metrics import GatewayMetrics, shared_metrics_dir
+from gateway.monitor import Monitor
 from gateway.privacy import data_deletion, deauthorize, deletion_status
 from gateway.publisher import AiokafkaPublisher, Publisher
 from gateway.settings import GatewaySettings
-from gateway.spool import Spool, open_spool
+from gateway.spool import Fault, open_spool
 from gateway.state import GatewayState
 from gateway.typedefs import publisher_key, settings_key, state_key
 from gateway.views import healthz, readyz, receive_webhook, verify_subscription
 from igw.config import KafkaSettings
-from igw.errors import SettingsError
+from igw.errors import SpoolUnavailable
 from igw.keystore import open_keystore
 from igw.sealing import Sealer
 from igw.topics import GATEWAY_TOPICS, ensure_topics
@@ -47,7 +49,12 @@ def create_app(
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[settings_key] = settings
     app[state_key] = GatewayState.from_settings(settings, metrics)
-    app[publisher_key] = (publisher_factory or default_publisher_factory(settings))(settings.kafka)
+    publisher = (publisher_factory or default_publisher_factory(settings))(settings.kafka)
+    task = getattr(publisher, "failure_task", None)
+    if isinstance(task, str):
+        # The producer's own background work counts its unexpected errors in this app's metrics.
+        publisher.failures = metrics.background_failures.labels(task)  # type: ignore[attr-defined]
+    app[publisher_key] = publisher
     app.router.add_get(settings.webhook_path, verify_subscription)
     app.router.add_post(settings.webhook_path, receive_webhook)
     app.router.add_get("/healthz", healthz)
@@ -56,11 +63,12 @@ def create_app(
     app.router.add_post(f"{settings.privacy_path}/data-deletion", data_deletion)
     app.router.add_post(f"{settings.privacy_path}/deauthorize", deauthorize)
     app.router.add_get(f"{settings.privacy_path}/deletion-status", deletion_status)
-    # First: the key store must be open before a drained spool body is sealed.
+    # First: the key store must be open before the drain seals a spooled body.
     app.cleanup_ctx.append(_content_keys)
     app.cleanup_ctx.append(_kafka)
-    # After _kafka: cleanup runs in reverse, so the drain stops before the producer does.
+    # After _kafka: cleanup runs in reverse, so the drain and the monitor stop before the producer does.
     app.cleanup_ctx.append(_spool)
+    app.cleanup_ctx.append(_background)
     return app
 
 
@@ -110,6 +118,8 @@ async def _kafka(app: web.Application) -> AsyncIterator[None]:
         if publisher.connected:
             await asyncio.wait({topics_task}, timeout=10)
     producer_ready.set(1 if publisher.connected else 0)
+    if not publisher.connected:
+        app[state_key].delivery.kafka_failed()  # the monitor marks it back once a check passes
     try:
         yield
     finally:
@@ -122,9 +132,14 @@ async def _kafka(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _spool(app: web.Application) -> AsyncIterator[None]:
-    """Open the spool (replaying what a previous run left in it) and run its drain."""
+    """Open the spool (replaying what a previous run left in it); close it at the end.
+
+    A spool that cannot be opened (a disk fault at start-up) does not stop the gateway: it serves
+    directly while Kafka takes records, answers 503 while not, and the monitor tries again.
+    """
     settings = app[settings_key]
     state = app[state_key]
+    delivery = state.delivery
     if settings.spool_dir is None:
         yield
         return
@@ -135,45 +150,60 @@ async def _spool(app: web.Application) -> AsyncIterator[None]:
             max_bytes=settings.spool_max_bytes,
             max_age_seconds=settings.spool_max_age_seconds,
         )
-    except OSError as exc:
-        # A spool that cannot be used is a configuration error: refuse to start rather than run without it.
-        raise SettingsError("IGW_SPOOL_DIR", f"cannot use {settings.spool_dir}: {exc.strerror or exc}") from exc
-    state.spool = spool
-    report = spool.scan_report
-    if report.records:
-        log.warning(
-            "spool %s holds %d bodies (%d bytes) from an earlier run; publishing them to Kafka first",
-            spool.directory,
-            report.records,
-            report.bytes,
+    except SpoolUnavailable as exc:
+        log.error(
+            "IGW_SPOOL_DIR %s cannot be used (%s: %s); serving without a spool until it can, trying again",
+            settings.spool_dir,
+            exc.reason,
+            exc,
         )
-    state.spooling = report.records > 0
-    publisher = app[publisher_key]
-    drain = asyncio.create_task(drain_forever(spool, publisher, settings, state), name="igw-spool-drain")
-    gauges = asyncio.create_task(_refresh_spool_gauges(spool), name="igw-spool-gauges")
+        delivery.spool_unavailable(Fault(exc.reason))
+    else:
+        report = spool.scan_report
+        if report.records:
+            log.warning(
+                "spool %s holds %d bodies (%d bytes) from an earlier run; publishing them to Kafka first",
+                spool.directory,
+                report.records,
+                report.bytes,
+            )
+        delivery.attach_spool(spool)
     try:
         yield
     finally:
-        gauges.cancel()
+        spool_now = delivery.spool
+        if spool_now is not None:
+            delivery.detach_spool()
+            await spool_now.close()
+
+
+async def _background(app: web.Application) -> AsyncIterator[None]:
+    """The drain and the monitor, each kept running by ``gateway.background``."""
+    settings = app[settings_key]
+    state = app[state_key]
+    delivery = state.delivery
+    publisher = app[publisher_key]
+    failures = state.metrics.background_failures
+    monitor = Monitor(delivery, publisher, settings, state.metrics)
+    tasks = [background.start("monitor", monitor.run, failures)]
+    if settings.spool_dir is not None:
+        drain = Drain(delivery, publisher, settings, state.topics, state.big, state.metrics, state.sealer)
+        tasks.append(background.start("spool-drain", drain.run, failures))
+    try:
+        yield
+    finally:
         # Handlers have finished: give the drain a moment to empty the spool, since a replaced
         # container may not get this volume back (docs/durability.md).
-        if spool.records and publisher.connected:
+        spool = delivery.spool
+        if spool is not None and spool.records and delivery.kafka_ok:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(spool.wait_empty(), timeout=min(5.0, settings.shutdown_timeout))
-        if spool.records:
+        if spool is not None and spool.records:
             log.warning(
                 "stopping with %d bodies in the spool %s; the next start publishes them", spool.records, spool.directory
             )
-        drain.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await drain
-        await spool.close()
-
-
-async def _refresh_spool_gauges(spool: Spool) -> None:
-    while True:  # the oldest body's age grows with time, not only when the spool changes
-        spool.publish_metrics()
-        await asyncio.sleep(1.0)
+        await background.stop(tasks)
+        state.big.close()
 
 
 async def _create_topics_when_connected(publisher: Publisher, settings: GatewaySettings) -> None:

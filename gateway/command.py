@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.access_log import access_logger_for
+from gateway.access_log import access_logger_for, quiet_server_log
 from gateway.app import create_app
 from gateway.garbage import tune_after_startup
 from gateway.settings import GatewaySettings, ServeSettings
@@ -165,6 +165,8 @@ async def serve(
     3. aiohttp's cleanup: close idle connections, let in-flight requests finish within
        ``shutdown_timeout``, then the cleanup contexts (the producer flushes what they sent).
     """
+    # Malformed requests: a throttled line each, without aiohttp's traceback or the request line.
+    quiet_server_log()
     runner = web.AppRunner(
         app,
         handle_signals=False,

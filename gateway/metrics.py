@@ -178,6 +178,18 @@ def shared_metrics_dir() -> str | None:
     return Env().optional_str("PROMETHEUS_MULTIPROC_DIR")
 
 
+class _Uncounted:
+    """An ``Incrementer`` that counts nothing: the default before a process's metrics exist."""
+
+    __slots__ = ()
+
+    def inc(self, amount: float = 1) -> None:
+        return None
+
+
+UNCOUNTED: Final = _Uncounted()
+
+
 class GatewayMetrics:
     """Every metric of one gateway process, and the registry its ``/metrics`` serves.
 
@@ -189,8 +201,11 @@ class GatewayMetrics:
     __slots__ = (
         "_published_children",
         "_request_children",
+        "background_failures",
         "broker_errors",
         "dead_letters",
+        "delivery_mode",
+        "delivery_transitions",
         "events_per_request",
         "events_published",
         "http_duration",
@@ -317,6 +332,28 @@ class GatewayMetrics:
             registry=own,
         )
 
+        # The delivery path's state (gateway/delivery.py). With --workers, how many workers are in each mode.
+        self.delivery_mode = Gauge(
+            "igw_delivery_mode",
+            "1 for the delivery path's current mode and its reason: direct, spooling, draining, bypassing, refusing.",
+            ["mode", "reason"],
+            multiprocess_mode="livesum",
+            registry=own,
+        )
+        self.delivery_transitions = Counter(
+            "igw_delivery_transitions_total",
+            "Changes of the delivery path's mode or reason, by the state entered.",
+            ["mode", "reason"],
+            registry=own,
+        )
+        self.background_failures = Counter(
+            "igw_background_task_failures_total",
+            "Background tasks (spool-drain, monitor, kafka-connect, rdkafka-poll) that failed unexpectedly"
+            " and went on.",
+            ["task"],
+            registry=own,
+        )
+
         # Meta's Data Deletion Request and Deauthorize callbacks (gateway/privacy.py).
         self.privacy_callbacks = Counter(
             "igw_privacy_callbacks_total",
@@ -362,3 +399,10 @@ class GatewayMetrics:
             tally[key] = tally.get(key, 0) + 1
         for (type_, topic), count in tally.items():
             self.count_published(type_, topic, count)
+
+    def set_delivery_mode(self, mode: str, reason: str, previous: tuple[str, str] | None) -> None:
+        """Move the mode gauge's 1 from ``previous`` to (``mode``, ``reason``); count the transition."""
+        if previous is not None:
+            self.delivery_mode.labels(*previous).set(0)
+            self.delivery_transitions.labels(mode, reason).inc()
+        self.delivery_mode.labels(mode, reason).set(1)

@@ -16,6 +16,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from gateway.app import create_app
+from gateway.delivery import Mode
 from gateway.metrics import GatewayMetrics
 from gateway.settings import GatewaySettings
 from gateway.signature import sign
@@ -74,7 +75,8 @@ async def spool_server(spool_settings: GatewaySettings) -> AsyncIterator[TestSer
 async def _wait_drained(state: GatewayState, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if state.spool is not None and state.spool.records == 0 and not state.spooling:
+        delivery = state.delivery
+        if delivery.spool is not None and delivery.spool.records == 0 and delivery.mode is Mode.DIRECT:
             return True
         await asyncio.sleep(0.1)
     return False
@@ -97,7 +99,9 @@ async def test_frozen_broker_mid_load_every_200_reaches_kafka(
             own_broker.thaw()
 
         outcomes, _ = await asyncio.gather(run_load(post, workers=8, seconds=5.0, tag="frozen"), fault())
-        assert await _wait_drained(state, 30), f"spool still holds {state.spool and state.spool.records}"
+        assert await _wait_drained(state, 30), (
+            f"spool still holds {state.delivery.spool and state.delivery.spool.records}"
+        )
     spooled = _sample(spool_server, "igw_spool_appends_total") - appends
     statuses = {o.status for o in outcomes}
     slowest = max(o.seconds for o in outcomes)
@@ -168,7 +172,9 @@ async def test_broker_replaced_spool_drains_into_the_new_one(
 
         phase = "changing"
         own_broker.start()  # same port, empty: no topics
-        assert await _wait_drained(state, 40), f"spool still holds {state.spool and state.spool.records}"
+        assert await _wait_drained(state, 40), (
+            f"spool still holds {state.delivery.spool and state.delivery.spool.records}"
+        )
         phase = "drained"
         await asyncio.sleep(0.3)
         poller.cancel()
@@ -263,8 +269,8 @@ async def test_replayed_body_is_published_exactly_as_the_direct_path_would(
     try:
         state = server.app[state_key]
         assert await _wait_drained(state, 20)
-        assert state.spool is not None
-        assert state.spool.directory == tmp_path / "spool" / "0"
+        assert state.delivery.spool is not None
+        assert state.delivery.spool.directory == tmp_path / "spool" / "0"
         topics = state.topics
     finally:
         await server.close()
