@@ -18,7 +18,7 @@ Instagram professional account), answered beyond it with Meta's throttling error
 Instagram, 80006 for Messenger). Every read is counted per account for ``GET /_emulator/graph-calls``.
 Accepted Send API messages join their conversation as the account's messages (``record_sent``).
 Control endpoints: ``POST|GET|DELETE /_emulator/conversations``, ``POST /_emulator/subscriptions``,
-``GET|DELETE /_emulator/graph-calls``.
+``GET|DELETE /_emulator/graph-calls``, ``POST /_emulator/graph-failures``.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from aiohttp import web
 from consumers.send_api.model import AccountConfig, Flavour
 from igw_tools.graph_emulator import (
     EmulatorConfig,
+    InjectedFailure,
     _bearer,
     _Caller,
     _check_appsecret_proof,
@@ -127,6 +128,15 @@ class ConversationsState:
     calls: dict[str, list[float]] = field(default_factory=dict)
     throttled: dict[str, int] = field(default_factory=dict)
     windows: dict[str, deque[float]] = field(default_factory=dict)
+    # Failures for the next reads (of one account, or any); the Send API's are its own.
+    failures: list[InjectedFailure] = field(default_factory=list)
+
+    def take_failure(self, account_id: str) -> InjectedFailure | None:
+        for failure in self.failures:
+            if failure.count > 0 and failure.account_id in (None, account_id):
+                failure.count -= 1
+                return failure
+        return None
 
     def add(
         self,
@@ -423,6 +433,12 @@ def _admit(request: web.Request, caller: _Caller) -> dict[str, str]:
         headers = _usage_header(caller.account_id, caller.flavour, len(window) + 1, rate, 0)
         raise _Throttled(code, headers)
     window.append(now)
+    failure = state.take_failure(caller.account_id)
+    if failure is not None and failure.code is not None:
+        headers = _usage_header(caller.account_id, caller.flavour, len(window), rate, failure.regain_minutes)
+        raise _Failed(failure, headers)
+    if failure is not None and failure.http_status is not None:
+        raise _Failed(failure, {})
     return _usage_header(caller.account_id, caller.flavour, len(window), rate, 0)
 
 
@@ -432,12 +448,36 @@ class _Throttled(_GraphError):
         self.headers = headers
 
 
+class _Failed(Exception):
+    """An injected failure: Meta's error body (with ``code``) or a bare HTTP status."""
+
+    def __init__(self, failure: InjectedFailure, headers: dict[str, str]) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
+        self.headers = headers
+
+    def response(self) -> web.Response:
+        failure = self.failure
+        if failure.code is None:
+            return web.Response(status=failure.http_status or 500, text=failure.message or "injected failure")
+        error = _GraphError(
+            failure.code,
+            failure.message,
+            subcode=failure.subcode,
+            error_type=failure.error_type,
+            status=failure.http_status or 400,
+        )
+        return error.response(self.headers)
+
+
 async def _guarded(request: web.Request, handler: Any) -> web.Response:
     try:
         response: web.Response = await handler(request)
         return response
     except _Throttled as exc:
         return exc.response(exc.headers)
+    except _Failed as exc:
+        return exc.response()
     except _GraphError as exc:
         return exc.response()
 
@@ -736,6 +776,28 @@ async def _set_subscription(request: web.Request) -> web.Response:
     return _json({"ok": True})
 
 
+async def _add_read_failure(request: web.Request) -> web.Response:
+    """Like ``POST /_emulator/failures``, for the next reads: ``{count, code, subcode, http_status, account_id,
+    message, regain_minutes}``."""
+    try:
+        body = await request.json()
+        failure = InjectedFailure(
+            count=int(body.get("count", 1)),
+            code=int(body["code"]) if body.get("code") is not None else None,
+            subcode=int(body["subcode"]) if body.get("subcode") is not None else None,
+            http_status=int(body["http_status"]) if body.get("http_status") is not None else None,
+            account_id=str(body["account_id"]) if body.get("account_id") else None,
+            message=str(body["message"]) if body.get("message") else None,
+            regain_minutes=float(body.get("regain_minutes", 0.0)),
+        )
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        return _json({"error": f"invalid failure: {exc}"}, status=400)
+    if failure.count < 1 or (failure.code is None and failure.http_status is None):
+        return _json({"error": "count must be at least 1, and a code or an http_status is needed"}, status=400)
+    request.app[conversations_key].failures.append(failure)
+    return _json({"ok": True})
+
+
 async def _graph_calls(request: web.Request) -> web.Response:
     return _json(request.app[conversations_key].call_stats())
 
@@ -765,4 +827,5 @@ def add_conversation_routes(
     app.router.add_delete("/_emulator/conversations", _clear_recorded)
     app.router.add_post("/_emulator/subscriptions", _set_subscription)
     app.router.add_get("/_emulator/graph-calls", _graph_calls)
+    app.router.add_post("/_emulator/graph-failures", _add_read_failure)
     app.router.add_delete("/_emulator/graph-calls", _clear_graph_calls)

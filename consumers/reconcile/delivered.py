@@ -28,7 +28,6 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from igw.config import KafkaSettings
 from igw.envelope import Header, ce_type
-from igw.topics import end_offsets
 
 __all__ = ["DeliveredIndex", "EditToHydrate"]
 
@@ -114,6 +113,9 @@ class DeliveredIndex:
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            # Brokers answer a connection's requests in order: a long fetch would hold up the
+            # offset listing of the next catch-up behind it.
+            fetch_max_wait_ms=100,
             **self._kafka.client_kwargs(),
         )
         await self._consumer.start()
@@ -136,47 +138,46 @@ class DeliveredIndex:
             raise LookupError(f"topic {self._topic} does not exist")
         self._partitions = [TopicPartition(self._topic, p) for p in sorted(partitions)]
         consumer.assign(self._partitions)
+        # Between catch-ups nothing is fetched.
+        consumer.pause(*self._partitions)
         start = since_ms - CLOCK_MARGIN_MS
         found = await consumer.offsets_for_times(dict.fromkeys(self._partitions, max(0, start)))
-        end = await end_offsets(consumer, self._partitions)
+        end = await consumer.end_offsets(self._partitions)
         for tp in self._partitions:
             hit = found.get(tp)
             consumer.seek(tp, hit.offset if hit is not None else end[tp])
         self._positioned = True
 
     async def catch_up(self, since_ms: int) -> int:
-        """Read what the topic gained since the last call (from ``since_ms`` on the first); returns records read."""
+        """Read what the topic gained since the last call (from ``since_ms`` on the first); returns records read.
+
+        Reads at least to the end offsets listed when called. Some brokers (Tansu 0.6) list the
+        last batch's base offset plus one; a fetch returns whole batches, so reading until the
+        position passes the listed end still reads every record (``igw.topics.end_offsets``).
+        """
         async with self._lock:
             consumer = self._consumer
             if consumer is None:
                 raise RuntimeError("DeliveredIndex.start() was not called")
             if not self._positioned:
                 await self._position(since_ms)
-            positions = {tp: await consumer.position(tp) for tp in self._partitions}
-            # end_offsets leaves positions where it found them (it reads the last batch): seek back.
-            end = await end_offsets(consumer, self._partitions)
-            for tp, position in positions.items():
-                consumer.seek(tp, position)
-            pending = {tp for tp in self._partitions if end[tp] > positions[tp]}
+            end = await consumer.end_offsets(self._partitions)
+            pending = {tp for tp in self._partitions if end[tp] > await consumer.position(tp)}
             read = 0
-            while pending:
-                batch = await consumer.getmany(*pending, timeout_ms=500)
-                if not batch:
-                    # A compacted or transactional tail may never reach the listed end.
-                    still = {tp for tp in pending if await consumer.position(tp) < end[tp]}
-                    if still == pending:
-                        break
-                    pending = still
-                    continue
-                for tp, records in batch.items():
-                    for record in records:
-                        if record.offset >= end[tp]:
-                            pending.discard(tp)
-                            break
-                        read += 1
-                        self._take(record.headers, record.value, record.timestamp)
-                    if await consumer.position(tp) >= end[tp]:
-                        pending.discard(tp)
+            empty_polls = 0
+            consumer.resume(*pending)
+            try:
+                # Three empty polls in a row: a compacted or transactional tail that never reaches the end.
+                while pending and empty_polls < 3:
+                    batch = await consumer.getmany(*pending, timeout_ms=500)
+                    empty_polls = 0 if any(batch.values()) else empty_polls + 1
+                    for records in batch.values():
+                        for record in records:
+                            self._take(record.headers, record.value, record.timestamp)
+                        read += len(records)
+                    pending = {tp for tp in pending if await consumer.position(tp) < end[tp]}
+            finally:
+                consumer.pause(*self._partitions)
             self.records_read += read
             return read
 
