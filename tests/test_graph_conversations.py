@@ -114,7 +114,7 @@ async def test_only_the_twenty_most_recent_messages_have_details(
 async def test_reads_beyond_two_per_second_are_throttled_and_counted(
     start_graph_emulator: StartEmulator, http: aiohttp.ClientSession
 ) -> None:
-    """The third read within a second gets Meta's throttling error (80002 Instagram, 80006 Messenger); all are counted."""
+    """A third read within a second gets Meta's throttling error (80002 IG, 80006 Messenger); all are counted."""
     emulator = await start_graph_emulator(EmulatorConfig(accounts=TEST_ACCOUNTS), ConversationsConfig())
     statuses = []
     for _ in range(3):

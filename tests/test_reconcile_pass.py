@@ -78,7 +78,7 @@ async def test_recovers_what_was_never_delivered_once_and_only_once(
     fast_emulator: RunningEmulator,
     topic_reader: TopicReader,
 ) -> None:
-    """Undelivered inbound messages of both flavours reach Kafka once, as the webhook's events; a second pass adds none."""
+    """Undelivered inbound messages reach Kafka once, as the webhook's events; a second pass adds none."""
     emulator = fast_emulator
     start = int(time.time() * 1000) - 600_000
     ig_a = conversation(IG, "5001", 4, start_ms=start)
@@ -171,7 +171,7 @@ async def test_throttling_is_backed_off_and_usage_header_honoured(
 async def test_token_error_pauses_the_account_and_fails_the_pass(
     kafka_settings: KafkaSettings, fast_emulator: RunningEmulator
 ) -> None:
-    """A refused token pauses that account (no further reads); the other account is reconciled; the pass is incomplete."""
+    """A refused token pauses that account; the other one is reconciled; the pass is incomplete."""
     await ensure_topics(kafka_settings, ["messages", "postbacks", "events", "deadletter"])
     start = int(time.time() * 1000) - 600_000
     emulator = fast_emulator
@@ -194,7 +194,7 @@ async def test_token_error_pauses_the_account_and_fails_the_pass(
 async def test_dropped_subscription_sets_the_metric_the_alert_reads(
     kafka_settings: KafkaSettings, fast_emulator: RunningEmulator
 ) -> None:
-    """When Meta drops the app, igw_subscription_active falls to 0 (and the app's objects go inactive); back to 1 after."""
+    """When Meta drops the app, igw_subscription_active falls to 0 (the app's objects too); 1 once back."""
     await ensure_topics(kafka_settings, ["messages", "postbacks", "events", "deadletter"])
     emulator = fast_emulator
     metrics = ReconcileMetrics()
