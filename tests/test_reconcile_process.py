@@ -144,3 +144,42 @@ async def test_replicas_share_two_reads_per_second_through_redis(
     assert stats["calls"] >= 10
     assert stats["throttled"] == 0
     assert stats["max_per_second"] <= 2
+
+
+async def test_simulate_drops_webhooks_and_reconcile_recovers_them(
+    kafka_settings: KafkaSettings,
+    webhook_url: str,
+    start_graph_emulator: StartEmulator,
+    topic_reader: TopicReader,
+) -> None:
+    """``igw simulate --emulator URL --drop 0.3`` keeps every message in the emulator; reconcile publishes the dropped."""
+    from igw_tools.commands.simulate import SimulationPlan, simulate
+    from tests.plugins.gateway import APP_SECRET
+
+    emulator = await start_graph_emulator(
+        EmulatorConfig(accounts=TEST_ACCOUNTS), ConversationsConfig(read_rate_per_second=100)
+    )
+    plan = SimulationPlan(
+        url=webhook_url,
+        secret=APP_SECRET,
+        event="message",
+        account_id=IG,
+        conversations=5,
+        count=30,
+        rate=0,
+        seed=5,
+        emulator_url=emulator.base_url,
+        drop=0.3,
+    )
+    report = await simulate(plan)
+    assert report.failed == 0
+    assert report.recorded == 30
+    assert 0 < report.dropped < 30
+    settings = reconcile_settings(kafka_settings, emulator.client_settings(accounts=(IG_ACCOUNT,)), rate_per_second=50)
+
+    recovered = await asyncio.wait_for(run_reconcile(settings, asyncio.Event(), once=True), 60)
+
+    assert recovered is not None
+    assert recovered.recovered == report.dropped
+    records = await topic_reader(kafka_settings.topic("messages"), expect=30, settle=0.3)
+    assert len({orjson.loads(r.value)["id"] for r in records}) == len(records) == 30
