@@ -11,6 +11,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Metric
 
 from consumers.analytics.dashboard import instantiate, load_queries, metric_names
 from consumers.analytics.metrics import AnalyticsMetrics
+from consumers.reconcile.metrics import ReconcileMetrics
 from tests.plugins.prometheus import DEPLOY
 
 GRAFANA = DEPLOY / "grafana"
@@ -35,6 +36,7 @@ def exported_names() -> set[str]:
 
     private = CollectorRegistry()
     AnalyticsMetrics(private)
+    ReconcileMetrics(private)
     return sample_names(list(REGISTRY.collect())) | sample_names(list(private.collect()))
 
 
@@ -57,9 +59,9 @@ def test_panels_are_well_formed() -> None:
 
 
 def test_dashboard_covers_gateway_kafka_and_business() -> None:
-    """The dashboard has its gateway, Kafka, agent and business rows."""
+    """The dashboard has its gateway, Kafka, agent, business and delivery completeness rows."""
     titles = {p["title"] for p in json.loads(DASHBOARD.read_text())["panels"] if p["type"] == "row"}
-    assert {"Gateway", "Kafka", "Agent and Send API", "Business"} <= titles
+    assert {"Gateway", "Kafka", "Agent and Send API", "Business", "Delivery completeness"} <= titles
 
 
 def test_every_query_reads_metrics_igw_exports() -> None:
