@@ -245,3 +245,39 @@ async def test_message_edit_standing_for_a_new_message_is_hydrated(
     assert hydrated[0]["sender_id"] == "5301"
     assert hydrated[0]["message"]["text"] == "Is this in stock?"
     assert (await run_once(settings)).hydrated == 0
+
+
+async def test_unchanged_conversations_are_not_read_again(
+    kafka_settings: KafkaSettings, fast_emulator: RunningEmulator
+) -> None:
+    """In the running loop a conversation compared completely is read again only once it has a new message."""
+    await ensure_topics(kafka_settings, ["messages", "postbacks", "events", "deadletter"])
+    emulator = fast_emulator
+    start = int(time.time() * 1000) - 600_000
+    await record_history(
+        emulator.base_url, [*conversation(IG, "5401", 2, start_ms=start), *conversation(IG, "5402", 2, start_ms=start)]
+    )
+    settings = reconcile_settings(
+        kafka_settings,
+        emulator.client_settings(accounts=(IG_ACCOUNT,)),
+        expand_messages=False,
+        interval_seconds=0.2,
+        **FAST,
+    )
+    stop = asyncio.Event()
+    passes: asyncio.Queue[PassReport] = asyncio.Queue()
+    task = asyncio.create_task(run_reconcile(settings, stop, passes=passes, serve_http=False))
+    try:
+        first = await asyncio.wait_for(passes.get(), 20)
+        assert (first.recovered, first.accounts[0].conversations) == (4, 2)
+        after_first = (await emulator_json(emulator.base_url, "/_emulator/graph-calls"))[IG]["calls"]
+        second = await asyncio.wait_for(passes.get(), 20)
+        assert (second.recovered, second.accounts[0].conversations) == (0, 0)
+        after_second = (await emulator_json(emulator.base_url, "/_emulator/graph-calls"))[IG]["calls"]
+        assert after_second - after_first == 2  # the listing and subscribed_apps; no conversation read
+        await record_history(emulator.base_url, [Message(IG, "5401", "aWdf-new-5401", int(time.time() * 1000), "?")])
+        third = await asyncio.wait_for(passes.get(), 20)
+        assert (third.recovered, third.accounts[0].conversations) == (1, 1)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 20)

@@ -128,6 +128,9 @@ class Reconciler:
         self._webhook_ids: dict[str, str] = {}
         # Inbound messages already counted as checked, by event id, with their time (pruned).
         self._counted: dict[str, int] = {}
+        # Conversations compared completely, with the updated_time they had then: unchanged ones are
+        # not read again (what saves calls when each conversation costs one).
+        self._settled: dict[str, int] = {}
         self._subscriptions = SubscriptionWatch(settings, reader, metrics)
         self._publish_lock = asyncio.Lock()
 
@@ -155,6 +158,8 @@ class Reconciler:
         self._index.prune(cutoff_ms - 10 * 60 * 1000)
         for event_id in [e for e, when in self._counted.items() if when < cutoff_ms]:
             del self._counted[event_id]
+        for key in [k for k, updated in self._settled.items() if updated < cutoff_ms]:
+            del self._settled[key]
         self._metrics.delivered_index.set(len(self._index))
         report.seconds = self._monotonic() - started
         self._metrics.pass_duration.observe(report.seconds)
@@ -234,14 +239,22 @@ class Reconciler:
             # Newest first: a page with nothing updated within the lookback ends the listing.
             recent = [c for c in page.conversations if c.updated_ms is None or c.updated_ms >= cutoff_ms]
             candidates: list[Candidate] = []
+            settled: dict[str, int] = {}
             for conversation in recent:
+                key = f"{account.account_id}\x1f{conversation.id}"
+                if conversation.updated_ms is not None and self._settled.get(key) == conversation.updated_ms:
+                    continue  # nothing new since every message in it was compared with Kafka
                 messages = conversation.messages
                 if messages is None:
                     messages = await self._conversation_messages(account, conversation, expansion, deadline)
                 report.conversations += 1
                 candidates.extend(find_inbound(webhook_id, messages, since_ms=cutoff_ms, until_ms=until_ms))
+                # Settled only once its newest message is past the minimum age (none waits for a later pass).
+                if conversation.updated_ms is not None and all(m.created_ms <= until_ms for m in messages[:1]):
+                    settled[key] = conversation.updated_ms
             if candidates:
                 await self._settle(account, platform, webhook_id, candidates, cutoff_ms, report)
+            self._settled.update(settled)
             if not recent or page.after is None:
                 return
             after = page.after
