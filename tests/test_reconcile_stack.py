@@ -171,6 +171,7 @@ async def test_nothing_lost(kafka_bootstrap: str, igw_stack: IgwStarter, account
     assert set(ids) == set(expected_ids.values())
     assert set(ids.values()) == {1}
     calls = (await emulator_json(emulator.url, "/_emulator/graph-calls"))[ACCOUNT]
+    print(f"Graph reads: {calls}")  # noqa: T201
     assert calls["throttled"] == 0
     assert calls["max_per_second"] <= 2
 
