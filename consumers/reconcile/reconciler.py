@@ -222,6 +222,9 @@ class Reconciler:
         settings = self._settings
         webhook_id = await self._webhook_id(account, deadline)
         report.account_id = webhook_id
+        # Series from zero, before the first count: Prometheus' increase() then sees the first ones.
+        self._metrics.checked.labels(webhook_id)
+        self._metrics.recovered.labels(webhook_id, "message")
         platform = "messenger" if account.flavour is Flavour.MESSENGER else "instagram"
         path = "me/conversations" if account.account_id == "me" else f"{account.account_id}/conversations"
         expansion = f"messages.limit({settings.messages_per_conversation}){{{MESSAGE_FIELDS}}}"
