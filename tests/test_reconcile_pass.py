@@ -281,3 +281,71 @@ async def test_unchanged_conversations_are_not_read_again(
     finally:
         stop.set()
         await asyncio.wait_for(task, 20)
+
+
+@pytest.mark.parametrize(
+    ("failure", "outcome", "reason"),
+    [
+        ({"code": 80002}, "throttled", "rate_limited"),
+        ({"http_status": 503}, "failed", "transient"),
+        ({"code": 200, "subcode": 2534041}, "paused", "account_blocked"),
+    ],
+)
+async def test_each_way_meta_fails_ends_the_pass_in_its_state(
+    kafka_settings: KafkaSettings,
+    fast_emulator: RunningEmulator,
+    failure: dict[str, int],
+    outcome: str,
+    reason: str,
+) -> None:
+    """Throttling past the retries backs off, lasting 5xx fails, a blocked account pauses; each says why."""
+    await ensure_topics(kafka_settings, ["messages", "postbacks", "events", "deadletter"])
+    emulator = fast_emulator
+    await emulator_json(emulator.base_url, "/_emulator/graph-failures", {"count": 10, "account_id": IG, **failure})
+    settings = reconcile_settings(
+        kafka_settings, emulator.client_settings(accounts=(IG_ACCOUNT,)), max_attempts=2, **FAST
+    )
+
+    report = await run_once(settings)
+
+    assert not report.complete
+    assert report.accounts[0].outcome == outcome
+    assert reason in report.reason()
+
+
+async def test_kafka_refusing_the_recovered_events_fails_the_pass_and_loses_nothing(
+    kafka_settings: KafkaSettings, fast_emulator: RunningEmulator, topic_reader: TopicReader
+) -> None:
+    """When Kafka does not take the recovered events the account's pass fails; the next pass publishes them."""
+    from consumers.reconcile.delivered import DeliveredIndex
+    from consumers.reconcile.graph import GraphReader
+    from consumers.reconcile.reconciler import Reconciler
+    from consumers.reconcile.service import KafkaPublisher
+    from igw.errors import BrokerUnavailable
+
+    await ensure_topics(kafka_settings, ["messages", "postbacks", "events", "deadletter"])
+    emulator = fast_emulator
+    await record_history(emulator.base_url, conversation(IG, "5501", 2, start_ms=int(time.time() * 1000) - 60_000))
+    settings = reconcile_settings(kafka_settings, emulator.client_settings(accounts=(IG_ACCOUNT,)), **FAST)
+
+    class Refusing:
+        async def publish(self, events: object) -> None:
+            raise BrokerUnavailable("Kafka did not take 2 recovered event(s): KafkaTimeoutError")
+
+    metrics = ReconcileMetrics()
+    index = DeliveredIndex(kafka_settings, kafka_settings.topic("messages"))
+    publisher = KafkaPublisher(kafka_settings)
+    await index.start()
+    await publisher.start()
+    try:
+        async with GraphReader(settings, metrics) as reader:
+            failing = await Reconciler(settings, reader, index, Refusing(), metrics).run_pass()
+            assert failing.accounts[0].outcome == "failed"
+            assert "Kafka" in failing.reason()
+            working = await Reconciler(settings, reader, index, publisher, metrics).run_pass()
+    finally:
+        await publisher.stop()
+        await index.stop()
+    assert working.complete
+    assert working.recovered == 2
+    assert len(await topic_reader(kafka_settings.topic("messages"), expect=2, settle=0.2)) == 2
