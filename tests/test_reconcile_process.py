@@ -64,7 +64,8 @@ async def test_once_exits_0_when_complete_and_1_with_a_reason(
     status, out, err = await igw("reconcile", "--once", env=env)
 
     assert status == 0, err
-    assert out.strip().startswith("igw reconcile: 1 account(s), 1 conversation(s), 1 inbound message(s) checked, 1 recovered")
+    summary = "igw reconcile: 1 account(s), 1 conversation(s), 1 inbound message(s) checked, 1 recovered"
+    assert out.strip().startswith(summary)
 
     env = reconcile_environ(kafka_settings, emulator.base_url, accounts_file(tmp_path, token="revoked"))
     status, out, err = await igw("reconcile", "--once", env=env)
@@ -152,7 +153,7 @@ async def test_simulate_drops_webhooks_and_reconcile_recovers_them(
     start_graph_emulator: StartEmulator,
     topic_reader: TopicReader,
 ) -> None:
-    """``igw simulate --emulator URL --drop 0.3`` keeps every message in the emulator; reconcile publishes the dropped."""
+    """``igw simulate --emulator URL --drop 0.3`` keeps every message in the emulator; reconcile finds the dropped."""
     from igw_tools.commands.simulate import SimulationPlan, simulate
     from tests.plugins.gateway import APP_SECRET
 
