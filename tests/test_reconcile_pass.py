@@ -349,3 +349,22 @@ async def test_kafka_refusing_the_recovered_events_fails_the_pass_and_loses_noth
     assert working.complete
     assert working.recovered == 2
     assert len(await topic_reader(kafka_settings.topic("messages"), expect=2, settle=0.2)) == 2
+
+
+async def test_a_lone_instagram_token_is_resolved_to_its_account(
+    kafka_settings: KafkaSettings, fast_emulator: RunningEmulator, topic_reader: TopicReader
+) -> None:
+    """IGW_ACCESS_TOKEN alone (account "me"): GET /me names the account whose webhooks the envelopes imitate."""
+    await ensure_topics(kafka_settings, ["messages", "postbacks", "events", "deadletter"])
+    emulator = fast_emulator
+    await record_history(emulator.base_url, conversation(IG, "5601", 1, start_ms=int(time.time() * 1000) - 60_000))
+    me = AccountConfig("me", Flavour.IG_IG, IG_ACCOUNT.token)
+    settings = reconcile_settings(kafka_settings, emulator.client_settings(accounts=(me,)), **FAST)
+
+    report = await run_once(settings)
+
+    assert report.complete
+    assert report.accounts[0].account_id == IG
+    assert report.subscriptions == {IG: True}
+    [record] = await topic_reader(kafka_settings.topic("messages"), expect=1, settle=0.2)
+    assert orjson.loads(record.value)["account_id"] == IG

@@ -3,10 +3,12 @@
 Every read of an account draws from one token bucket (Meta allows 2 Conversations API calls per
 second per Page or Instagram professional account), kept in Redis when ``REDIS_URL`` is set so
 that replicas share it (``consumers/send_api/ratelimit.py``, the Send API's limiters, with a
-bucket of one call: calls evenly spaced). ``X-Business-Use-Case-Usage`` blocks the account until
-Meta says access returns; throttling errors (4, 17, 32, 613, 80002, 80006, HTTP 429) back off
-and block it; other failures raise :class:`SendError` with the class from the one table in
-``consumers/send_api/errors.py`` (the same Graph error codes). Tokens travel only in requests.
+bucket of one call: calls evenly spaced), and the next read waits 1/rate after each answer too:
+Meta counts calls when they arrive, and a call delayed on its way must not arrive close to the
+next. ``X-Business-Use-Case-Usage`` blocks the account until Meta says access returns;
+throttling errors (4, 17, 32, 613, 80002, 80006, HTTP 429) back off and block it; other failures
+raise :class:`SendError` with the class from the one table in ``consumers/send_api/errors.py``
+(the same Graph error codes). Tokens travel only in requests.
 """
 
 from __future__ import annotations
@@ -177,7 +179,12 @@ class GraphReader:
                 self._metrics.rate_limited_seconds.labels(account.account_id).inc(waited)
             calls += 1
             try:
-                answer = await self._get(url, query, headers, key, account.account_id, secrets)
+                try:
+                    answer = await self._get(url, query, headers, key, account.account_id, secrets)
+                finally:
+                    # Spaced from the answer, not only from the send: a call that reached Meta late
+                    # (a new connection, a busy host) never lands within 1/rate of the next one.
+                    await self._limiter.block(key, self._burst_seconds)
             except SendError as err:
                 err.attempts = calls
                 self._metrics.graph_calls.labels(account.account_id, endpoint, err.error_class).inc()

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
-from consumers.reconcile.accounts import AccountState, PassOutcome
+from consumers.reconcile.accounts import AccountState, AccountStatus, PassOutcome
 from consumers.reconcile.delivered import DeliveredIndex, EditToHydrate
 from consumers.reconcile.envelopes import Candidate, Source, find_inbound, recovered_event
 from consumers.reconcile.graph import Endpoint, GraphReader
@@ -153,7 +153,9 @@ class Reconciler:
         reports = await asyncio.gather(*(self._account_pass(account, deadline) for account in self._accounts))
         report.accounts = list(reports)
         report.subscriptions = await self._subscriptions.check(
-            [a for a in self._accounts if self._states[a.account_id].status == "ready"], self.label, deadline
+            [a for a in self._accounts if self._states[a.account_id].status is AccountStatus.READY],
+            self.label,
+            deadline,
         )
         self._index.prune(cutoff_ms - 10 * 60 * 1000)
         for event_id in [e for e, when in self._counted.items() if when < cutoff_ms]:
@@ -186,7 +188,7 @@ class Reconciler:
         state = self._states[account.account_id]
         report = AccountReport(self.label(account))
         if not state.due(self._clock()):
-            report.outcome = PassOutcome.PAUSED if state.status == "paused" else PassOutcome.SKIPPED
+            report.outcome = PassOutcome.PAUSED if state.status is AccountStatus.PAUSED else PassOutcome.SKIPPED
             report.detail = (
                 f"{state.status} until {time.strftime('%H:%M:%S', time.gmtime(state.until))}Z: {state.reason}"
             )
@@ -214,7 +216,7 @@ class Reconciler:
             log.warning("reconcile of account %s could not publish: %s", report.account_id, type(exc).__name__)
         else:
             state.completed()
-        self._metrics.account_paused.labels(report.account_id).set(1 if state.status == "paused" else 0)
+        self._metrics.account_paused.labels(report.account_id).set(1 if state.status is AccountStatus.PAUSED else 0)
         self._metrics.passes.labels(report.account_id, report.outcome).inc()
         return report
 
