@@ -184,3 +184,32 @@ async def test_simulate_drops_webhooks_and_reconcile_recovers_them(
     assert recovered.recovered == report.dropped
     records = await topic_reader(kafka_settings.topic("messages"), expect=30, settle=0.3)
     assert len({orjson.loads(r.value)["id"] for r in records}) == len(records) == 30
+
+
+async def test_a_failing_pass_does_not_stop_the_loop(
+    kafka_settings: KafkaSettings, start_graph_emulator: StartEmulator
+) -> None:
+    """Without the messages topic a pass fails; the loop keeps going and the next pass, once it exists, completes."""
+    emulator = await start_graph_emulator(
+        EmulatorConfig(accounts=TEST_ACCOUNTS), ConversationsConfig(read_rate_per_second=100)
+    )
+    settings = reconcile_settings(
+        kafka_settings,
+        emulator.client_settings(accounts=(IG_ACCOUNT,)),
+        interval_seconds=0.3,
+        rate_per_second=50,
+        create_topics=False,
+    )
+    stop = asyncio.Event()
+    passes: asyncio.Queue[PassReport] = asyncio.Queue()
+    task = asyncio.create_task(run_reconcile(settings, stop, passes=passes, serve_http=False))
+    try:
+        await asyncio.sleep(1.0)
+        assert passes.empty()
+        assert not task.done()
+        await ensure_topics(kafka_settings, TOPICS)
+        report = await asyncio.wait_for(passes.get(), 20)
+        assert report.complete
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 20)

@@ -135,6 +135,9 @@ class DeliveredIndex:
             await consumer.topics()  # refreshes the cluster metadata
             partitions = consumer.partitions_for_topic(self._topic)
         if not partitions:
+            # A consumer learns every topic's partitions when it starts: a new one sees a topic made since.
+            await self.stop()
+            await self.start()
             raise LookupError(f"topic {self._topic} does not exist")
         self._partitions = [TopicPartition(self._topic, p) for p in sorted(partitions)]
         consumer.assign(self._partitions)

@@ -156,7 +156,16 @@ async def run_reconcile(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
                 break
-            report = task.result()
+            try:
+                report = task.result()
+            except Exception as exc:  # Kafka away, most likely: nothing lost, the next pass reads again
+                log.warning(
+                    "pass failed: %s: %s; next pass in %.0f s", type(exc).__name__, exc, settings.interval_seconds
+                )
+                log.debug("pass failure", exc_info=True)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), settings.interval_seconds)
+                continue
             first_pass.set()
             if passes is not None:
                 passes.put_nowait(report)
