@@ -213,3 +213,44 @@ async def test_a_failing_pass_does_not_stop_the_loop(
     finally:
         stop.set()
         await asyncio.wait_for(task, 20)
+
+
+async def test_no_token_or_secret_in_a_debug_run(
+    kafka_settings: KafkaSettings, start_graph_emulator: StartEmulator, tmp_path: Path
+) -> None:
+    """Debug logs of a pass where Meta echoes the token in its error show no token, app secret or app token."""
+    from tests.plugins.graph_emulator import MESSENGER_ACCOUNT
+
+    reads = ConversationsConfig(app_secret="reconcile-app-secret-31d4")
+    emulator = await start_graph_emulator(EmulatorConfig(accounts=TEST_ACCOUNTS), reads)
+    await ensure_topics(kafka_settings, TOPICS)
+    token, proof_secret = MESSENGER_ACCOUNT.token.value, MESSENGER_ACCOUNT.app_secret
+    assert proof_secret is not None
+    path = tmp_path / "accounts.json"
+    path.write_bytes(
+        orjson.dumps(
+            [
+                {
+                    "account_id": MESSENGER_ACCOUNT.account_id,
+                    "flavour": "messenger",
+                    "token": token,
+                    "app_secret": proof_secret.value,
+                }
+            ]
+        )
+    )
+    echo = {"count": 1, "code": 190, "message": f"Invalid OAuth access token - Cannot parse access token {token}"}
+    await emulator_json(emulator.base_url, "/_emulator/graph-failures", echo)
+    app_token = f"{reads.app_id}|{reads.app_secret}"
+    env = {
+        **reconcile_environ(kafka_settings, emulator.base_url, str(path)),
+        "IGW_APP_ID": reads.app_id,
+        "IGW_APP_ACCESS_TOKEN": app_token,
+    }
+
+    status, out, err = await igw("reconcile", "--once", "--log-level", "debug", env=env)
+
+    assert status == 1
+    assert "token_invalid" in err
+    for secret in (token, proof_secret.value, app_token, reads.app_secret or ""):
+        assert secret not in out + err
