@@ -29,6 +29,7 @@ from consumers.send_api.client import MAX_QUICK_REPLIES, SENDER_ACTIONS, appsecr
 from consumers.send_api.model import AccountConfig, Flavour
 from consumers.send_api.text import IG_IG_MAX_TEXT_BYTES, PAGE_MAX_TEXT_CHARS
 from igw.config import Secret
+from igw_tools.graph_emulator_ids import add_ids_routes
 
 if TYPE_CHECKING:
     from igw_tools.graph_conversations import ConversationsConfig, ConversationsState
@@ -594,4 +595,5 @@ def create_emulator_app(
     from igw_tools.graph_conversations import add_conversation_routes
 
     add_conversation_routes(app, conversations, conversations_state)
+    add_ids_routes(app)
     return app

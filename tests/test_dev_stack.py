@@ -61,7 +61,8 @@ class _Output:
 
 
 async def test_dev_stack_serves_the_readme_walkthrough(tmp_path: Path) -> None:
-    """With the saved dev secrets: the handshake works and a signed DM is answered once by the rules agent."""
+    """With the saved dev secrets: the handshake works, and a signed DM and the App Dashboard's test DM (sent
+    with `igw simulate --dashboard-test`) are each answered once by the rules agent."""
     ports = {name: free_port() for name in ("gateway", "emulator", "kafka", "agent", "analytics", "reconcile")}
     proc = subprocess.Popen(_dev_args(tmp_path, ports), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     output = _Output(proc)
@@ -95,8 +96,21 @@ async def test_dev_stack_serves_the_readme_walkthrough(tmp_path: Path) -> None:
                 await asyncio.sleep(0.5)
             assert len(sent) == 1, output.text
             assert sent[0]["recipient_id"] == "1234567890123456"
+            # The App Dashboard's "Test" DM (a `changes` item) is a message the agent answers too.
+            simulate = [
+                sys.executable, "-m", "igw_tools.cli", "simulate", "--dashboard-test", "--quiet",
+                "--url", url, "--secret", secrets["INSTAGRAM_APP_SECRET"],
+            ]  # fmt: skip
+            result = await asyncio.to_thread(subprocess.run, simulate, capture_output=True, text=True, timeout=60)
+            assert result.returncode == 0, result.stdout + result.stderr
+            answer_deadline = time.monotonic() + 60
+            while time.monotonic() < answer_deadline and len(sent) < 2 and proc.poll() is None:
+                async with session.get(f"http://127.0.0.1:{ports['emulator']}/_emulator/messages") as resp:
+                    sent = await resp.json()
+                await asyncio.sleep(0.5)
+            assert [s["recipient_id"] for s in sent] == ["1234567890123456", "12334"], output.text
             async with session.get(f"http://127.0.0.1:{ports['agent']}/metrics") as resp:
-                assert 'igw_agent_replies_total{outcome="sent",reason="replied"} 1.0' in await resp.text()
+                assert 'igw_agent_replies_total{outcome="sent",reason="replied"} 2.0' in await resp.text()
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)

@@ -10,6 +10,7 @@ from typing import Any
 
 from consumers.agent_replies.settings import SAMPLE_RULES
 from igw.config import Env, KafkaSettings
+from igw.errors import ListenError
 from igw_tools.devstack import (
     DEV_INSTAGRAM_ACCOUNT,
     Component,
@@ -21,6 +22,7 @@ from igw_tools.devstack import (
     environ,
     python_igw,
 )
+from igw_tools.localbroker import resolve_broker_binary
 
 
 def register(subparsers: Any) -> None:
@@ -69,6 +71,8 @@ def components(ports: Ports) -> list[Component]:
 
 
 def run(args: argparse.Namespace) -> int:
+    base = environ()
+    resolve_broker_binary(base)  # a bad IGW_TANSU_BIN stops here, before anything is written or started
     ports = Ports(
         args.port,
         args.emulator_port,
@@ -79,9 +83,8 @@ def run(args: argparse.Namespace) -> int:
     )
     busy = busy_ports(ports)
     if busy:
-        print(f"igw dev: port {', '.join(busy)} is already in use; choose another with that flag", file=sys.stderr)  # noqa: T201
-        return 2
-    base = environ()
+        ports_are = f"port {busy[0]} is" if len(busy) == 1 else f"ports {', '.join(busy)} are"
+        raise ListenError(f"{ports_are} already in use", "stop what holds them, or choose others with those flags")
     kafka = KafkaSettings.from_env(Env(base))
     kafka = KafkaSettings(
         bootstrap_servers=f"127.0.0.1:{ports.kafka}",
