@@ -16,7 +16,7 @@ from consumers.reconcile.history import (
     parse_message,
 )
 from consumers.send_api.errors import ErrorClass, SendError
-from igw.normalize import normalize
+from igw.normalize import event_id, normalize
 from igw.schemas import load_envelope_schema
 from tests.plugins.payloads import read_payload
 
@@ -72,6 +72,7 @@ def test_recovered_id_type_topic_and_key_equal_the_webhooks(payload: str, platfo
         webhook.topic,
         webhook.key,
     )
+    assert recovered.id == event_id(platform, account, "message", item)
     assert recovered.envelope["message"]["text"] == webhook.envelope["message"]["text"]
     assert recovered.envelope["recovered"] == {"source": "conversations_api", "at": 1764090000000, "answered_at": None}
 

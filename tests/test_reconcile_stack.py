@@ -41,8 +41,7 @@ from igw.normalize import normalize
 from igw_tools.localbroker import free_port
 from tests.plugins.kafka import read_topic
 from tests.plugins.reconcile import Message, emulator_json, record_history
-from tests.plugins.stack import IgwStarter
-from tests.test_dashboard_live import common_env
+from tests.plugins.stack import IgwStarter, stack_env
 
 ACCOUNT = "17841400000000777"
 TOKEN = "IGstack-token-reconcile-0001"
@@ -118,7 +117,7 @@ def accounts(tmp_path: Path) -> Path:
 async def test_nothing_lost(kafka_bootstrap: str, igw_stack: IgwStarter, accounts: Path, tmp_path: Path) -> None:
     """Every message in Kafka once by its webhook id; answered once; none where a person answered; 2 reads/s at most."""
     prefix = f"t{uuid.uuid4().hex[:12]}"
-    env = common_env(kafka_bootstrap, prefix)
+    env = stack_env(kafka_bootstrap, prefix)
     ports = {name: free_port() for name in ("gateway", "emulator", "agent", "reconcile")}
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     emulator = igw_stack(

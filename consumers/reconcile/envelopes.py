@@ -3,7 +3,8 @@
 The message is written back into the webhook's shape (one ``messaging`` item) and run through the
 gateway's own normalizer, :func:`webhook_event` being the one place that calls it: the type, the
 event id, the topic and the key come out exactly as the webhook path gives them (the id of a
-``message`` depends on its ``mid`` only, docs/events.md). The envelope then gains ``recovered``.
+``message`` depends on its ``mid`` only: ``igw.normalize.event_id``, docs/events.md). The
+envelope then gains ``recovered``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from consumers.reconcile.history import ApiMessage
-from igw.normalize import Event, normalize_document
+from igw.normalize import Event, normalize_item
 
 __all__ = [
     "RECOVERED_FIELD",
@@ -34,18 +35,13 @@ class Source:
     LOOKUP: Final = "message_lookup"  # a message_edit without sender or text, completed from the message
 
 
-def webhook_event(platform: str, account_id: str, item: dict[str, Any], received_at: int) -> Event | None:
-    """The event the gateway makes of one ``messaging`` item of ``account_id`` (None if it makes none).
+def webhook_event(platform: str, account_id: str, item: dict[str, Any], received_at: int) -> Event:
+    """The event the gateway makes of one ``messaging`` item of ``account_id``.
 
-    The single call into the normalizer: when the id rule becomes a function of its own, it is
-    switched here.
+    The single call into the normalizer (``igw.normalize.normalize_item``, whose id is the one
+    rule of ``igw.normalize.event_id``): type, id, topic, key and envelope are the webhook's.
     """
-    document = {
-        "object": "instagram" if platform == "instagram" else "page",
-        "entry": [{"id": account_id, "time": item.get("timestamp") or received_at, "messaging": [item]}],
-    }
-    normalized = normalize_document(document, received_at)
-    return normalized.events[0] if len(normalized.events) == 1 and normalized.dead_letter is None else None
+    return normalize_item(platform, account_id, item, received_at)
 
 
 def webhook_item(account_id: str, message: ApiMessage) -> dict[str, Any]:
@@ -106,7 +102,7 @@ def recovered_event(
 ) -> Event | None:
     """The webhook's event for ``candidate``, its envelope marked ``recovered`` (docs/events.md)."""
     event = webhook_event(platform, account_id, webhook_item(account_id, candidate.message), received_at)
-    if event is None or event.type != "message":
+    if event.type != "message":
         return None
     recovered: dict[str, Any] = {"source": source, "at": received_at, "answered_at": candidate.answered_at}
     if replaces is not None:

@@ -142,7 +142,7 @@ async def run_reconcile(
             return first_pass.is_set()
 
         if serve_http:
-            app = create_metrics_app(ready, registry=metrics.registry)
+            app = create_metrics_app(metrics.registry, ready)
             await stack.enter_async_context(serve_metrics(app, settings.metrics_host, settings.metrics_port))
         await stack.enter_async_context(_tail(reconciler, index, settings))
         while not stop.is_set():

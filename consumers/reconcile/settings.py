@@ -54,13 +54,26 @@ class ReconcileSettings:
     shutdown_timeout_seconds: float = 20.0
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> ReconcileSettings:
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        metrics_host: str | None = None,
+        metrics_port: int | None = None,
+    ) -> ReconcileSettings:
+        """Read and check every setting; ``metrics_*``: the flags, which win over their variables."""
         env = Env(environ)
         d = cls()
         send_api = SendApiSettings.from_env(env)
         if not send_api.accounts:
+            # Without one there is nothing to read: a start that can only fail.
+            given = env.optional_str("IGW_ACCOUNTS_FILE")
             raise SettingsError(
-                "IGW_ACCOUNTS_FILE", "reconcile needs at least one account: set IGW_ACCESS_TOKEN or IGW_ACCOUNTS_FILE"
+                "IGW_ACCESS_TOKEN" if given is None else "IGW_ACCOUNTS_FILE",
+                "no account to read conversations of: "
+                + ("IGW_ACCESS_TOKEN and IGW_ACCOUNTS_FILE are unset" if given is None else f"{given} lists none"),
+                "set IGW_ACCESS_TOKEN for one Instagram-Login account, or list accounts in IGW_ACCOUNTS_FILE;"
+                " docs/reconcile.md",
             )
         messages = env.int("IGW_RECONCILE_MESSAGES_PER_CONVERSATION", d.messages_per_conversation, min_value=1)
         if messages > MAX_MESSAGES_PER_CONVERSATION:
@@ -74,8 +87,16 @@ class ReconcileSettings:
             raise SettingsError(
                 "IGW_RECONCILE_LOOKBACK_SECONDS", f"must cover at least one interval ({interval:g} s), got {lookback:g}"
             )
-        app_id = env.optional_str("IGW_APP_ID")
         app_token = env.secret("IGW_APP_ACCESS_TOKEN")
+        if app_token is not None and "|" not in app_token.value:
+            # The value is not shown: it is a secret.
+            raise SettingsError(
+                "IGW_APP_ACCESS_TOKEN",
+                "expected an app token, the app id and the app secret joined by a vertical bar",
+            )
+        app_id = env.optional_str("IGW_APP_ID")
+        if app_id is not None and not app_id.isdigit():
+            raise SettingsError("IGW_APP_ID", f"expected the app's numeric id, got {app_id!r}")
         if app_token is not None and app_id is None:
             raise SettingsError(
                 "IGW_APP_ID", "is required with IGW_APP_ACCESS_TOKEN (the app whose subscriptions to read)"
@@ -101,8 +122,12 @@ class ReconcileSettings:
             rate_limit_key_prefix=env.str("IGW_RECONCILE_RATE_KEY_PREFIX", d.rate_limit_key_prefix),
             app_id=app_id,
             app_token=app_token,
-            metrics_host=env.str("IGW_METRICS_HOST", d.metrics_host),
-            metrics_port=env.int("IGW_METRICS_PORT", d.metrics_port, min_value=0),
+            metrics_host=metrics_host if metrics_host is not None else env.host("IGW_METRICS_HOST", d.metrics_host),
+            metrics_port=(
+                metrics_port
+                if metrics_port is not None
+                else env.port("IGW_METRICS_PORT", d.metrics_port, allow_zero=True)
+            ),
             create_topics=env.bool("IGW_CREATE_TOPICS", d.create_topics),
             shutdown_timeout_seconds=env.float("IGW_SHUTDOWN_TIMEOUT_SECONDS", d.shutdown_timeout_seconds, min_value=0),
         )

@@ -417,7 +417,9 @@ def run(args: argparse.Namespace) -> int:
         token = args.token
         if not token:
             token = env.required_secret(
-                "INSTAGRAM_WEBHOOK_VERIFY_TOKEN", "the verify token to check the gateway with", alternative="pass --token"
+                "INSTAGRAM_WEBHOOK_VERIFY_TOKEN",
+                "the verify token to check the gateway with",
+                alternative="pass --token",
             ).value
         secret = args.secret
         if not secret:
