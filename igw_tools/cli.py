@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from consumers.agent_replies import command as agent_command
 from consumers.analytics import command as analytics_command
+from consumers.reconcile import command as reconcile_command
 from gateway import command as gateway_command
 from igw import __version__
 from igw.errors import StartupError
@@ -21,6 +22,7 @@ COMMANDS = (
     graph_emulator,
     agent_command,
     analytics_command,
+    reconcile_command,
     simulate,
     check,
     topics,

@@ -43,6 +43,7 @@ class Ports:
     kafka: int = 9092
     agent_metrics: int = 9101
     analytics_metrics: int = 9102
+    reconcile_metrics: int = 9103
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,6 +284,7 @@ def busy_ports(ports: Ports) -> list[str]:
         "--kafka-port": ports.kafka,
         "--agent-metrics-port": ports.agent_metrics,
         "--analytics-metrics-port": ports.analytics_metrics,
+        "--reconcile-metrics-port": ports.reconcile_metrics,
     }
     return [f"{port} ({flag})" for flag, port in named.items() if port_is_open("127.0.0.1", port)]
 

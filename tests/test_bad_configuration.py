@@ -45,6 +45,7 @@ FREE = {
     "IGW_AGENT_GROUP": "any text is a Kafka consumer group id",
     "IGW_ANALYTICS_GROUP": "any text is a Kafka consumer group id",
     "IGW_ANALYTICS_PAYLOADS": "payloads are the page's own strings",
+    "IGW_RECONCILE_RATE_KEY_PREFIX": "any text is a Redis key prefix",
 }
 
 # Bad values of the variables whose default is neither a number nor a boolean. A mapping sets
@@ -98,6 +99,7 @@ BAD: dict[str, str | Mapping[str, str | None]] = {
     "IGW_OPENAI_SYSTEM_PROMPT_FILE": f"{MISSING}/prompt.txt",
     "IGW_HANDOVER_PAUSE_SECONDS": "soon",
     "IGW_APP_ID": "my-app",
+    "IGW_APP_ACCESS_TOKEN": f"{MARK}-no-app-id-in-it",
     "IGW_ANALYTICS_AGENT_APP_IDS": "agent-app",
     "IGW_ANALYTICS_ROLLUP_PATH": "/dev/null/rollup.sqlite",
     "IGW_METRICS_HOST": "not a host",
@@ -106,8 +108,8 @@ BAD: dict[str, str | Mapping[str, str | None]] = {
 }
 
 # "all" in the doc's process column: every process that talks to Kafka.
-ALL = ("gateway", "agent", "analytics", "topics", "replay")
-ALL_PRODUCERS = ("gateway", "agent", "replay")
+ALL = ("gateway", "agent", "analytics", "reconcile", "topics", "replay")
+ALL_PRODUCERS = ("gateway", "agent", "reconcile", "replay")
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +209,7 @@ def base_env(command: str, places: Places) -> dict[str, str]:
             "IGW_ACCESS_TOKEN": f"{MARK}-token",
         },
         "analytics": {**metrics, "KAFKA_BOOTSTRAP_SERVERS": kafka},
+        "reconcile": {**metrics, "KAFKA_BOOTSTRAP_SERVERS": kafka, "IGW_ACCESS_TOKEN": f"{MARK}-token"},
         "topics": {"KAFKA_BOOTSTRAP_SERVERS": kafka},
         "replay": {"KAFKA_BOOTSTRAP_SERVERS": kafka},
         "check": secrets,
@@ -223,6 +226,7 @@ def argv(command: str, places: Places) -> list[str]:
         "gateway": ["gateway"],
         "agent": ["agent"],
         "analytics": ["analytics"],
+        "reconcile": ["reconcile"],
         "topics": ["topics", "create", "--timeout", "5"],
         "replay": ["replay", "deadletter", "--to", "messages", "--dry-run", "--timeout", "5"],
         "check": ["check", nowhere, "--timeout", "1"],
@@ -299,7 +303,7 @@ def test_a_bad_value_is_one_line_naming_the_variable(
     assert match["what"].startswith(f"{variable}: "), match.group(0)
 
 
-@pytest.mark.parametrize("command", ["gateway", "agent", "analytics", "graph-emulator", "dev"])
+@pytest.mark.parametrize("command", ["gateway", "agent", "analytics", "reconcile", "graph-emulator", "dev"])
 def test_a_busy_port_is_one_line(
     command: str, places: Places, environment: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -314,7 +318,7 @@ def test_a_busy_port_is_one_line(
     assert "choose an" in match["todo"] or "choose others" in match["todo"]
 
 
-@pytest.mark.parametrize("command", ["agent", "analytics", "topics", "replay"])
+@pytest.mark.parametrize("command", ["agent", "analytics", "reconcile", "topics", "replay"])
 def test_an_unreachable_broker_is_one_line(
     command: str, places: Places, environment: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

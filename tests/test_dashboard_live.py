@@ -1,8 +1,9 @@
-"""The Grafana dashboard against a real Prometheus scraping a real gateway, agent and analytics.
+"""The Grafana dashboard against a real Prometheus scraping a real gateway, agent, analytics and reconcile.
 
 The stack: the session's Tansu broker, ``igw gateway``, ``igw graph-emulator`` standing in for
-Meta's Send API, ``igw agent`` (rules agent), ``igw analytics``, and a ``prometheus`` server
-scraping the three every second. Signed webhook traffic goes in; every dashboard query must
+Meta's Send API and Conversations API, ``igw agent`` (rules agent), ``igw analytics``, ``igw
+reconcile`` (a conversation whose webhooks never came), and a ``prometheus`` server scraping the
+four every second. Signed webhook traffic goes in; every dashboard query must
 return data, every metric a query names must appear on the /metrics page of the job it selects,
 Prometheus must hold each igw series under the job that exports it only, and each histogram's
 buckets must fit what the run measured (not nearly all in the first bucket, few past the last).
@@ -32,7 +33,9 @@ from consumers.analytics.dashboard import PanelQuery, instantiate, load_queries,
 from igw_tools.localbroker import free_port
 from tests.plugins.exports import jobs_exporting
 from tests.plugins.prometheus import DEPLOY, PrometheusFactory
+from tests.plugins.reconcile import Message, record_history
 from tests.plugins.stack import IgwStarter, stack_env
+from tests.stack_traffic import ACCOUNT as STACK_ACCOUNT
 from tests.stack_traffic import feed
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -110,12 +113,12 @@ async def snapshot(http: aiohttp.ClientSession, prom: str, queries: list[PanelQu
 
 
 async def test_every_dashboard_panel_returns_data(
-    kafka_bootstrap: str, igw_stack: IgwStarter, prometheus_factory: PrometheusFactory
+    kafka_bootstrap: str, igw_stack: IgwStarter, prometheus_factory: PrometheusFactory, tmp_path: Path
 ) -> None:
     """Fed signed traffic, each panel's PromQL returns data and names only metrics the processes export."""
     prefix = f"t{uuid.uuid4().hex[:12]}"
     env = stack_env(kafka_bootstrap, prefix)
-    ports = {name: free_port() for name in ("gateway", "emulator", "agent", "analytics")}
+    ports = {name: free_port() for name in ("gateway", "emulator", "agent", "analytics", "reconcile")}
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     started = time.time()
 
@@ -151,7 +154,29 @@ async def test_every_dashboard_panel_returns_data(
         url=urls["analytics"],
         ready_path="/readyz",
     )
-    targets = {f"igw-{name}": f"127.0.0.1:{ports[name]}" for name in ("gateway", "agent", "analytics")}
+    # A conversation Meta kept but whose webhooks never came: reconcile recovers it.
+    now = int(time.time() * 1000)
+    lost = [Message(STACK_ACCOUNT, "9900000000000001", f"aWdf-lost-{i}", now - 60_000 + i, "hello?") for i in range(3)]
+    await record_history(emulator.url, lost)
+    accounts = tmp_path / "accounts.json"
+    accounts.write_text(f'[{{"account_id": "{STACK_ACCOUNT}", "flavour": "ig_ig", "token": "stack-token"}}]')
+    reconcile_env = {
+        **env,
+        "IGW_METRICS_HOST": "127.0.0.1",
+        "IGW_ACCOUNTS_FILE": str(accounts),
+        "IGW_GRAPH_BASE_URL": emulator.url,
+        "IGW_INSTAGRAM_GRAPH_BASE_URL": emulator.url,
+        "IGW_RECONCILE_INTERVAL_SECONDS": "2",
+        "IGW_RECONCILE_MIN_AGE_SECONDS": "0",
+    }
+    igw_stack(
+        "reconcile",
+        ["reconcile", "--metrics-port", str(ports["reconcile"])],
+        reconcile_env,
+        url=urls["reconcile"],
+        ready_path="/readyz",
+    )
+    targets = {f"igw-{name}": f"127.0.0.1:{ports[name]}" for name in ("gateway", "agent", "analytics", "reconcile")}
     prom = prometheus_factory(targets).url
 
     async with aiohttp.ClientSession() as http:
@@ -164,6 +189,10 @@ async def test_every_dashboard_panel_returns_data(
         while len(await query(http, prom, "up == 1")) < len(targets):
             assert time.monotonic() < deadline, "prometheus did not scrape every target"
             await asyncio.sleep(0.2)
+        # Two more lost messages once Prometheus watches: the next pass counts them, so rates see it.
+        now = int(time.time() * 1000)
+        later = [Message(STACK_ACCOUNT, "9900000000000002", f"aWdf-later-{i}", now + i, "anyone?") for i in range(2)]
+        await record_history(emulator.url, later)
         posted = await feed(f"{urls['gateway']}/api/v1/instagram/webhook", SECRET, FEED_SECONDS)
         assert posted > 0
 
@@ -181,7 +210,8 @@ async def test_every_dashboard_panel_returns_data(
             await asyncio.sleep(1)
         assert not missing, f"panels without data: {json.dumps(missing, indent=1)}"
 
-        pages = {f"igw-{name}": await metrics_page(http, urls[name]) for name in ("gateway", "agent", "analytics")}
+        jobs = ("gateway", "agent", "analytics", "reconcile")
+        pages = {f"igw-{name}": await metrics_page(http, urls[name]) for name in jobs}
         exposed = {job: sample_names(text) for job, text in pages.items()}
         # Every selector names its job (tests/test_grafana_dashboard.py); that job's page shows the series.
         unknown = {

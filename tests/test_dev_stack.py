@@ -24,6 +24,7 @@ def _dev_args(state_dir: Path, ports: dict[str, int]) -> list[str]:
         "--port", str(ports["gateway"]), "--emulator-port", str(ports["emulator"]),
         "--kafka-port", str(ports["kafka"]), "--agent-metrics-port", str(ports["agent"]),
         "--analytics-metrics-port", str(ports["analytics"]),
+        "--reconcile-metrics-port", str(ports["reconcile"]),
     ]  # fmt: skip
 
 
@@ -62,7 +63,7 @@ class _Output:
 async def test_dev_stack_serves_the_readme_walkthrough(tmp_path: Path) -> None:
     """With the saved dev secrets: the handshake works, and a signed DM and the App Dashboard's test DM (sent
     with `igw simulate --dashboard-test`) are each answered once by the rules agent."""
-    ports = {name: free_port() for name in ("gateway", "emulator", "kafka", "agent", "analytics")}
+    ports = {name: free_port() for name in ("gateway", "emulator", "kafka", "agent", "analytics", "reconcile")}
     proc = subprocess.Popen(_dev_args(tmp_path, ports), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     output = _Output(proc)
     try:
@@ -129,7 +130,7 @@ def test_busy_port_is_a_one_line_error(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         busy = taken.getsockname()[1]
-        ports = {name: free_port() for name in ("gateway", "emulator", "kafka", "agent", "analytics")}
+        ports = {name: free_port() for name in ("gateway", "emulator", "kafka", "agent", "analytics", "reconcile")}
         ports["emulator"] = busy
         result = subprocess.run(_dev_args(tmp_path, ports), capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 2

@@ -76,9 +76,9 @@ def test_every_query_reads_the_job_that_exports_its_metrics() -> None:
 
 
 def test_dashboard_covers_gateway_kafka_and_business() -> None:
-    """The dashboard has its gateway, Kafka, agent and business rows."""
+    """The dashboard has its gateway, Kafka, agent, business and delivery completeness rows."""
     titles = {p["title"] for p in json.loads(DASHBOARD.read_text())["panels"] if p["type"] == "row"}
-    assert {"Gateway", "Kafka", "Agent and Send API", "Business"} <= titles
+    assert {"Gateway", "Kafka", "Agent and Send API", "Business", "Delivery completeness"} <= titles
 
 
 def test_every_query_reads_metrics_igw_exports() -> None:

@@ -40,6 +40,7 @@ class Reason(StrEnum):
     DUPLICATE = "duplicate"  # skipped: the ledger says it was answered already
     WINDOW_CLOSED = "window_closed"  # skipped: older than the 24 h window, or Meta said so
     HUMAN_TAKEOVER = "human_takeover"  # skipped: a person answered in this conversation recently
+    ALREADY_ANSWERED = "already_answered"  # skipped: recovered, and the account wrote after it (docs/reconcile.md)
     ACCOUNT_PAUSED = "account_paused"  # skipped: the account's token or status needs an operator
     STANDBY = "standby"  # skipped: another app owns the thread
     NO_REPLY = "no_reply"  # skipped: the agent chose not to answer

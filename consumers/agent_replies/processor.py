@@ -19,6 +19,7 @@ from consumers.agent_replies.agent import Agent, AgentError
 from consumers.agent_replies.metrics import AgentMetrics
 from consumers.agent_replies.model import AgentReply, InboundEvent, Turn
 from consumers.agent_replies.outcomes import Outcome, OutcomePublisher, Reason, ReplyRecord
+from consumers.agent_replies.recovered import RecoveredVerdict, judge
 from consumers.agent_replies.settings import AgentSettings
 from consumers.agent_replies.store import ClaimState, Store
 from consumers.common.runner import Ticket
@@ -96,6 +97,11 @@ class ReplyProcessor:
         now = self._clock()
         if now * 1000 - event.timestamp_ms > self.settings.window_seconds * 1000:
             await self._record(event, Outcome.SKIPPED, Reason.WINDOW_CLOSED, detail="older than the reply window")
+            return None
+        verdict = judge(event.envelope, event.timestamp_ms, now, self.settings.window_seconds)
+        if verdict is RecoveredVerdict.ALREADY_ANSWERED:
+            # Recovered by reconcile, and the account wrote after it (consumers/agent_replies/recovered.py).
+            await self._record(event, Outcome.SKIPPED, Reason.ALREADY_ANSWERED, detail="answered after it")
             return None
         account_paused, conversation_paused = await self.store.pauses(event.account_id, event.conversation_id)
         if account_paused is not None:

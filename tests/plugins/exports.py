@@ -14,10 +14,11 @@ from consumers.agent_replies.metrics import AgentMetrics
 from consumers.analytics.dashboard import selectors
 from consumers.analytics.metrics import AnalyticsMetrics
 from consumers.common.metrics import ConsumerMetrics
+from consumers.reconcile.metrics import ReconcileMetrics
 from consumers.send_api.metrics import SendApiMetrics
 from gateway.metrics import GatewayMetrics
 
-JOBS = ("igw-gateway", "igw-agent", "igw-analytics")
+JOBS = ("igw-gateway", "igw-agent", "igw-analytics", "igw-reconcile")
 
 
 def sample_names(families: list[Metric]) -> set[str]:
@@ -38,7 +39,12 @@ def exported_by_job() -> dict[str, frozenset[str]]:
     ConsumerMetrics(agent, "igw-agent")
     AnalyticsMetrics(analytics)
     ConsumerMetrics(analytics, "igw-analytics")
-    registries = {"igw-gateway": GatewayMetrics().registry, "igw-agent": agent, "igw-analytics": analytics}
+    registries = {
+        "igw-gateway": GatewayMetrics().registry,
+        "igw-agent": agent,
+        "igw-analytics": analytics,
+        "igw-reconcile": ReconcileMetrics().registry,
+    }
     return {
         job: frozenset(name for name in sample_names(list(registry.collect())) if name.startswith("igw_"))
         for job, registry in registries.items()
