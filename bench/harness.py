@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
-from bench import consumer_runs, kafka_check, loadgen, payloads, procstat, report, servers
+from bench import bigbody, consumer_runs, kafka_check, loadgen, payloads, procstat, report, servers
 from bench.ports import PortRange, parse_range
 from bench.scenarios import SCENARIOS, Scenario
 from igw_tools.localbroker import LocalBroker
@@ -249,12 +249,44 @@ def run_analytics_scenario(options: Options, scenario: Scenario) -> list[report.
     return consumer_runs.analytics_scenario(consumer_setup(options), options.results_dir / scenario.name / "tansu.log")
 
 
+def run_bigbody_scenario(options: Options, scenario: Scenario) -> list[report.RunResult]:
+    """Prints its own table (bench/bigbody.py); a failed delivery check fails the run."""
+    print(f"\n## scenario {scenario.name}: {scenario.description}", flush=True)
+    workdir = options.results_dir / scenario.name
+    broker = start_broker(options, workdir / "tansu.log")
+    try:
+        result = bigbody.run(
+            broker=broker,
+            port=options.ports.take(),
+            server_core=_pin(options, SERVER_CORE),
+            load_core=_pin(options, LOAD_CORE),
+            workdir=workdir,
+            secret=options.secret,
+            verify_token=options.verify_token,
+            prefix=f"bench{options.run_id}bigbody",
+            duration=options.duration,
+        )
+    finally:
+        broker.stop()
+    print(result.markdown(), flush=True)
+    dm_over = sum(s > 1.0 for s in result.dm_seconds)
+    print(
+        f"bigbody_dm_p99_ms={result.percentile_ms(0.99):.1f} bigbody_dm_max_ms={1000 * max(result.dm_seconds):.1f} "
+        f"bigbody_dms_over_1s={dm_over} bigbody_peak_rss_mib={result.peak_rss / 2**20:.0f}",
+        flush=True,
+    )
+    if not result.delivered:
+        raise SystemExit(f"DELIVERY CHECK FAILED: bigbody: {result.found} records for {result.acknowledged} events")
+    return []
+
+
 Result = report.RunResult | report.ConsumerRun
 # Scenario kinds and how to run them.
 RUNNERS: dict[str, Callable[[Options, Scenario], Sequence[Result]]] = {
     "webhook": run_webhook_scenario,
     "agent": run_agent_scenario,
     "analytics": run_analytics_scenario,
+    "bigbody": run_bigbody_scenario,
 }
 
 

@@ -105,6 +105,21 @@ def batch(secret: str, items: int = BATCH_ITEMS) -> list[SignedBody]:
     return [signed(f"batch{items}", _envelope("instagram", entries), secret)]
 
 
+def largest(secret: str, limit: int) -> SignedBody:
+    """As many DMs as fit in ``limit`` bytes (entries of 100, 1000 conversations): the largest body accepted."""
+    item_bytes = len(meta_json(dm_item(1))) + 1
+    count = limit // item_bytes
+    while True:
+        entries = []
+        for start in range(0, count, 100):
+            items = [dm_item(n, sender=f"12345678901{n % 1000:05d}") for n in range(start, min(start + 100, count))]
+            entries.append(_entry(items))
+        body = signed(f"largest{count}", _envelope("instagram", entries), secret)
+        if len(body.body) <= limit:
+            return body
+        count = count * limit // len(body.body) - 1
+
+
 def mixed(secret: str) -> list[SignedBody]:
     """A realistic stream, one event per body: DMs, an image, a story reply, a postback, reactions, reads, a comment."""
     account, user = ACCOUNT_ID, USER_ID

@@ -56,3 +56,10 @@ register(
     )
 )
 register(Scenario("analytics", "igw analytics counting pre-loaded envelopes of a realistic mix", "analytics"))
+register(
+    Scenario(
+        "bigbody",
+        "the largest accepted body (IGW_MAX_BODY_BYTES of DMs) every 3 s while single DMs stream at 100/s",
+        "bigbody",
+    )
+)

@@ -10,16 +10,21 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from gateway import metrics
-from gateway.drain import drain_forever
+from gateway import background
+from gateway.drain import Drain
+from gateway.metrics import GatewayMetrics, shared_metrics_dir
+from gateway.monitor import Monitor
+from gateway.privacy import data_deletion, deauthorize, deletion_status
 from gateway.publisher import AiokafkaPublisher, Publisher
 from gateway.settings import GatewaySettings
-from gateway.spool import Spool, open_spool
+from gateway.spool import Fault, open_spool
 from gateway.state import GatewayState
 from gateway.typedefs import publisher_key, settings_key, state_key
 from gateway.views import healthz, readyz, receive_webhook, verify_subscription
 from igw.config import KafkaSettings
-from igw.errors import SettingsError
+from igw.errors import SpoolUnavailable
+from igw.keystore import open_keystore
+from igw.sealing import Sealer
 from igw.topics import GATEWAY_TOPICS, ensure_topics
 
 __all__ = ["PublisherFactory", "create_app"]
@@ -29,21 +34,41 @@ log = logging.getLogger(__name__)
 PublisherFactory = Callable[[KafkaSettings], Publisher]
 
 
-def create_app(settings: GatewaySettings, *, publisher_factory: PublisherFactory | None = None) -> web.Application:
+def create_app(
+    settings: GatewaySettings,
+    *,
+    publisher_factory: PublisherFactory | None = None,
+    metrics: GatewayMetrics | None = None,
+) -> web.Application:
+    """The gateway's app. Its metrics are its own (a new registry unless ``metrics`` is given):
+    ``/metrics`` serves them and nothing another part of the process may have registered."""
     # No middleware: even an empty one costs several % of a one-message POST (bench/); request
-    # metrics come from the access-log hook aiohttp calls anyway (igw.logs.ObservingAccessLogger).
+    # metrics come from the access-log hook aiohttp calls anyway (gateway.access_log).
+    if metrics is None:
+        metrics = GatewayMetrics(shared_metrics_dir())
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[settings_key] = settings
-    app[state_key] = GatewayState.from_settings(settings)
-    app[publisher_key] = (publisher_factory or default_publisher_factory(settings))(settings.kafka)
+    app[state_key] = GatewayState.from_settings(settings, metrics)
+    publisher = (publisher_factory or default_publisher_factory(settings))(settings.kafka)
+    task = getattr(publisher, "failure_task", None)
+    if isinstance(task, str):
+        # The producer's own background work counts its unexpected errors in this app's metrics.
+        publisher.failures = metrics.background_failures.labels(task)  # type: ignore[attr-defined]
+    app[publisher_key] = publisher
     app.router.add_get(settings.webhook_path, verify_subscription)
     app.router.add_post(settings.webhook_path, receive_webhook)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", make_aiohttp_handler(metrics.registry()))
+    app.router.add_get("/metrics", make_aiohttp_handler(metrics.registry))
+    app.router.add_post(f"{settings.privacy_path}/data-deletion", data_deletion)
+    app.router.add_post(f"{settings.privacy_path}/deauthorize", deauthorize)
+    app.router.add_get(f"{settings.privacy_path}/deletion-status", deletion_status)
+    # First: the key store must be open before the drain seals a spooled body.
+    app.cleanup_ctx.append(_content_keys)
     app.cleanup_ctx.append(_kafka)
-    # After _kafka: cleanup runs in reverse, so the drain stops before the producer does.
+    # After _kafka: cleanup runs in reverse, so the drain and the monitor stop before the producer does.
     app.cleanup_ctx.append(_spool)
+    app.cleanup_ctx.append(_background)
     return app
 
 
@@ -56,6 +81,25 @@ def default_publisher_factory(settings: GatewaySettings) -> PublisherFactory:
     return AiokafkaPublisher
 
 
+async def _content_keys(app: web.Application) -> AsyncIterator[None]:
+    """Open the content key store (``IGW_CONTENT_KEYS``) and follow other processes' erasures."""
+    settings = app[settings_key]
+    if settings.content_keys is None:
+        yield
+        return
+    store = open_keystore(settings.content_keys)
+    sealer = Sealer(store)
+    app[state_key].sealer = sealer
+    watch = asyncio.create_task(sealer.watch(), name="igw-content-keys")
+    try:
+        yield
+    finally:
+        watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watch
+        await store.close()
+
+
 async def _kafka(app: web.Application) -> AsyncIterator[None]:
     """Connect the producer and create missing topics; on shutdown, flush and close it.
 
@@ -64,6 +108,7 @@ async def _kafka(app: web.Application) -> AsyncIterator[None]:
     """
     settings = app[settings_key]
     publisher = app[publisher_key]
+    producer_ready = app[state_key].metrics.producer_ready
     # Wait briefly for Kafka, then serve anyway: /readyz reports the broker, and Meta's deliveries
     # get 503 (and are retried) rather than connection refused while the producer keeps trying.
     await publisher.start()
@@ -72,7 +117,9 @@ async def _kafka(app: web.Application) -> AsyncIterator[None]:
         topics_task = asyncio.create_task(_create_topics_when_connected(publisher, settings), name="igw-topics")
         if publisher.connected:
             await asyncio.wait({topics_task}, timeout=10)
-    metrics.PRODUCER_READY.set(1 if publisher.connected else 0)
+    producer_ready.set(1 if publisher.connected else 0)
+    if not publisher.connected:
+        app[state_key].delivery.kafka_failed()  # the monitor marks it back once a check passes
     try:
         yield
     finally:
@@ -81,59 +128,82 @@ async def _kafka(app: web.Application) -> AsyncIterator[None]:
             with contextlib.suppress(asyncio.CancelledError):
                 await topics_task
         await publisher.stop()
-        metrics.PRODUCER_READY.set(0)
+        producer_ready.set(0)
 
 
 async def _spool(app: web.Application) -> AsyncIterator[None]:
-    """Open the spool (replaying what a previous run left in it) and run its drain."""
+    """Open the spool (replaying what a previous run left in it); close it at the end.
+
+    A spool that cannot be opened (a disk fault at start-up) does not stop the gateway: it serves
+    directly while Kafka takes records, answers 503 while not, and the monitor tries again.
+    """
     settings = app[settings_key]
     state = app[state_key]
+    delivery = state.delivery
     if settings.spool_dir is None:
         yield
         return
     try:
         spool = await open_spool(
-            settings.spool_dir, max_bytes=settings.spool_max_bytes, max_age_seconds=settings.spool_max_age_seconds
+            settings.spool_dir,
+            metrics=state.metrics,
+            max_bytes=settings.spool_max_bytes,
+            max_age_seconds=settings.spool_max_age_seconds,
         )
-    except OSError as exc:
-        # A spool that cannot be used is a configuration error: refuse to start rather than run without it.
-        raise SettingsError("IGW_SPOOL_DIR", f"cannot use {settings.spool_dir}: {exc.strerror or exc}") from exc
-    state.spool = spool
-    report = spool.scan_report
-    if report.records:
-        log.warning(
-            "spool %s holds %d bodies (%d bytes) from an earlier run; publishing them to Kafka first",
-            spool.directory,
-            report.records,
-            report.bytes,
+    except SpoolUnavailable as exc:
+        log.error(
+            "IGW_SPOOL_DIR %s cannot be used (%s: %s); serving without a spool until it can, trying again",
+            settings.spool_dir,
+            exc.reason,
+            exc,
         )
-    state.spooling = report.records > 0
-    publisher = app[publisher_key]
-    drain = asyncio.create_task(drain_forever(spool, publisher, settings, state), name="igw-spool-drain")
-    gauges = asyncio.create_task(_refresh_spool_gauges(spool), name="igw-spool-gauges")
+        delivery.spool_unavailable(Fault(exc.reason))
+    else:
+        report = spool.scan_report
+        if report.records:
+            log.warning(
+                "spool %s holds %d bodies (%d bytes) from an earlier run; publishing them to Kafka first",
+                spool.directory,
+                report.records,
+                report.bytes,
+            )
+        delivery.attach_spool(spool)
     try:
         yield
     finally:
-        gauges.cancel()
+        spool_now = delivery.spool
+        if spool_now is not None:
+            delivery.detach_spool()
+            await spool_now.close()
+
+
+async def _background(app: web.Application) -> AsyncIterator[None]:
+    """The drain and the monitor, each kept running by ``gateway.background``."""
+    settings = app[settings_key]
+    state = app[state_key]
+    delivery = state.delivery
+    publisher = app[publisher_key]
+    failures = state.metrics.background_failures
+    monitor = Monitor(delivery, publisher, settings, state.metrics)
+    tasks = [background.start("monitor", monitor.run, failures)]
+    if settings.spool_dir is not None:
+        drain = Drain(delivery, publisher, settings, state.topics, state.big, state.metrics, state.sealer)
+        tasks.append(background.start("spool-drain", drain.run, failures))
+    try:
+        yield
+    finally:
         # Handlers have finished: give the drain a moment to empty the spool, since a replaced
         # container may not get this volume back (docs/durability.md).
-        if spool.records and publisher.connected:
+        spool = delivery.spool
+        if spool is not None and spool.records and delivery.kafka_ok:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(spool.wait_empty(), timeout=min(5.0, settings.shutdown_timeout))
-        if spool.records:
+        if spool is not None and spool.records:
             log.warning(
                 "stopping with %d bodies in the spool %s; the next start publishes them", spool.records, spool.directory
             )
-        drain.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await drain
-        await spool.close()
-
-
-async def _refresh_spool_gauges(spool: Spool) -> None:
-    while True:  # the oldest body's age grows with time, not only when the spool changes
-        spool.publish_metrics()
-        await asyncio.sleep(1.0)
+        await background.stop(tasks)
+        state.big.close()
 
 
 async def _create_topics_when_connected(publisher: Publisher, settings: GatewaySettings) -> None:

@@ -18,6 +18,7 @@ from aiokafka.errors import KafkaError
 
 from gateway.acks import all_acknowledged, settle_stragglers
 from gateway.batching import Batch, Lanes
+from gateway.metrics import UNCOUNTED, Incrementer
 from igw.config import KafkaSettings
 from igw.errors import BrokerUnavailable, PublishError, PublishTimeout
 from igw.partitioning import key_hasher
@@ -53,7 +54,11 @@ class AiokafkaPublisher:
     publishing fails fast until the producer is connected.
     """
 
+    # The background task counted in igw_background_task_failures_total; the app points ``failures`` there.
+    failure_task = "kafka-connect"
+
     def __init__(self, settings: KafkaSettings, *, reconnect_interval: float = 2.0) -> None:
+        self.failures: Incrementer = UNCOUNTED
         self._settings = settings
         self._reconnect_interval = reconnect_interval
         self._producer: AIOKafkaProducer | None = None
@@ -102,7 +107,13 @@ class AiokafkaPublisher:
         return True
 
     async def _connect_forever(self) -> None:
-        while not await self._try_connect():
+        while True:
+            try:
+                if await self._try_connect():
+                    return
+            except Exception:  # never stop trying for an unexpected error: nothing else would connect
+                self.failures.inc()
+                log.exception("connecting the Kafka producer failed unexpectedly; retrying")
             try:
                 await asyncio.wait_for(self._stopping.wait(), self._reconnect_interval)
                 return

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from gateway.acks import all_acknowledged, settle_stragglers
+from gateway.metrics import UNCOUNTED, Incrementer
 from igw.config import KafkaSettings
 from igw.errors import BrokerUnavailable, PublishError, PublishTimeout
 from igw.records import OutRecord
@@ -25,7 +26,11 @@ log = logging.getLogger(__name__)
 
 
 class ConfluentPublisher:
+    # The background thread counted in igw_background_task_failures_total; the app points ``failures`` there.
+    failure_task = "rdkafka-poll"
+
     def __init__(self, settings: KafkaSettings) -> None:
+        self.failures: Incrementer = UNCOUNTED
         self._settings = settings
         self._producer: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -72,8 +77,16 @@ class ConfluentPublisher:
         log.info("librdkafka producer started for %s", self._settings.bootstrap_servers)
 
     def _poll(self) -> None:
+        failures = 0
         while not self._stopping.is_set():
-            self._producer.poll(0.05)
+            try:
+                self._producer.poll(0.05)
+            except Exception:  # the thread must outlive any error: it resolves every delivery
+                self.failures.inc()
+                if failures == 0:
+                    log.exception("librdkafka poll failed unexpectedly; polling on")
+                failures += 1
+                time.sleep(0.05)
 
     async def stop(self) -> None:
         producer = self._producer

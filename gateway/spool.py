@@ -4,16 +4,17 @@ Each body is stored as Meta sent it, with its receipt time and signature header,
 later re-runs ``normalize(body, received_at)`` and produces exactly the records the direct path
 would have produced (same event ids, same ``received_at``).
 
-On disk: ``<dir>/<id>.seg`` segment files of frames, and ``<dir>/cursor`` naming how far the
-drain got (segment id and byte offset; rewritten atomically, not fsynced: losing it only replays
-records again, which consumers deduplicate by event id). A frame is::
-
-    magic b"IGW1" | u32 payload length | u32 crc32(payload) | payload
-    payload = i64 received_at (ms) | u16 signature length | signature | body
+On disk (``gateway.spool_disk``): ``<dir>/<id>.seg`` segment files of checksummed frames, and
+``<dir>/cursor`` naming how far the drain got, overwritten in place (so the drain can record its
+progress and delete drained segments even on a full disk).
 
 A torn last write (the process or the machine died mid-write) or a damaged frame is found by the
 length and checksum at start-up, reported (log, ``igw_spool_failures_total``) and moved aside to
 ``<id>.seg.bad``: it is never replayed as garbage.
+
+Every disk error is a named, recoverable fault (``Fault``): the failing step raises
+``SpoolUnavailable`` with it, nothing half-written is left behind, and the spool reports the
+fault until a later write or ``probe()`` succeeds.
 
 Writes are group commits: bodies appended while an fsync is running are written and synced
 together by the next one, in one thread of their own so the event loop never waits on the disk.
@@ -23,23 +24,34 @@ Only the event loop touches the bookkeeping; the writer thread gets explicit arg
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import logging
 import os
-import struct
 import time
-import zlib
-from collections.abc import Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from gateway import metrics
+from gateway import spool_disk as disk
+from gateway.metrics import GatewayMetrics
+from gateway.spool_disk import (
+    HEADER,
+    MAGIC,
+    MAX_PAYLOAD,
+    SUFFIX,
+    Fault,
+    SpooledBody,
+    decode_frames,
+    encode_frame,
+    fault_of,
+    unavailable,
+)
 from igw.errors import SpoolFull, SpoolUnavailable
 
 __all__ = [
+    "Fault",
     "ScanReport",
     "Spool",
     "SpoolBatch",
@@ -47,31 +59,19 @@ __all__ = [
     "SpooledBody",
     "decode_frames",
     "encode_frame",
+    "fault_of",
     "open_spool",
     "orphan_dirs",
 ]
 
 log = logging.getLogger(__name__)
 
-MAGIC: Final = b"IGW1"
-_HEADER: Final = struct.Struct(">4sII")
-_META: Final = struct.Struct(">qH")
-# A frame longer than this is damage, not a body: the gateway refuses bodies far smaller.
-MAX_PAYLOAD: Final = 256 * 1024 * 1024
-_SUFFIX: Final = ".seg"
 # Processes on one host (``--workers``, a rolling restart) each hold one of <base>/0, <base>/1, ...
 MAX_DIRECTORIES: Final = 64
 
 
 class SpoolLocked(Exception):
     """Another live process holds this spool directory."""
-
-
-@dataclass(frozen=True, slots=True)
-class SpooledBody:
-    received_at: int
-    signature: str | None
-    body: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,48 +104,6 @@ class _Segment:
     fd: int | None = field(default=None)
 
 
-def encode_frame(body: bytes, received_at: int, signature: str | None) -> bytes:
-    sig = signature.encode("latin-1", "replace") if signature else b""
-    payload = _META.pack(received_at, len(sig)) + sig + body
-    return _HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
-
-
-def _decode_payload(payload: bytes | memoryview) -> SpooledBody:
-    received_at, sig_len = _META.unpack_from(payload)
-    start = _META.size
-    sig = bytes(payload[start : start + sig_len]).decode("latin-1") if sig_len else None
-    return SpooledBody(received_at, sig, bytes(payload[start + sig_len :]))
-
-
-def decode_frames(data: bytes, base: int = 0) -> Iterator[tuple[int, SpooledBody | str]]:
-    """(offset after the frame, body) per good frame; a final (offset, "torn" | "corrupt") at damage.
-
-    Stops at the end of ``data`` or at the first bad frame. ``base`` is added to offsets.
-    """
-    view = memoryview(data)
-    pos = 0
-    size = len(data)
-    while pos < size:
-        if size - pos < _HEADER.size:
-            yield base + pos, "torn"
-            return
-        magic, length, crc = _HEADER.unpack_from(view, pos)
-        if magic != MAGIC or length < _META.size or length > MAX_PAYLOAD:
-            yield base + pos, "corrupt"
-            return
-        start = pos + _HEADER.size
-        if start + length > size:
-            yield base + pos, "torn"
-            return
-        payload = view[start : start + length]
-        if zlib.crc32(payload) != crc:
-            # Damage in the last frame is a torn write; anything earlier is corruption.
-            yield base + pos, "torn" if start + length == size else "corrupt"
-            return
-        pos = start + length
-        yield base + pos, _decode_payload(payload)
-
-
 class Spool:
     """Durable FIFO of signed bodies with size and age limits. Create, then ``await open()``."""
 
@@ -153,18 +111,22 @@ class Spool:
         self,
         directory: Path,
         *,
+        metrics: GatewayMetrics,
         max_bytes: int,
         max_age_seconds: float,
         segment_bytes: int = 64 * 1024 * 1024,
         report_metrics: bool = True,
     ) -> None:
         self.directory = directory
+        self._metrics = metrics
         self.max_bytes = max_bytes
         self.max_age_ms = int(max_age_seconds * 1000)
         self.segment_bytes = segment_bytes
         # False for a dead process's spool being adopted: the gauges describe this process's own.
         self.report_metrics = report_metrics
         self._lock_fd: int | None = None
+        self._cursor_fd: int | None = None
+        self._cursor_seq = 0
         self.scan_report = ScanReport(0, 0, 0, 0, 0)
         self._segments: list[_Segment] = []
         self._active: _Segment | None = None
@@ -183,10 +145,12 @@ class Spool:
         self._empty.set()
         self._writer: ThreadPoolExecutor | None = None
         self._dir_fd: int | None = None
-        # Set by a failed write, cleared by the next good one (readiness reports it).
-        self._failing = False
+        # The disk fault of the last failed write, cleared by the next good write or probe().
+        self._disk_fault: Fault | None = None
         # Set when a body did not fit, cleared when the drain frees space.
         self._full = False
+        # Called after every change that may change fault() or records (the delivery state listens).
+        self.on_change: Callable[[], None] | None = None
 
     # -- state --------------------------------------------------------------------------------
 
@@ -208,15 +172,20 @@ class Spool:
         """No durable record left and no append on its way to the disk."""
         return self._records == 0 and not self._pending and self._flusher is None
 
+    def fault(self) -> Fault | None:
+        """Why new bodies would be refused now; ``None`` while they would be taken."""
+        if self._disk_fault is not None:
+            return self._disk_fault
+        oldest = self._oldest_ms
+        if oldest is not None and time.time() * 1000 - oldest > self.max_age_ms:
+            return Fault.TOO_OLD
+        if self._full:
+            return Fault.FULL
+        return None
+
     def accepting(self) -> bool:
         """Open, under both limits and not failing to write: new bodies would be taken."""
-        oldest = self._oldest_ms
-        return (
-            self._writer is not None
-            and not self._failing
-            and not self._full
-            and (oldest is None or time.time() * 1000 - oldest <= self.max_age_ms)
-        )
+        return self._writer is not None and self.fault() is None
 
     def oldest_age_seconds(self) -> float:
         oldest = self._oldest_ms
@@ -228,16 +197,32 @@ class Spool:
     async def wait_empty(self) -> None:
         await self._empty.wait()
 
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
     # -- start-up and shutdown -----------------------------------------------------------------
 
     async def open(self) -> ScanReport:
-        """Create the directory, read the cursor, validate every segment and set damage aside."""
+        """Create the directory, read the cursor, validate every segment and set damage aside.
+
+        Raises ``SpoolLocked`` when another process holds the directory, ``SpoolUnavailable``
+        (with its fault) when the disk fails meanwhile; nothing is left open then.
+        """
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="igw-spool")
         try:
             report = await asyncio.get_running_loop().run_in_executor(self._writer, self._scan)
-        except BaseException:
+        except BaseException as exc:
+            fds = [fd for fd in (self._cursor_fd, self._dir_fd, self._lock_fd) if fd is not None]
+            self._cursor_fd = self._dir_fd = self._lock_fd = None
+            disk.close_all(fds)
             self._writer.shutdown(wait=False)
             self._writer = None
+            self._segments.clear()
+            self._records = self._bytes = 0
+            self._oldest_ms = None
+            if isinstance(exc, OSError):
+                raise unavailable("start-up replay", exc) from exc
             raise
         self.scan_report = report
         self.publish_metrics()
@@ -253,12 +238,13 @@ class Spool:
         if writer is None:
             return
         fds = [s.fd for s in self._segments if s.fd is not None]
-        fds += [fd for fd in (self._dir_fd, self._lock_fd) if fd is not None]  # closing the lock releases it
+        # Closing the lock releases it: last.
+        fds += [fd for fd in (self._cursor_fd, self._dir_fd, self._lock_fd) if fd is not None]
         for seg in self._segments:
             seg.fd = None
-        self._dir_fd = self._lock_fd = None
+        self._cursor_fd = self._dir_fd = self._lock_fd = None
         self._active = None
-        await asyncio.get_running_loop().run_in_executor(writer, _close_all, fds)
+        await asyncio.get_running_loop().run_in_executor(writer, disk.close_all, fds)
         writer.shutdown(wait=True)
         self._writer = None
 
@@ -274,8 +260,10 @@ class Spool:
             raise SpoolLocked(str(self.directory)) from None
         self._lock_fd = lock_fd
         self._dir_fd = os.open(self.directory, os.O_RDONLY)
-        cursor_segment, cursor_offset = self._read_cursor()
-        ids = sorted(int(p.stem) for p in self.directory.glob(f"*{_SUFFIX}") if p.stem.isdigit())
+        self._cursor_fd, self._cursor_seq, (cursor_segment, cursor_offset) = disk.open_cursor(
+            self.directory / "cursor", self._dir_fd
+        )
+        ids = sorted(int(p.stem) for p in self.directory.glob(f"*{SUFFIX}") if p.stem.isdigit())
         torn = corrupt = 0
         for seg_id in ids:
             path = self._path(seg_id)
@@ -283,7 +271,7 @@ class Spool:
                 path.unlink()  # drained before the last stop
                 continue
             start = cursor_offset if seg_id == cursor_segment else 0
-            data = path.read_bytes()
+            data = disk.read_segment(path)
             if start > len(data):
                 log.warning("spool cursor points past the end of %s; replaying that segment from its start", path.name)
                 start = 0
@@ -300,7 +288,7 @@ class Spool:
                 if first_ms is None:
                     first_ms = item.received_at
             if damage is not None:
-                bad = path.with_suffix(f"{_SUFFIX}.bad")
+                bad = path.with_suffix(f"{SUFFIX}.bad")
                 with bad.open("ab") as aside:
                     aside.write(data[good:])
                 os.truncate(path, good)
@@ -308,7 +296,7 @@ class Spool:
                     torn += 1
                 else:
                     corrupt += 1
-                metrics.SPOOL_FAILURES.labels("torn_write" if damage == "torn" else "corrupt").inc()
+                self._metrics.spool_failures.labels("torn_write" if damage == "torn" else "corrupt").inc()
                 log.warning(
                     "spool segment %s: %s frame at byte %d; %d bytes moved to %s and not replayed",
                     path.name,
@@ -333,19 +321,8 @@ class Spool:
         self._next_id = max(ids[-1] if ids else 0, cursor_segment) + 1
         return ScanReport(self._records, self._bytes, len(self._segments), torn, corrupt)
 
-    def _read_cursor(self) -> tuple[int, int]:
-        path = self.directory / "cursor"
-        try:
-            seg, offset = path.read_text().split()
-            return int(seg), int(offset)
-        except FileNotFoundError:
-            return 0, 0
-        except (OSError, ValueError):
-            log.warning("spool cursor unreadable; replaying every segment from its start (duplicates possible)")
-            return 0, 0
-
     def _path(self, seg_id: int) -> Path:
-        return self.directory / f"{seg_id:012d}{_SUFFIX}"
+        return self.directory / f"{seg_id:012d}{SUFFIX}"
 
     # -- appending ---------------------------------------------------------------------------
 
@@ -353,17 +330,20 @@ class Spool:
         """Queue ``body`` for the next group commit; the future is done once it is on disk.
 
         Raises ``SpoolFull`` at once when over a limit; the future fails with ``SpoolUnavailable``
-        when the write or the fsync fails.
+        (reason: the disk fault) when the write, the fsync or the creation of a segment fails.
         """
         oldest = self._oldest_ms
         if oldest is not None and received_at - oldest > self.max_age_ms:
-            metrics.SPOOL_FAILURES.labels("too_old").inc()
-            raise SpoolFull("too_old", f"the oldest spooled body is over {self.max_age_ms // 1000}s old")
+            self._metrics.spool_failures.labels(Fault.TOO_OLD).inc()
+            self._changed()
+            raise SpoolFull(Fault.TOO_OLD, f"the oldest spooled body is over {self.max_age_ms // 1000}s old")
         frame = encode_frame(body, received_at, signature)
         if self._bytes + self._pending_bytes + len(frame) > self.max_bytes:
-            self._full = True
-            metrics.SPOOL_FAILURES.labels("full").inc()
-            raise SpoolFull("full", f"the spool holds {self._bytes} of {self.max_bytes} bytes")
+            if not self._full:
+                self._full = True
+                self._changed()
+            self._metrics.spool_failures.labels(Fault.FULL).inc()
+            raise SpoolFull(Fault.FULL, f"the spool holds {self._bytes} of {self.max_bytes} bytes")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((frame, received_at, future))
         self._pending_bytes += len(frame)
@@ -386,40 +366,57 @@ class Spool:
                 started = time.perf_counter()
                 try:
                     seg.fd = await loop.run_in_executor(
-                        self._writer, _write_and_sync, seg.path, seg.fd, seg.end, data, self._dir_fd
+                        self._writer, disk.write_and_sync, seg.path, seg.fd, seg.end, data, self._dir_fd
                     )
-                except OSError as exc:
+                except Exception as exc:  # a disk error, or a bug: either way these bodies are not durable
                     seg.fd = None  # the writer closed it: never close a number the OS may reuse
-                    metrics.SPOOL_FAILURES.labels("io_error").inc()
-                    log.error(
-                        "spool write to %s failed (%s); answering 503 so Meta retries. Check the disk",
-                        seg.path,
-                        exc.strerror or type(exc).__name__,
-                    )
-                    self._failing = True
-                    self._retire_active()
-                    failure = SpoolUnavailable("io_error", "the spool could not write to disk")
-                    for _, _, future in batch:
-                        if not future.done():
-                            future.set_exception(failure)
+                    self._write_failed(seg, exc, batch)
                     continue
-                metrics.SPOOL_FSYNC_DURATION.observe(time.perf_counter() - started)
-                self._failing = False
+                self._metrics.spool_write_duration.observe(time.perf_counter() - started)
                 seg.end += len(data)
                 self._records += len(batch)
                 self._bytes += len(data)
                 if self._oldest_ms is None:
                     self._oldest_ms = min(received_at for _, received_at, _ in batch)
-                metrics.SPOOL_APPENDS.inc(len(batch))
+                self._metrics.spool_appends.inc(len(batch))
                 self.publish_metrics()
+                if self._disk_fault is not None:
+                    self._disk_fault = None
+                    log.info("spool writes succeed again")
                 self._set_has_records(True)
                 if seg.end >= self.segment_bytes:
                     self._retire_active()
                 for _, _, future in batch:
                     if not future.done():
                         future.set_result(None)
+                self._changed()
         finally:
             self._flusher = None
+
+    def _write_failed(
+        self, seg: _Segment, exc: Exception, batch: list[tuple[bytes, int, asyncio.Future[None]]]
+    ) -> None:
+        failure = unavailable("write", exc)
+        fault = Fault(failure.reason)
+        self._metrics.spool_failures.labels(fault).inc()
+        if self._disk_fault != fault:
+            if isinstance(exc, OSError):
+                log.error(
+                    "spool write to %s failed (%s: %s); bodies it cannot take are answered 503 while Kafka is "
+                    "away. Check the disk",
+                    seg.path,
+                    fault,
+                    exc.strerror or type(exc).__name__,
+                )
+            else:
+                log.error("spool write to %s failed unexpectedly", seg.path, exc_info=exc)
+        self._disk_fault = fault
+        # A fresh file next time: after a failed fsync the old descriptor may hide lost pages.
+        self._retire_active()
+        for _, _, future in batch:
+            if not future.done():
+                future.set_exception(failure)
+        self._changed()
 
     def _retire_active(self) -> None:
         """Stop appending to the active segment; the next write starts a new one."""
@@ -433,12 +430,35 @@ class Spool:
         if seg.end == 0:  # nothing durable in it (a failed first write)
             self._segments.remove(seg)
             if self._writer is not None:
-                self._writer.submit(_unlink_quietly, seg.path)
+                self._writer.submit(disk.unlink_quietly, seg.path)
+
+    async def probe(self) -> bool:
+        """Write and sync a small file beside the segments: clears the disk fault when the disk takes it."""
+        if self._writer is None:
+            return False
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                self._writer, disk.probe_write, self.directory, self._dir_fd
+            )
+        except OSError as exc:
+            fault = fault_of(exc)
+            if fault != self._disk_fault:
+                self._disk_fault = fault
+                self._changed()
+            return False
+        if self._disk_fault is not None:
+            self._disk_fault = None
+            log.info("spool disk takes writes again")
+            self._changed()
+        return True
 
     # -- draining ----------------------------------------------------------------------------
 
     async def read_batch(self, max_records: int, max_bytes: int) -> SpoolBatch | None:
-        """The oldest unacknowledged bodies, from one segment; ``None`` when nothing is durable yet."""
+        """The oldest unacknowledged bodies, from one segment; ``None`` when nothing is durable yet.
+
+        Raises ``SpoolUnavailable`` when the disk fails to give them back (nothing changes then).
+        """
         await self._drop_drained_segments()
         if not self._segments:
             return None
@@ -453,7 +473,7 @@ class Spool:
                 self._set_has_records(False)
                 self.publish_metrics()
             return None
-        data = await asyncio.to_thread(_read_range, seg.path, start, min(available, max_bytes))
+        data = await self._read(seg.path, start, min(available, max_bytes))
         items: list[SpooledBody] = []
         end = start
         for offset, item in decode_frames(data, start):
@@ -465,14 +485,14 @@ class Spool:
                 break
         if not items:
             # A frame larger than max_bytes: read exactly that one, if its header is sane.
-            if len(data) < _HEADER.size:
+            if len(data) < HEADER.size:
                 self._skip_damage(seg, start)
                 return None
-            magic, length, _ = _HEADER.unpack_from(data)
+            magic, length, _ = HEADER.unpack_from(data)
             if magic != MAGIC or length > MAX_PAYLOAD:
                 self._skip_damage(seg, start)
                 return None
-            whole = await asyncio.to_thread(_read_range, seg.path, start, _HEADER.size + length)
+            whole = await self._read(seg.path, start, HEADER.size + length)
             for offset, item in decode_frames(whole, start):
                 if isinstance(item, str):
                     self._skip_damage(seg, start)
@@ -482,9 +502,15 @@ class Spool:
         self._oldest_ms = items[0].received_at
         return SpoolBatch(items, seg.id, start, end)
 
+    async def _read(self, path: Path, start: int, length: int) -> bytes:
+        try:
+            return await asyncio.to_thread(disk.read_range, path, start, length)
+        except OSError as exc:
+            raise unavailable("read", exc) from exc
+
     def _skip_damage(self, seg: _Segment, start: int) -> None:
         """A frame that was good when written reads back bad: report it and skip the segment's rest."""
-        metrics.SPOOL_FAILURES.labels("corrupt").inc()
+        self._metrics.spool_failures.labels("corrupt").inc()
         log.error("spool segment %s damaged at byte %d; skipping the rest of it", seg.path.name, start)
         self._bytes -= seg.end - start
         seg.end = start
@@ -492,11 +518,27 @@ class Spool:
             self._retire_active()
 
     async def ack(self, batch: SpoolBatch) -> None:
-        """Kafka acknowledged ``batch``: move the cursor past it and drop what is fully drained."""
+        """Kafka acknowledged ``batch``: record the cursor past it on disk, then drop it.
+
+        Raises ``SpoolUnavailable`` when the cursor cannot be written; nothing changes then, and
+        the caller retries the same ``ack`` (never the publish: a crash meanwhile replays this one
+        batch, so duplicates stay within one batch).
+        """
+        if self._writer is None or self._cursor_fd is None:
+            raise SpoolUnavailable(Fault.IO_ERROR, "the spool is closed")
+        # A failed write is retried into the same slot: the other one keeps the last good cursor.
+        seq = self._cursor_seq + 1
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                self._writer, disk.write_cursor, self._cursor_fd, seq, batch.segment, batch.end
+            )
+        except OSError as exc:
+            raise unavailable("cursor write", exc) from exc
+        self._cursor_seq = seq
         self._cursor_segment, self._cursor_offset = batch.segment, batch.end
         self._records -= len(batch.items)
         self._bytes -= batch.end - batch.start
-        metrics.SPOOL_DRAINED.inc(len(batch.items))
+        self._metrics.spool_drained.inc(len(batch.items))
         self._full = False
         seg = self._segments[0]
         if batch.end >= seg.end and seg is self._active and not self._pending and self._flusher is None:
@@ -508,10 +550,7 @@ class Spool:
             self._set_has_records(False)
         self.publish_metrics()
         await self._drop_drained_segments()
-        if self._writer is not None:
-            await asyncio.get_running_loop().run_in_executor(
-                self._writer, _write_cursor, self.directory, self._cursor_segment, self._cursor_offset
-            )
+        self._changed()
 
     async def _drop_drained_segments(self) -> None:
         while self._segments:
@@ -522,9 +561,11 @@ class Spool:
                 return
             self._segments.pop(0)
             if self._segments:
+                # Only in memory: a scan skips segments below the cursor's anyway.
                 self._cursor_segment, self._cursor_offset = self._segments[0].id, 0
             if self._writer is not None:
-                await asyncio.get_running_loop().run_in_executor(self._writer, _unlink_quietly, seg.path)
+                # A drained segment that cannot be deleted now is deleted by the next start's scan.
+                await asyncio.get_running_loop().run_in_executor(self._writer, disk.unlink_quietly, seg.path)
 
     def _set_has_records(self, has: bool) -> None:
         if has:
@@ -537,21 +578,24 @@ class Spool:
     def publish_metrics(self) -> None:
         """Set the gauges (also called every second for the age: multiprocess gauges cannot compute it)."""
         if self.report_metrics:
-            metrics.SPOOL_BYTES.set(self._bytes)
-            metrics.SPOOL_RECORDS.set(self._records)
-            metrics.SPOOL_OLDEST_AGE.set(self.oldest_age_seconds())
+            self._metrics.spool_bytes.set(self._bytes)
+            self._metrics.spool_records.set(self._records)
+            self._metrics.spool_oldest_age.set(self.oldest_age_seconds())
 
 
-async def open_spool(base: Path, **limits: Any) -> Spool:
-    """This process's spool: the first of ``base``/0, /1, ... that no live process holds."""
+async def open_spool(base: Path, *, metrics: GatewayMetrics, **limits: Any) -> Spool:
+    """This process's spool: the first of ``base``/0, /1, ... that no live process holds.
+
+    Raises ``SpoolUnavailable`` with the disk fault when the directory cannot be used.
+    """
     for n in range(MAX_DIRECTORIES):
-        spool = Spool(base / str(n), **limits)
+        spool = Spool(base / str(n), metrics=metrics, **limits)
         try:
             await spool.open()
         except SpoolLocked:
             continue
         return spool
-    raise RuntimeError(f"all {MAX_DIRECTORIES} spool directories under {base} are held by live processes")
+    raise SpoolUnavailable(Fault.IO_ERROR, f"all {MAX_DIRECTORIES} spool directories under {base} are held")
 
 
 def orphan_dirs(base: Path, own: Path) -> list[Path]:
@@ -559,53 +603,6 @@ def orphan_dirs(base: Path, own: Path) -> list[Path]:
     if not base.is_dir():
         return []
     return sorted(
-        (p for p in base.iterdir() if p.name.isdigit() and p != own and p.is_dir() and any(p.glob(f"*{_SUFFIX}"))),
+        (p for p in base.iterdir() if p.name.isdigit() and p != own and p.is_dir() and any(p.glob(f"*{SUFFIX}"))),
         key=lambda p: int(p.name),
     )
-
-
-# -- blocking helpers, run in threads --------------------------------------------------------------
-
-
-def _write_and_sync(path: Path, fd: int | None, end: int, data: bytes, dir_fd: int | None) -> int:
-    created = fd is None
-    if fd is None:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        if created and dir_fd is not None:
-            os.fsync(dir_fd)  # the new file's name must survive a crash too
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fdatasync(fd)
-    except OSError:
-        # Leave no half frame behind for the next write to follow; the scan would catch it anyway.
-        with contextlib.suppress(OSError):
-            os.ftruncate(fd, end)
-        os.close(fd)
-        raise
-    return fd
-
-
-def _read_range(path: Path, start: int, length: int) -> bytes:
-    with path.open("rb") as f:
-        f.seek(start)
-        return f.read(length)
-
-
-def _write_cursor(directory: Path, segment: int, offset: int) -> None:
-    tmp = directory / "cursor.tmp"
-    tmp.write_text(f"{segment} {offset}\n")
-    os.replace(tmp, directory / "cursor")
-
-
-def _unlink_quietly(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-
-
-def _close_all(fds: list[int]) -> None:
-    for fd in fds:
-        with contextlib.suppress(OSError):
-            os.close(fd)

@@ -12,16 +12,19 @@ import orjson
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from gateway import metrics
+from gateway import bodies
+from gateway.bodies import BIG_BODY_BYTES, SLICE_EVENTS
+from gateway.content import seal_normalized
+from gateway.delivery import KAFKA_UNAVAILABLE, DeliveryState, Mode
 from gateway.kafka_health import check_kafka
+from gateway.lograte import Throttle
 from gateway.signature import SignatureVerdict
-from gateway.spool import Spool
-from gateway.state import GatewayState, Readiness
+from gateway.state import GatewayState, KafkaChecked
 from gateway.typedefs import publisher_key, settings_key, state_key
-from igw.errors import PublishError, PublishTimeout, SpoolError
+from igw.errors import KeyStoreUnavailable, PublishError, PublishTimeout, SpoolError
 from igw.logs import bind_request_id
-from igw.normalize import normalize
-from igw.records import build_records
+from igw.normalize import Normalized, normalize
+from igw.records import OutRecord, build_records
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +33,12 @@ SIGNATURE_HEADER: Final = "X-Hub-Signature-256"
 _RECEIVED: Final = b"EVENT_RECEIVED"
 # Cheaper than content_type= (no parsing), measured ~1 µs a response.
 _TEXT: Final = CIMultiDictProxy(CIMultiDict({"Content-Type": "text/plain"}))
+# The challenge echo is attacker-chosen text: no browser may take it for anything but text.
+_CHALLENGE_HEADERS: Final = {"X-Content-Type-Options": "nosniff"}
+# Unauthenticated junk is worth one warning now and then, not one per request (gateway.lograte).
+_refused_handshakes = Throttle(log)
+_refused_signatures = Throttle(log)
+_key_store_failures = Throttle(log)
 
 
 def error_response(status: int, code: str, message: str, *, retry_after: int | None = None) -> web.Response:
@@ -51,22 +60,24 @@ async def verify_subscription(request: web.Request) -> web.Response:
     token = query.get("hub.verify_token")
     challenge = query.get("hub.challenge")
     if mode != "subscribe" or not challenge or token is None:
-        log.warning("webhook verification refused: missing or wrong hub.mode / hub.challenge / hub.verify_token")
+        _refused_handshakes.warning(
+            "webhook verification refused: missing or wrong hub.mode / hub.challenge / hub.verify_token"
+        )
         return web.Response(status=403, text="verification failed", content_type="text/plain")
     expected = request.app[settings_key].verify_token.value
     if not hmac.compare_digest(token.encode(), expected.encode()):
-        log.warning(
+        _refused_handshakes.warning(
             "webhook verification refused: hub.verify_token does not match INSTAGRAM_WEBHOOK_VERIFY_TOKEN; "
             "check the token typed in Meta's App Dashboard"
         )
         return web.Response(status=403, text="verification failed", content_type="text/plain")
     log.info("webhook subscription verified by Meta")
     # Byte for byte: a JSON-quoted echo fails Meta's check.
-    return web.Response(text=challenge, content_type="text/plain")
+    return web.Response(text=challenge, content_type="text/plain", headers=_CHALLENGE_HEADERS)
 
 
 async def receive_webhook(request: web.Request) -> web.Response:
-    """A signed delivery: verify, normalize, publish, and say 200 only once Kafka acknowledged."""
+    """A signed delivery: verify, then store it where the delivery state says; 200 only once it is durable."""
     bind_request_id(request)
     app = request.app
     settings = app[settings_key]
@@ -101,80 +112,152 @@ async def receive_webhook(request: web.Request) -> web.Response:
         return response
 
     signature = request.headers.get(SIGNATURE_HEADER)
-    verdict = state.verifier.verify(body, signature)
+    verdict = (
+        state.verifier.verify(body, signature)
+        if len(body) <= BIG_BODY_BYTES
+        else await state.big.verify(state.verifier, body, signature)
+    )
     if verdict is not SignatureVerdict.OK:
-        metrics.SIGNATURE_FAILURES.labels(verdict.value).inc()
-        log.warning(
+        state.metrics.signature_failures.labels(verdict.value).inc()
+        _refused_signatures.warning(
             "webhook refused: signature %s; check INSTAGRAM_APP_SECRET against the app that sends it", verdict.value
         )
         return error_response(403, "invalid_signature", f"X-Hub-Signature-256 {verdict.value}")
 
     received_at = time.time_ns() // 1_000_000
-    metrics.PAYLOAD_BYTES.observe(len(body))
-    spool = state.spool
-    if state.spooling and spool is not None:
-        # Spooled bodies are waiting: this one queues behind them instead of overtaking them.
-        return await _spool_body(state, spool, body, received_at, signature)
+    state.metrics.payload_bytes.observe(len(body))
+    mode = state.delivery.state.mode
+    if mode is Mode.DIRECT or mode is Mode.BYPASSING:
+        return await _publish(request, state, body, received_at, signature)
+    if mode is Mode.REFUSING:
+        return _refused(state.delivery.state)
+    # Spooling, or draining: spooled bodies are waiting, this one queues behind them.
+    return await _spool_body(request, state, body, received_at, signature)
+
+
+async def _publish(
+    request: web.Request,
+    state: GatewayState,
+    body: bytes,
+    received_at: int,
+    signature: str | None,
+    *,
+    may_spool: bool = True,
+) -> web.Response:
+    """Publish to Kafka and answer 200 once it acknowledged; spool the body instead if it does not in time."""
+    settings = request.app[settings_key]
+    delivery = state.delivery
+    spool = delivery.spool
+    # A spool that takes bodies catches a slow publish after spool_after; without one, wait the full deadline.
+    timeout = settings.spool_after if spool is not None and spool.fault() is None else settings.publish_timeout
+    if len(body) > BIG_BODY_BYTES:
+        big = state.big
+        started = time.monotonic()
+        async with big.turn(len(body)):
+            normalized = await big.normalize(body, received_at)
+            if state.sealer is not None:
+                try:
+                    normalized = await seal_normalized(state.sealer, normalized)
+                except KeyStoreUnavailable as exc:
+                    return await _unsealed(request, state, body, received_at, signature, exc, may_spool)
+            records = await big.records(normalized, state.topics, body, received_at, signature)
+            # Thousands of records take longer than one DM: what is left of the full deadline, so that
+            # a big body is not spooled (and published twice) for its size alone.
+            timeout = max(timeout, settings.publish_timeout - (time.monotonic() - started))
+            return await _publish_records(
+                request, state, normalized, records, body, received_at, signature, timeout, may_spool
+            )
     normalized = normalize(body, received_at)
+    if state.sealer is not None:
+        try:
+            normalized = await seal_normalized(state.sealer, normalized)
+        except KeyStoreUnavailable as exc:
+            return await _unsealed(request, state, body, received_at, signature, exc, may_spool)
     # The same function builds a spooled body's records when it is drained: identical output.
     records = build_records(normalized, state.topics, body, received_at, signature)
+    return await _publish_records(request, state, normalized, records, body, received_at, signature, timeout, may_spool)
+
+
+async def _unsealed(
+    request: web.Request,
+    state: GatewayState,
+    body: bytes,
+    received_at: int,
+    signature: str | None,
+    exc: KeyStoreUnavailable,
+    may_spool: bool,
+) -> web.Response:
+    """The content key store did not answer: the body is spooled (the drain seals it later) or refused."""
+    _key_store_failures.warning("webhook not published yet: %s", exc)
+    if may_spool and state.delivery.spool is not None:
+        return await _spool_body(request, state, body, received_at, signature, may_publish=False)
+    return error_response(503, "key_store_unavailable", "content key store not answering; retry", retry_after=1)
+
+
+async def _publish_records(
+    request: web.Request,
+    state: GatewayState,
+    normalized: Normalized,
+    records: list[OutRecord],
+    body: bytes,
+    received_at: int,
+    signature: str | None,
+    timeout: float,
+    may_spool: bool,
+) -> web.Response:
     dead = normalized.dead_letter
     if dead is not None:
         log.warning("signed body kept on the dead-letter topic: %s (%s)", dead.reason, dead.detail)
-
-    # While Kafka is failing, one request at a time (the probe) gets the full deadline so recovery
-    # is noticed; the others fail fast instead of each holding a connection for the full deadline.
-    probe = state.degraded and not state.probe_in_flight
-    timeout = settings.degraded_publish_timeout if state.degraded and not probe else settings.publish_timeout
-    if spool is not None:
-        timeout = settings.spool_after
-    if probe:
-        state.probe_in_flight = True
+    delivery = state.delivery
     started = time.perf_counter()
+    publisher = request.app[publisher_key]
     try:
-        await request.app[publisher_key].publish(records, timeout)
+        if len(records) <= SLICE_EVENTS:  # the usual body: no slicing frame on the hot path
+            await publisher.publish(records, timeout)
+        else:
+            await bodies.publish(publisher, records, timeout)
     except PublishError as exc:
-        kind = "timeout" if isinstance(exc, PublishTimeout) else "unavailable"
-        metrics.BROKER_ERRORS.labels(kind).inc()
-        if spool is not None:
-            if not state.spooling:
-                log.warning("Kafka did not acknowledge a webhook (%s); spooling signed bodies until it does", exc)
-            return await _spool_body(state, spool, body, received_at, signature)
-        if not state.degraded:
-            log.error("Kafka did not acknowledge a webhook (%s); answering 503 so Meta retries", exc)
-        state.degraded = True
-        return error_response(503, "broker_unavailable", "events not stored yet; retry", retry_after=1)
-    finally:
-        if probe:
-            state.probe_in_flight = False
-    if state.degraded:
-        log.info("Kafka acknowledges again")
-        state.degraded = False
-    metrics.observe_published(normalized.events, time.perf_counter() - started)
+        state.metrics.broker_errors.labels("timeout" if isinstance(exc, PublishTimeout) else "unavailable").inc()
+        log.debug("Kafka did not acknowledge a webhook: %s", exc)
+        delivery.kafka_failed()
+        if may_spool and delivery.state.mode is Mode.SPOOLING:
+            return await _spool_body(request, state, body, received_at, signature, may_publish=False)
+        return _refused(delivery.state)
+    state.metrics.observe_published(normalized.events, time.perf_counter() - started)
     if dead is not None:
-        metrics.DEAD_LETTERS.labels(dead.reason).inc()
+        state.metrics.dead_letters.labels(dead.reason).inc()
     return web.Response(body=_RECEIVED, headers=_TEXT)
 
 
 async def _spool_body(
-    state: GatewayState, spool: Spool, body: bytes, received_at: int, signature: str | None
+    request: web.Request,
+    state: GatewayState,
+    body: bytes,
+    received_at: int,
+    signature: str | None,
+    *,
+    may_publish: bool = True,
 ) -> web.Response:
-    """Answer 200 once the body is fsynced to the spool; 503 when the spool cannot take it."""
+    """Answer 200 once the body is fsynced to the spool; when the spool cannot take it, publish it
+    directly if Kafka takes records (order traded, nothing refused), else 503."""
+    delivery = state.delivery
+    spool = delivery.spool
+    if spool is None:
+        return _refused(delivery.state)
     try:
-        written = spool.append(body, received_at, signature)
-        state.spooling = True
-        await written
-    except SpoolError as exc:
-        if spool.records == 0:
-            state.spooling = False  # nothing waits in the spool: let the next request try Kafka again
-        if state.spool_refusal != exc.reason:
-            state.spool_refusal = exc.reason
-            log.error("spool refused a body (%s: %s); answering 503 so Meta retries", exc.reason, exc)
-        return error_response(503, "spool_unavailable", "events not stored yet; retry", retry_after=1)
-    if state.spool_refusal is not None:
-        state.spool_refusal = None
-        log.info("spool takes bodies again")
+        await spool.append(body, received_at, signature)
+    except SpoolError:
+        # The spool reported its fault to the delivery state already.
+        if may_publish and delivery.state.mode is Mode.BYPASSING:
+            return await _publish(request, state, body, received_at, signature, may_spool=False)
+        return _refused(delivery.state)
     return web.Response(body=_RECEIVED, headers=_TEXT)
+
+
+def _refused(state: DeliveryState) -> web.Response:
+    if state.reason == KAFKA_UNAVAILABLE:
+        return error_response(503, "broker_unavailable", "events not stored yet; retry", retry_after=1)
+    return error_response(503, "spool_unavailable", f"events not stored yet ({state.reason}); retry", retry_after=1)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -183,29 +266,43 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when Kafka takes records (producer connected, topics present) or, with the spool on, while
-    the spool accepts them: webhooks are then stored durably either way (docs/durability.md)."""
+    """Ready exactly while a webhook would be taken: in every delivery mode but ``refusing``
+    (docs/durability.md). The body says the mode, its reason and what Kafka and the spool report."""
     app = request.app
     settings = app[settings_key]
     state = app[state_key]
-    cached = state.readiness
+    delivery = state.delivery
+    checked = state.kafka_checked
     now = time.monotonic()
-    if cached is None or now - cached.checked_at >= settings.ready_cache_seconds:
-        cached = state.readiness = await _check_readiness(request.app, now)
-    body = {"status": "ready" if cached.ready else "not_ready", "checks": cached.checks}
-    return web.json_response(body, status=200 if cached.ready else 503)
+    if checked is None or now - checked.checked_at >= settings.ready_cache_seconds:
+        ok, checks = await check_kafka(app[publisher_key], settings, state.metrics)
+        checked = state.kafka_checked = KafkaChecked(ok, checks, now)
+        # A check is evidence like a publish: it moves the delivery state too.
+        if ok:
+            delivery.kafka_recovered()
+        else:
+            delivery.kafka_failed()
+    checks = dict(checked.checks)
+    if settings.spool_dir is not None:
+        checks["spool"] = _spool_check(state)
+    current = delivery.state
+    body = {
+        "status": "ready" if delivery.ready else "not_ready",
+        "mode": current.mode.value,
+        "reason": current.reason,
+        "checks": checks,
+    }
+    return web.json_response(body, status=200 if delivery.ready else 503)
 
 
-async def _check_readiness(app: web.Application, now: float) -> Readiness:
-    state = app[state_key]
-    ready, checks = await check_kafka(app[publisher_key], app[settings_key])
-    spool = state.spool
-    if spool is not None:
-        accepting = spool.accepting()
-        waiting = spool.records
-        checks["spool"] = ("accepting" if accepting else "refusing") + (
-            f", {waiting} bodies waiting for Kafka" if waiting else ""
-        )
-        # With room in the spool, webhooks are taken durably even while Kafka is away (docs/durability.md).
-        ready = ready or accepting
-    return Readiness(ready, checks, now)
+def _spool_check(state: GatewayState) -> str:
+    delivery = state.delivery
+    spool = delivery.spool
+    if spool is None:
+        return f"unavailable ({delivery.spool_open_fault or 'opening'})"
+    fault = spool.fault()
+    waiting = spool.records
+    text = "accepting" if fault is None else f"refusing ({fault})"
+    if delivery.drain_fault is not None:
+        text += f", drain failing ({delivery.drain_fault})"
+    return text + (f", {waiting} bodies waiting for Kafka" if waiting else "")

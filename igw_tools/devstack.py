@@ -24,7 +24,7 @@ import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from igw.config import KafkaSettings
+from igw.config import Env, KafkaSettings
 from igw.topics import TOPIC_NAMES, ensure_topics
 from igw_tools.localbroker import LocalBroker, port_is_open
 
@@ -43,6 +43,7 @@ class Ports:
     kafka: int = 9092
     agent_metrics: int = 9101
     analytics_metrics: int = 9102
+    reconcile_metrics: int = 9103
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,11 +62,14 @@ class DevSecrets:
                 key, sep, value = line.removeprefix("export ").partition("=")
                 if sep:
                     saved[key.strip()] = value.strip().strip("'")
+        env = Env(environ)
+        given_token = env.secret("INSTAGRAM_WEBHOOK_VERIFY_TOKEN")
+        given_secret = env.secret("INSTAGRAM_APP_SECRET")
         values = cls(
-            verify_token=environ.get("INSTAGRAM_WEBHOOK_VERIFY_TOKEN")
+            verify_token=(given_token.value if given_token else None)
             or saved.get("INSTAGRAM_WEBHOOK_VERIFY_TOKEN")
             or secrets.token_urlsafe(18),
-            app_secret=environ.get("INSTAGRAM_APP_SECRET")
+            app_secret=(given_secret.value if given_secret else None)
             or saved.get("INSTAGRAM_APP_SECRET")
             or secrets.token_hex(16),
             instagram_token=saved.get("IGW_DEV_INSTAGRAM_TOKEN") or "IGdev" + secrets.token_urlsafe(24),
@@ -280,6 +284,7 @@ def busy_ports(ports: Ports) -> list[str]:
         "--kafka-port": ports.kafka,
         "--agent-metrics-port": ports.agent_metrics,
         "--analytics-metrics-port": ports.analytics_metrics,
+        "--reconcile-metrics-port": ports.reconcile_metrics,
     }
     return [f"{port} ({flag})" for flag, port in named.items() if port_is_open("127.0.0.1", port)]
 
@@ -312,7 +317,7 @@ def child_env(
             "PYTHONUNBUFFERED": "1",
         }
     )
-    if spool_dir is not None and not base.get("IGW_SPOOL_DIR"):
+    if spool_dir is not None and Env(base).raw("IGW_SPOOL_DIR") is None:
         env["IGW_SPOOL_DIR"] = str(spool_dir)  # beside dev.env, whatever the working directory
     return env
 

@@ -19,7 +19,7 @@ import secrets
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
@@ -29,6 +29,10 @@ from consumers.send_api.client import MAX_QUICK_REPLIES, SENDER_ACTIONS, appsecr
 from consumers.send_api.model import AccountConfig, Flavour
 from consumers.send_api.text import IG_IG_MAX_TEXT_BYTES, PAGE_MAX_TEXT_CHARS
 from igw.config import Secret
+from igw_tools.graph_emulator_ids import add_ids_routes
+
+if TYPE_CHECKING:
+    from igw_tools.graph_conversations import ConversationsConfig, ConversationsState
 
 __all__ = [
     "AcceptedSend",
@@ -458,12 +462,22 @@ async def _messages(request: web.Request) -> web.Response:
         )
     )
     state.count_accepted(accepted_at)
+    _record_sent(request.app, caller.account_id, recipient_id, body, message_id, accepted_at)
     state.calls.append(Call(caller.account_id, 200, auth, accepted_at))
     state.trim(config.max_records)
     answer: dict[str, str] = {"recipient_id": recipient_id}
     if message_id is not None:
         answer["message_id"] = message_id
     return _json(answer, headers=headers)
+
+
+def _record_sent(
+    app: web.Application, account_id: str, recipient_id: str, body: dict[str, Any], mid: str | None, when: float
+) -> None:
+    # The conversation history of the read side (igw_tools/graph_conversations.py) gains the send.
+    from igw_tools.graph_conversations import record_sent
+
+    record_sent(app, account_id, recipient_id, body, mid, when)
 
 
 def _bad_request(problem: str) -> web.Response:
@@ -557,8 +571,14 @@ class EmulatorAccessLogger(AbstractAccessLogger):
         )
 
 
-def create_emulator_app(config: EmulatorConfig, *, state: EmulatorState | None = None) -> web.Application:
-    """The emulator as an aiohttp application (no I/O here)."""
+def create_emulator_app(
+    config: EmulatorConfig,
+    *,
+    state: EmulatorState | None = None,
+    conversations: ConversationsConfig | None = None,
+    conversations_state: ConversationsState | None = None,
+) -> web.Application:
+    """The emulator as an aiohttp application (no I/O here); the read side is igw_tools/graph_conversations.py."""
     app = web.Application()
     app[config_key] = config
     app[state_key] = state if state is not None else EmulatorState()
@@ -571,4 +591,9 @@ def create_emulator_app(config: EmulatorConfig, *, state: EmulatorState | None =
     app.router.add_delete("/_emulator/messages", _clear_messages)
     app.router.add_get("/_emulator/stats", _stats)
     app.router.add_get("/healthz", _healthz)
+    # Imported here: the read side builds on this module's helpers.
+    from igw_tools.graph_conversations import add_conversation_routes
+
+    add_conversation_routes(app, conversations, conversations_state)
+    add_ids_routes(app)
     return app

@@ -231,9 +231,7 @@ async def test_gateway_without_kafka_is_named(serve: Serve, gateway_settings: Ga
     from igw_tools.localbroker import free_port
 
     kafka = dataclasses.replace(gateway_settings.kafka, bootstrap_servers=f"127.0.0.1:{free_port()}")
-    settings = dataclasses.replace(
-        gateway_settings, kafka=kafka, publish_timeout=0.3, degraded_publish_timeout=0.3, create_topics=False
-    )
+    settings = dataclasses.replace(gateway_settings, kafka=kafka, publish_timeout=0.3, create_topics=False)
     url = await serve(create_app(settings))
     checks = by_name(await WebhookChecker(url, verify_token=VERIFY_TOKEN, app_secret=APP_SECRET).run())
     assert checks["verification handshake"].verdict is Verdict.PASS

@@ -72,7 +72,7 @@ def process(name: str) -> Any:
     )
 
 
-PROCESSES = [process("gateway"), process("agent"), process("analytics")]
+PROCESSES = [process("gateway"), process("agent"), process("analytics"), process("reconcile")]
 
 
 @pytest.fixture(scope="module")
@@ -82,10 +82,10 @@ def compose() -> dict[str, Any]:
 
 
 def test_compose_services(compose: dict[str, Any]) -> None:
-    """Compose runs the three igw processes, Kafka in KRaft mode, Redis, Prometheus and Grafana."""
+    """Compose runs the four igw processes, Kafka in KRaft mode, Redis, Prometheus and Grafana."""
     services = compose["services"]
     commands = {s["command"][1] for s in services.values() if s.get("command", [""])[0] == "igw"}
-    assert commands == {"gateway", "agent", "analytics"}
+    assert commands == {"gateway", "agent", "analytics", "reconcile"}
     kafka = services["kafka"]
     assert kafka["image"].startswith("apache/kafka:")
     assert kafka["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
@@ -334,7 +334,17 @@ def test_image_requirements_are_the_runtime_and_chosen_extras() -> None:
         timeout=30,
     ).stdout.split()
     names = {re.split(r"[<>=!\[ ]", line)[0].lower() for line in out}
-    assert {"aiohttp", "aiokafka", "multidict", "orjson", "prometheus-client", "uvloop", "redis", "pyyaml"} == names
+    assert {
+        "aiohttp",
+        "aiokafka",
+        "cryptography",
+        "multidict",
+        "orjson",
+        "prometheus-client",
+        "uvloop",
+        "redis",
+        "pyyaml",
+    } == names
 
 
 def test_healthcheck_script_refuses_other_hosts() -> None:

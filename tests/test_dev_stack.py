@@ -25,6 +25,7 @@ def _dev_args(state_dir: Path, ports: dict[str, int]) -> list[str]:
         "--port", str(ports["gateway"]), "--emulator-port", str(ports["emulator"]),
         "--kafka-port", str(ports["kafka"]), "--agent-metrics-port", str(ports["agent"]),
         "--analytics-metrics-port", str(ports["analytics"]),
+        "--reconcile-metrics-port", str(ports["reconcile"]),
     ]  # fmt: skip
 
 
@@ -62,8 +63,9 @@ class _Output:
 
 @pytest.mark.kafka
 async def test_dev_stack_serves_the_readme_walkthrough(tmp_path: Path) -> None:
-    """With the saved dev secrets: the handshake works and a signed DM is answered once by the rules agent."""
-    ports = {name: free_port() for name in ("gateway", "emulator", "kafka", "agent", "analytics")}
+    """With the saved dev secrets: the handshake works, and a signed DM and the App Dashboard's test DM (sent
+    with `igw simulate --dashboard-test`) are each answered once by the rules agent."""
+    ports = {name: free_port() for name in ("gateway", "emulator", "kafka", "agent", "analytics", "reconcile")}
     proc = subprocess.Popen(_dev_args(tmp_path, ports), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     output = _Output(proc)
     try:
@@ -96,8 +98,21 @@ async def test_dev_stack_serves_the_readme_walkthrough(tmp_path: Path) -> None:
                 await asyncio.sleep(0.5)
             assert len(sent) == 1, output.text
             assert sent[0]["recipient_id"] == "1234567890123456"
+            # The App Dashboard's "Test" DM (a `changes` item) is a message the agent answers too.
+            simulate = [
+                sys.executable, "-m", "igw_tools.cli", "simulate", "--dashboard-test", "--quiet",
+                "--url", url, "--secret", secrets["INSTAGRAM_APP_SECRET"],
+            ]  # fmt: skip
+            result = await asyncio.to_thread(subprocess.run, simulate, capture_output=True, text=True, timeout=60)
+            assert result.returncode == 0, result.stdout + result.stderr
+            answer_deadline = time.monotonic() + 60
+            while time.monotonic() < answer_deadline and len(sent) < 2 and proc.poll() is None:
+                async with session.get(f"http://127.0.0.1:{ports['emulator']}/_emulator/messages") as resp:
+                    sent = await resp.json()
+                await asyncio.sleep(0.5)
+            assert [s["recipient_id"] for s in sent] == ["1234567890123456", "12334"], output.text
             async with session.get(f"http://127.0.0.1:{ports['agent']}/metrics") as resp:
-                assert 'igw_agent_replies_total{outcome="sent",reason="replied"} 1.0' in await resp.text()
+                assert 'igw_agent_replies_total{outcome="sent",reason="replied"} 2.0' in await resp.text()
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)
@@ -117,7 +132,7 @@ def test_busy_port_is_a_one_line_error(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         busy = taken.getsockname()[1]
-        ports = {name: free_port() for name in ("gateway", "emulator", "kafka", "agent", "analytics")}
+        ports = {name: free_port() for name in ("gateway", "emulator", "kafka", "agent", "analytics", "reconcile")}
         ports["emulator"] = busy
         result = subprocess.run(_dev_args(tmp_path, ports), capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -14,7 +14,7 @@ import pytest
 
 from gateway.signature import sign
 from igw.config import KafkaSettings
-from tests.plugins.gateway import APP_SECRET, WEBHOOK, dm_body, meta_bytes
+from tests.plugins.gateway import APP_SECRET, VERIFY_TOKEN, WEBHOOK, dm_body, meta_bytes
 from tests.plugins.kafka import read_topic
 from tests.plugins.outage import GatewayProcess, gateway_env, report_fault, signed_poster
 
@@ -228,3 +228,121 @@ async def test_deep_nesting_and_garbage_batches_are_bounded(
         slowest_seconds=round(max(s for _, s in results), 3),
         rss_growth_bytes=growth,
     )
+
+
+# Requests aiohttp refuses before routing, each as raw bytes on its own connection.
+MALFORMED: dict[str, bytes] = {
+    "header without colon": b"GET / HTTP/1.1\r\nHost x\r\n\r\n",
+    "too many headers": b"GET / HTTP/1.1\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(100)) + b"\r\n",
+    "request line too long": b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+    "header too long": b"GET / HTTP/1.1\r\nX-Big: " + b"b" * 9000 + b"\r\n\r\n",
+    "two content lengths": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
+    "length and chunked": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n{}",
+    "bad chunk size": b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    "bad method": b"G@T / HTTP/1.1\r\nHost: x\r\n\r\n",
+    "bad version": b"GET / HTTP/9.9\r\nHost: x\r\n\r\n",
+    "TLS on the HTTP port": b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 60,
+}
+
+
+def _counter(metrics_text: str, name: str, **labels: str) -> float:
+    """One sample of the Prometheus text exposition (0 when absent)."""
+    for line in metrics_text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        sample, value = line.rsplit(" ", 1)
+        pairs = dict(part.split("=", 1) for part in sample[len(name) + 1 : -1].split(","))
+        if all(pairs.get(k) == f'"{v}"' for k, v in labels.items()):
+            return float(value)
+    return 0.0
+
+
+async def test_malformed_requests_cost_almost_nothing(
+    hostile_gateway: tuple[GatewayProcess, KafkaSettings], session: aiohttp.ClientSession
+) -> None:
+    """A flood of malformed requests, unsigned posts and wrong handshakes: each is answered (400/403) and counted
+    in igw_http_requests_total, no traceback is logged, and the log grows by a few hundred bytes at most."""
+    proc, _ = hostile_gateway
+    per_kind, junk = 100, 200
+    log_size = proc.log_path.stat().st_size
+
+    async def scrape() -> str:
+        async with session.get(proc.base_url + "/metrics") as resp:
+            return await resp.text()
+
+    before = await scrape()
+    limit = asyncio.Semaphore(32)
+
+    async def malformed(data: bytes) -> int:
+        async with limit:
+            return _status(await _raw(proc, data))
+
+    async def unsigned(i: int) -> int:
+        async with limit, session.post(proc.base_url + WEBHOOK, data=b'{"object":"instagram"}') as resp:
+            return resp.status
+
+    async def wrong_handshake(i: int) -> int:
+        params = {"hub.mode": "subscribe", "hub.verify_token": f"guess-{i}", "hub.challenge": "1"}
+        async with limit, session.get(proc.base_url + WEBHOOK, params=params) as resp:
+            return resp.status
+
+    started = time.monotonic()
+    statuses, posts, handshakes = await asyncio.gather(
+        asyncio.gather(*(malformed(data) for data in MALFORMED.values() for _ in range(per_kind))),
+        asyncio.gather(*(unsigned(i) for i in range(junk))),
+        asyncio.gather(*(wrong_handshake(i) for i in range(junk))),
+    )
+    elapsed = time.monotonic() - started
+    await asyncio.sleep(0.2)  # let the last log lines reach the file
+    after = await scrape()
+    new_log = proc.log_path.read_bytes()[log_size:]
+    growth = len(new_log)
+    counted = _counter(after, "igw_http_requests_total", route="malformed", status="400") - _counter(
+        before, "igw_http_requests_total", route="malformed", status="400"
+    )
+    refused_posts = _counter(after, "igw_http_requests_total", route=WEBHOOK, method="POST", status="403") - _counter(
+        before, "igw_http_requests_total", route=WEBHOOK, method="POST", status="403"
+    )
+    report_fault(
+        "malformed-request flood",
+        requests=len(statuses) + len(posts) + len(handshakes),
+        seconds=round(elapsed, 2),
+        log_growth_bytes=growth,
+        log_bytes_per_second=round(growth / elapsed),
+        counted_malformed=counted,
+    )
+    assert set(statuses) == {400}
+    assert set(posts) == set(handshakes) == {403}
+    assert counted == len(MALFORMED) * per_kind
+    assert refused_posts == junk
+    assert b"Traceback" not in new_log
+    assert b'"level":"error"' not in new_log
+    # One throttled line per kind (malformed, signatures, handshakes) per 10 s, ~300 bytes each.
+    assert growth <= 3 * 400 * (1 + int(elapsed / 10)), new_log.decode(errors="replace")
+
+
+async def test_long_handshake_url_never_reaches_the_log(
+    kafka_bootstrap: str, tmp_path: Path, gateway_process: Callable[..., GatewayProcess]
+) -> None:
+    """Handshakes with the verify token in URLs over the line limit, with debug logs and access lines on: the token
+    is in no log line; the challenge answer is plain text with nosniff."""
+    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap, topic_prefix=f"t{uuid.uuid4().hex[:12]}")
+    proc = gateway_process(gateway_env(kafka, None), tmp_path / "gateway.log", "--log-level", "debug", "--access-log")
+    query = f"hub.mode=subscribe&hub.verify_token={VERIFY_TOKEN}&hub.challenge=1158201444"
+    async with aiohttp.ClientSession() as session, session.get(f"{proc.base_url}{WEBHOOK}?{query}") as resp:
+        assert resp.status == 200
+        assert await resp.text() == "1158201444"
+        assert resp.headers["X-Content-Type-Options"] == "nosniff"
+        assert resp.headers["Content-Type"].startswith("text/plain")
+    answers = [
+        await _raw(proc, f"GET {WEBHOOK}?{query}&pad={'p' * 9000} HTTP/1.1\r\nHost: x\r\n\r\n".encode()),
+        await _raw(proc, f"GET {WEBHOOK}?{'p' * 9000}&{query} HTTP/1.1\r\nHost: x\r\n\r\n".encode()),
+        await _raw(proc, f"GET {WEBHOOK}?{query} HTTP/1.1\r\nHost: x\r\nX-Big: {'b' * 9000}\r\n\r\n".encode()),
+    ]
+    await asyncio.sleep(0.2)
+    proc.stop()
+    assert [_status(a) for a in answers] == [400, 400, 400]
+    log_text = proc.log_path.read_text()
+    assert "webhook subscription verified" in log_text  # the log was written at debug level
+    assert '"GET /api/v1/instagram/webhook 200' in log_text or f"GET {WEBHOOK} 200" in log_text
+    assert VERIFY_TOKEN not in log_text

@@ -19,7 +19,7 @@ def test_defaults() -> None:
     assert settings.kafka.topic_prefix == "ig"
     assert settings.kafka.enable_idempotence is True
     assert settings.kafka.acks == "all"
-    assert settings.max_body_bytes == 8 * 1024 * 1024
+    assert settings.max_body_bytes == 4 * 1024 * 1024
 
 
 @pytest.mark.parametrize("missing", ["INSTAGRAM_WEBHOOK_VERIFY_TOKEN", "INSTAGRAM_APP_SECRET"])

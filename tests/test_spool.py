@@ -3,28 +3,44 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
+import errno
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import aiohttp
 import pytest
-from prometheus_client import REGISTRY
 
-from gateway.spool import Spool, SpooledBody, SpoolLocked, decode_frames, encode_frame, open_spool, orphan_dirs
+from gateway.metrics import GatewayMetrics
+from gateway.spool import (
+    Fault,
+    Spool,
+    SpooledBody,
+    SpoolLocked,
+    decode_frames,
+    encode_frame,
+    open_spool,
+    orphan_dirs,
+)
 from igw.config import KafkaSettings
 from igw.errors import SpoolFull, SpoolUnavailable
 from igw_tools.localbroker import free_port
-from tests.plugins.outage import gateway_env
+from tests.plugins.diskfaults import DiskFaultInjector, SmallFs
+from tests.plugins.gateway import WEBHOOK
+from tests.plugins.outage import GatewayProcess, gateway_env, signed_poster
+
+# The spools of this module count into one gateway's metrics, read back with _sample.
+METRICS = GatewayMetrics()
 
 
 def _sample(name: str, labels: dict[str, str] | None = None) -> float:
-    return REGISTRY.get_sample_value(name, labels or {}) or 0.0
+    return METRICS.registry.get_sample_value(name, labels or {}) or 0.0
 
 
 def _spool(directory: Path, **kwargs: float) -> Spool:
     return Spool(
         directory,
+        metrics=METRICS,
         max_bytes=int(kwargs.get("max_bytes", 1024 * 1024)),
         max_age_seconds=kwargs.get("max_age_seconds", 3600),
         segment_bytes=int(kwargs.get("segment_bytes", 64 * 1024)),
@@ -208,8 +224,8 @@ async def test_disk_failure_fails_the_append_and_the_spool_recovers(tmp_path: Pa
 
 async def test_one_process_per_directory(tmp_path: Path) -> None:
     """A held directory is not opened twice; open_spool takes the next free one; unheld ones with data are orphans."""
-    first = await open_spool(tmp_path, max_bytes=1024 * 1024, max_age_seconds=3600)
-    second = await open_spool(tmp_path, max_bytes=1024 * 1024, max_age_seconds=3600)
+    first = await open_spool(tmp_path, metrics=METRICS, max_bytes=1024 * 1024, max_age_seconds=3600)
+    second = await open_spool(tmp_path, metrics=METRICS, max_bytes=1024 * 1024, max_age_seconds=3600)
     try:
         assert (first.directory, second.directory) == (tmp_path / "0", tmp_path / "1")
         with pytest.raises(SpoolLocked):
@@ -226,16 +242,226 @@ async def test_one_process_per_directory(tmp_path: Path) -> None:
         await first.close()
 
 
-def test_unusable_spool_dir_stops_start_up_naming_the_variable(tmp_path: Path) -> None:
-    """A spool directory that cannot be created stops start-up with an error naming IGW_SPOOL_DIR."""
-    blocker = tmp_path / "file"
+async def test_unusable_spool_dir_is_a_state_the_gateway_leaves_by_itself(
+    tmp_path: Path, gateway_process: Callable[..., GatewayProcess]
+) -> None:
+    """A spool dir unusable at start-up is logged naming IGW_SPOOL_DIR; /readyz and webhooks say 503 together
+    (no Kafka here); once the path is usable the monitor opens the spool and both take bodies again.
+
+    (A path that cannot even be created is a setting error that stops the start: tests/test_bad_configuration.py.
+    Here the directory exists and the process's own spool inside it cannot be made.)"""
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir()
+    blocker = spool_dir / "0"
     blocker.write_text("not a directory")
-    proc = subprocess.run(
-        [sys.executable, "-m", "igw_tools.cli", "gateway", "--port", str(free_port())],
-        env={**gateway_env(KafkaSettings(bootstrap_servers="127.0.0.1:1"), blocker / "spool")},
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
-    assert proc.returncode != 0
-    assert b"IGW_SPOOL_DIR" in proc.stderr + proc.stdout
+    env = gateway_env(KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}"), spool_dir)
+    proc = gateway_process(env, tmp_path / "gateway.log")
+    async with aiohttp.ClientSession() as session:
+        post = signed_poster(session, proc.base_url + WEBHOOK)
+        async with session.get(proc.base_url + "/readyz") as resp:
+            before = await resp.json()
+            assert resp.status == 503, before
+        assert (before["mode"], before["reason"]) == ("refusing", "io_error")
+        assert before["checks"]["spool"] == "unavailable (io_error)"
+        assert (await post("while-unusable")).status == 503
+        blocker.unlink()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            async with session.get(proc.base_url + "/readyz") as resp:
+                after = await resp.json()
+                if resp.status == 200:
+                    break
+            await asyncio.sleep(0.3)
+        assert (after["status"], after["mode"], after["checks"]["spool"]) == ("ready", "spooling", "accepting"), after
+        assert (await post("once-usable")).status == 200  # spooled: Kafka is still away
+    assert "IGW_SPOOL_DIR" in (tmp_path / "gateway.log").read_text()
+
+
+_NOW_MS = 1_764_000_000_000
+_FAULT_OF = {
+    errno.EIO: Fault.IO_ERROR,
+    errno.EROFS: Fault.READ_ONLY,
+    errno.ENOSPC: Fault.DISK_FULL,
+    errno.EACCES: Fault.PERMISSION,
+}
+
+
+@pytest.mark.parametrize("err", list(_FAULT_OF), ids=errno.errorcode.get)
+@pytest.mark.parametrize("step", ["write", "fsync", "rotation"])
+async def test_append_fault_is_named_leaves_nothing_half_written_and_recovers(
+    tmp_path: Path, disk_fault: DiskFaultInjector, step: str, err: int
+) -> None:
+    """A disk error while appending fails that append with its named fault, keeps what was durable, and
+    the spool takes bodies again once a probe passes."""
+    # segment_bytes=1: every write fills its segment, so the next append starts (rotates to) a new one.
+    spool = _spool(tmp_path, segment_bytes=1 if step == "rotation" else 64 * 1024)
+    await spool.open()
+    try:
+        await spool.append(b"before", int(time.time() * 1000), None)
+        fault = disk_fault(step, err)
+        with pytest.raises(SpoolUnavailable) as refused:
+            await spool.append(b"refused by the disk", int(time.time() * 1000), None)
+        assert fault.raised
+        assert refused.value.reason == _FAULT_OF[err]
+        assert spool.fault() == _FAULT_OF[err]
+        assert not spool.accepting()
+        assert spool.records == 1
+        assert not await spool.probe()  # the probe goes through the same step
+        fault.clear()
+        assert await spool.probe()
+        assert spool.fault() is None
+        await spool.append(b"after", int(time.time() * 1000), None)
+    finally:
+        await spool.close()
+    again = _spool(tmp_path)
+    report = await again.open()
+    try:
+        assert (report.torn, report.corrupt) == (0, 0)  # no half frame was left behind
+        assert [i.body for i in await _drain_all(again)] == [b"before", b"after"]
+    finally:
+        await again.close()
+
+
+@pytest.mark.parametrize("err", list(_FAULT_OF), ids=errno.errorcode.get)
+async def test_cursor_fault_keeps_the_batch_until_its_ack_is_written(
+    tmp_path: Path, disk_fault: DiskFaultInjector, err: int
+) -> None:
+    """When the cursor cannot be written, ack changes nothing; a stop then replays that one batch; the same
+    ack succeeds once the disk recovers."""
+    spool = _spool(tmp_path)
+    await spool.open()
+    for i in range(10):
+        await spool.append(b"body-%d" % i, _NOW_MS + i, None)
+    batch = await spool.read_batch(4, 1024 * 1024)
+    assert batch is not None
+    fault = disk_fault("cursor", err)
+    with pytest.raises(SpoolUnavailable) as failed:
+        await spool.ack(batch)
+    assert failed.value.reason == _FAULT_OF[err]
+    assert spool.records == 10
+    await spool.close()
+    replayed = _spool(tmp_path)
+    assert (await replayed.open()).records == 10  # a crash here: this batch is published again, no more
+    try:
+        again = await replayed.read_batch(4, 1024 * 1024)
+        assert again is not None
+        assert [i.body for i in again.items] == [i.body for i in batch.items]
+        fault.clear()
+        await replayed.ack(again)
+        assert replayed.records == 6
+    finally:
+        await replayed.close()
+    final = _spool(tmp_path)
+    assert (await final.open()).records == 6
+    await final.close()
+
+
+@pytest.mark.parametrize("err", [errno.EIO, errno.EACCES], ids=errno.errorcode.get)
+async def test_read_fault_changes_nothing(tmp_path: Path, disk_fault: DiskFaultInjector, err: int) -> None:
+    """A body that cannot be read back is reported with its fault and read again once the disk recovers."""
+    spool = _spool(tmp_path)
+    await spool.open()
+    try:
+        await spool.append(b"kept", _NOW_MS, None)
+        fault = disk_fault("read", err)
+        with pytest.raises(SpoolUnavailable) as failed:
+            await spool.read_batch(10, 1024 * 1024)
+        assert failed.value.reason == _FAULT_OF[err]
+        fault.clear()
+        assert [i.body for i in await _drain_all(spool)] == [b"kept"]
+    finally:
+        await spool.close()
+
+
+@pytest.mark.parametrize("err", [errno.EIO, errno.EROFS, errno.EACCES], ids=errno.errorcode.get)
+async def test_replay_fault_at_start_up_releases_the_directory(
+    tmp_path: Path, disk_fault: DiskFaultInjector, err: int
+) -> None:
+    """A segment unreadable at start-up fails open() with its fault and leaves the directory free to open later."""
+    spool = _spool(tmp_path)
+    await spool.open()
+    await spool.append(b"left behind", _NOW_MS, None)
+    await spool.close()
+    fault = disk_fault("replay", err)
+    failing = _spool(tmp_path)
+    with pytest.raises(SpoolUnavailable) as failed:
+        await failing.open()
+    assert failed.value.reason == _FAULT_OF[err]
+    fault.clear()
+    again = _spool(tmp_path)  # not SpoolLocked: the failed open released the lock
+    assert (await again.open()).records == 1
+    try:
+        assert [i.body for i in await _drain_all(again)] == [b"left behind"]
+    finally:
+        await again.close()
+
+
+async def test_cursor_is_overwritten_in_place_and_survives_a_torn_slot(tmp_path: Path) -> None:
+    """The cursor file keeps its size and inode; with its newest slot torn, the other one replays one batch."""
+    spool = _spool(tmp_path)
+    await spool.open()
+    for i in range(10):
+        await spool.append(b"body-%d" % i, _NOW_MS + i, None)
+    cursor = tmp_path / "cursor"
+    inode = cursor.stat().st_ino
+    for size in (4, 3):
+        batch = await spool.read_batch(size, 1024 * 1024)
+        assert batch is not None
+        await spool.ack(batch)
+    assert (cursor.stat().st_ino, cursor.stat().st_size) == (inode, 1024)
+    await spool.close()
+    data = bytearray(cursor.read_bytes())
+    data[0 + 10] ^= 0xFF  # the second ack went to the slot at byte 0: tear it
+    cursor.write_bytes(bytes(data))
+    again = _spool(tmp_path)
+    assert (await again.open()).records == 6  # back to the first ack: one batch (3) replayed
+    await again.close()
+
+
+async def test_text_cursor_of_earlier_versions_is_read(tmp_path: Path) -> None:
+    """A cursor written as ``<segment> <offset>`` text is honoured and rewritten in the slot format."""
+    spool = _spool(tmp_path)
+    await spool.open()
+    for i in range(3):
+        await spool.append(b"body-%d" % i, _NOW_MS + i, None)
+    await spool.close()
+    [segment] = _segments(tmp_path)
+    first = len(encode_frame(b"body-0", _NOW_MS, None))
+    (tmp_path / "cursor").write_text(f"{int(segment.stem)} {first}\n")
+    again = _spool(tmp_path)
+    assert (await again.open()).records == 2
+    try:
+        assert (tmp_path / "cursor").stat().st_size == 1024
+        assert [i.body for i in await _drain_all(again)] == [b"body-1", b"body-2"]
+    finally:
+        await again.close()
+
+
+async def test_full_filesystem_refuses_then_drains_and_takes_bodies_again(small_fs: SmallFs) -> None:
+    """On a 256 KiB filesystem filled by the spool itself, the drain still records progress and frees
+    space, every body comes back in order, and appends work again."""
+    spool = Spool(small_fs.path / "spool", metrics=METRICS, max_bytes=64 * 1024 * 1024, max_age_seconds=3600)
+    await spool.open()
+    try:
+        appended: list[bytes] = []
+        refused: SpoolUnavailable | None = None
+        for i in range(10_000):
+            body = b'{"n":%d,"pad":"%s"}' % (i, b"x" * 2000)
+            try:
+                await spool.append(body, _NOW_MS + i, None)
+            except SpoolUnavailable as exc:
+                refused = exc
+                break
+            appended.append(body)
+        assert refused is not None
+        assert refused.reason == Fault.DISK_FULL
+        assert spool.fault() == Fault.DISK_FULL
+        assert len(appended) > 50, small_fs
+        assert not await spool.probe()
+        assert [i.body for i in await _drain_all(spool)] == appended  # acks need no free space
+        assert _segments(spool.directory) == []
+        assert await spool.probe()
+        await spool.append(b"after", _NOW_MS, None)
+        assert spool.records == 1
+    finally:
+        await spool.close()

@@ -14,9 +14,10 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp.test_utils import TestServer
-from prometheus_client import REGISTRY
 
 from gateway.app import create_app
+from gateway.delivery import Mode
+from gateway.metrics import GatewayMetrics
 from gateway.settings import GatewaySettings
 from gateway.signature import sign
 from gateway.spool import Spool
@@ -42,8 +43,9 @@ pytestmark = pytest.mark.kafka
 SPOOL_AFTER = 1.0
 
 
-def _sample(name: str, labels: dict[str, str] | None = None) -> float:
-    return REGISTRY.get_sample_value(name, labels or {}) or 0.0
+def _sample(server: TestServer, name: str, labels: dict[str, str] | None = None) -> float:
+    """A sample of what the gateway app behind ``server`` serves on /metrics (0 when absent)."""
+    return server.app[state_key].metrics.registry.get_sample_value(name, labels or {}) or 0.0
 
 
 @pytest.fixture
@@ -73,7 +75,8 @@ async def spool_server(spool_settings: GatewaySettings) -> AsyncIterator[TestSer
 async def _wait_drained(state: GatewayState, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if state.spool is not None and state.spool.records == 0 and not state.spooling:
+        delivery = state.delivery
+        if delivery.spool is not None and delivery.spool.records == 0 and delivery.mode is Mode.DIRECT:
             return True
         await asyncio.sleep(0.1)
     return False
@@ -84,7 +87,7 @@ async def test_frozen_broker_mid_load_every_200_reaches_kafka(
 ) -> None:
     """Broker SIGSTOPped then SIGCONTed under load: every request gets 200 in time and every 200 is in Kafka."""
     state = spool_server.app[state_key]
-    appends = _sample("igw_spool_appends_total")
+    appends = _sample(spool_server, "igw_spool_appends_total")
     freeze_seconds = 2.5
     async with aiohttp.ClientSession() as session:
         post = signed_poster(session, str(spool_server.make_url(WEBHOOK)))
@@ -96,8 +99,10 @@ async def test_frozen_broker_mid_load_every_200_reaches_kafka(
             own_broker.thaw()
 
         outcomes, _ = await asyncio.gather(run_load(post, workers=8, seconds=5.0, tag="frozen"), fault())
-        assert await _wait_drained(state, 30), f"spool still holds {state.spool and state.spool.records}"
-    spooled = _sample("igw_spool_appends_total") - appends
+        assert await _wait_drained(state, 30), (
+            f"spool still holds {state.delivery.spool and state.delivery.spool.records}"
+        )
+    spooled = _sample(spool_server, "igw_spool_appends_total") - appends
     statuses = {o.status for o in outcomes}
     slowest = max(o.seconds for o in outcomes)
     records = await read_topic(
@@ -167,7 +172,9 @@ async def test_broker_replaced_spool_drains_into_the_new_one(
 
         phase = "changing"
         own_broker.start()  # same port, empty: no topics
-        assert await _wait_drained(state, 40), f"spool still holds {state.spool and state.spool.records}"
+        assert await _wait_drained(state, 40), (
+            f"spool still holds {state.delivery.spool and state.delivery.spool.records}"
+        )
         phase = "drained"
         await asyncio.sleep(0.3)
         poller.cancel()
@@ -213,7 +220,7 @@ async def test_spool_full_answers_503_then_recovers(
     settings = replace(spool_settings, spool_max_bytes=4 * 1024)
     server = TestServer(create_app(settings))
     await server.start_server(auto_decompress=False)
-    full = _sample("igw_spool_failures_total", {"reason": "full"})
+    full = _sample(server, "igw_spool_failures_total", {"reason": "full"})
     try:
         async with aiohttp.ClientSession() as session:
             post = signed_poster(session, str(server.make_url(WEBHOOK)))
@@ -223,7 +230,7 @@ async def test_spool_full_answers_503_then_recovers(
             assert statuses[0] == 200
             assert 503 in statuses
             assert set(statuses[statuses.index(503) :]) == {503}
-            assert _sample("igw_spool_failures_total", {"reason": "full"}) > full
+            assert _sample(server, "igw_spool_failures_total", {"reason": "full"}) > full
             async with session.get(str(server.make_url("/readyz"))) as resp:
                 assert resp.status == 503
                 assert (await resp.json())["checks"]["spool"].startswith("refusing")
@@ -251,7 +258,7 @@ async def test_replayed_body_is_published_exactly_as_the_direct_path_would(
         (tmp_path / "spool" / "0", dm, received_at),
         (tmp_path / "spool" / "3", garbage, received_at + 1),
     ):
-        spool = Spool(directory, max_bytes=1024 * 1024, max_age_seconds=10**9)
+        spool = Spool(directory, metrics=GatewayMetrics(), max_bytes=1024 * 1024, max_age_seconds=10**9)
         await spool.open()
         await spool.append(body, at, sign(body, APP_SECRET))
         await spool.close()
@@ -262,8 +269,8 @@ async def test_replayed_body_is_published_exactly_as_the_direct_path_would(
     try:
         state = server.app[state_key]
         assert await _wait_drained(state, 20)
-        assert state.spool is not None
-        assert state.spool.directory == tmp_path / "spool" / "0"
+        assert state.delivery.spool is not None
+        assert state.delivery.spool.directory == tmp_path / "spool" / "0"
         topics = state.topics
     finally:
         await server.close()

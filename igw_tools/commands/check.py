@@ -3,7 +3,8 @@
 The verification handshake with a random challenge, a wrong token that must be refused, a signed
 test POST (a harmless read receipt, published like any event), an unsigned POST that must be
 refused, TLS, and response times against Meta's 5 s limit. Each failure names its likely cause.
-The verify token and app secret are never printed.
+The verify token and app secret are never printed. ``--subscription`` asks the Graph API whether
+each configured account is still subscribed (igw_tools/subscription_check.py).
 """
 
 from __future__ import annotations
@@ -395,27 +396,54 @@ def _ssl_context(cafile: str | None) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=cafile)
 
 
+def _subscription_results(env: Env, callback_url: str | None) -> list[CheckResult]:
+    """The Graph check of each account's webhook subscription (igw_tools/subscription_check.py)."""
+    from igw_tools.subscription_check import SubscriptionChecker
+
+    found = asyncio.run(SubscriptionChecker.from_env(env, callback_url=callback_url).run())
+    return [
+        CheckResult(r.name, Verdict.WARN if r.warning else Verdict.PASS if r.ok else Verdict.FAIL, r.detail, r.cause)
+        for r in found
+    ]
+
+
 def run(args: argparse.Namespace) -> int:
     env = Env()
-    token = args.token or env.required_secret("INSTAGRAM_WEBHOOK_VERIFY_TOKEN", "or pass --token").value
-    if args.secret:
+    if args.url is None and not args.subscription:
+        sys.stderr.write("igw check: give the callback URL, --subscription, or both\n")
+        return 2
+    results: list[CheckResult] = []
+    if args.url is not None:
+        token = args.token
+        if not token:
+            token = env.required_secret(
+                "INSTAGRAM_WEBHOOK_VERIFY_TOKEN",
+                "the verify token to check the gateway with",
+                alternative="pass --token",
+            ).value
         secret = args.secret
-    else:
-        # Several comma-separated secrets (rotation): Meta signs with one; check with the first.
-        configured = env.required_secret("INSTAGRAM_APP_SECRET", "or pass --secret").value
-        secret = configured.split(",")[0].strip()
-    checker = WebhookChecker(
-        args.url,
-        verify_token=token,
-        app_secret=secret,
-        platform=args.platform,
-        account_id=args.account_id,
-        timeout=args.timeout,
-        ssl_context=_ssl_context(args.cafile),
-    )
-    results = asyncio.run(checker.run())
+        if not secret:
+            # Several comma-separated secrets (rotation): Meta signs with one; check with the first.
+            configured = env.secrets(
+                "INSTAGRAM_APP_SECRET",
+                required_as="the app secret to sign the test POST with",
+                alternative="pass --secret",
+            )
+            secret = configured[0].value
+        checker = WebhookChecker(
+            args.url,
+            verify_token=token,
+            app_secret=secret,
+            platform=args.platform,
+            account_id=args.account_id,
+            timeout=args.timeout,
+            ssl_context=_ssl_context(args.cafile),
+        )
+        results = asyncio.run(checker.run())
+    if args.subscription:
+        results += _subscription_results(env, args.url)
     out = sys.stdout
-    out.write(f"igw check {args.url}\n")
+    out.write(f"igw check {args.url or '(Graph API only)'}\n")
     for result in results:
         out.write(result.render() + "\n")
     failed = sum(r.verdict in {Verdict.FAIL, Verdict.SKIP} for r in results)
@@ -432,12 +460,21 @@ def run(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "check",
-        help="check a webhook URL the way Meta will call it",
+        help="check a webhook URL the way Meta will call it, and Meta's subscription of the accounts",
         description="Verification handshake, signed and badly signed POSTs, TLS and response times, each with"
         " a verdict and the likely cause of a failure. Exit status 0 only when no check fails. The signed"
-        " POST is a harmless read receipt that is published like any event.",
+        " POST is a harmless read receipt that is published like any event. --subscription adds the Graph"
+        " API's view: is each account still subscribed to the app's webhooks (docs/reconcile.md)?",
     )
-    parser.add_argument("url", help="the callback URL, e.g. https://hooks.example.com/api/v1/instagram/webhook")
+    parser.add_argument(
+        "url", nargs="?", help="the callback URL, e.g. https://hooks.example.com/api/v1/instagram/webhook"
+    )
+    parser.add_argument(
+        "--subscription",
+        action="store_true",
+        help="also ask Meta's Graph API whether each configured account (IGW_ACCESS_TOKEN, IGW_ACCOUNTS_FILE) is "
+        "subscribed to this app's messages webhooks, and with IGW_APP_ACCESS_TOKEN whether the app's are active",
+    )
     parser.add_argument("--token", help="verify token (default: INSTAGRAM_WEBHOOK_VERIFY_TOKEN or its _FILE)")
     parser.add_argument("--secret", help="app secret (default: INSTAGRAM_APP_SECRET or its _FILE)")
     parser.add_argument("--platform", choices=("instagram", "messenger"), default="instagram")

@@ -10,6 +10,7 @@ from typing import Any
 
 from consumers.agent_replies.settings import SAMPLE_RULES
 from igw.config import Env, KafkaSettings
+from igw.errors import ListenError
 from igw_tools.devstack import (
     DEV_INSTAGRAM_ACCOUNT,
     Component,
@@ -21,12 +22,13 @@ from igw_tools.devstack import (
     environ,
     python_igw,
 )
+from igw_tools.localbroker import resolve_broker_binary
 
 
 def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "dev",
-        help="run the local stack: broker, gateway, agent, analytics and the Graph API emulator",
+        help="run the local stack: broker, gateway, agent, analytics, reconcile and the Graph API emulator",
         description="Development only. Starts a local Kafka-protocol broker (Tansu) and every igw process "
         "with prefixed logs; Ctrl-C stops all of it. Secrets are generated once into <state-dir>/dev.env.",
     )
@@ -36,6 +38,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--kafka-port", type=int, default=defaults.kafka)
     parser.add_argument("--agent-metrics-port", type=int, default=defaults.agent_metrics)
     parser.add_argument("--analytics-metrics-port", type=int, default=defaults.analytics_metrics)
+    parser.add_argument("--reconcile-metrics-port", type=int, default=defaults.reconcile_metrics)
     parser.add_argument("--state-dir", type=Path, default=Path(".igw"), help="where dev secrets and logs live")
     parser.set_defaults(func=run)
 
@@ -58,16 +61,30 @@ def components(ports: Ports) -> list[Component]:
             ports.analytics_metrics,
             "/readyz",
         ),
+        Component(
+            "reconcile",
+            python_igw("reconcile", "--metrics-port", str(ports.reconcile_metrics)),
+            ports.reconcile_metrics,
+            "/readyz",
+        ),
     ]
 
 
 def run(args: argparse.Namespace) -> int:
-    ports = Ports(args.port, args.emulator_port, args.kafka_port, args.agent_metrics_port, args.analytics_metrics_port)
+    base = environ()
+    resolve_broker_binary(base)  # a bad IGW_TANSU_BIN stops here, before anything is written or started
+    ports = Ports(
+        args.port,
+        args.emulator_port,
+        args.kafka_port,
+        args.agent_metrics_port,
+        args.analytics_metrics_port,
+        args.reconcile_metrics_port,
+    )
     busy = busy_ports(ports)
     if busy:
-        print(f"igw dev: port {', '.join(busy)} is already in use; choose another with that flag", file=sys.stderr)  # noqa: T201
-        return 2
-    base = environ()
+        ports_are = f"port {busy[0]} is" if len(busy) == 1 else f"ports {', '.join(busy)} are"
+        raise ListenError(f"{ports_are} already in use", "stop what holds them, or choose others with those flags")
     kafka = KafkaSettings.from_env(Env(base))
     kafka = KafkaSettings(
         bootstrap_servers=f"127.0.0.1:{ports.kafka}",
@@ -82,6 +99,9 @@ def run(args: argparse.Namespace) -> int:
     env.setdefault("IGW_RULES_FILE", str(SAMPLE_RULES))  # the clinic sample, unless you name your own
     # Tansu holds a group join for about half the rebalance timeout: keep it short on a laptop.
     env.setdefault("IGW_CONSUMER_MAX_POLL_INTERVAL_MS", "10000")
+    # A pass every 30 s; a message 10 s old that no webhook brought counts as dropped (igw simulate --drop).
+    env.setdefault("IGW_RECONCILE_INTERVAL_SECONDS", "30")
+    env.setdefault("IGW_RECONCILE_MIN_AGE_SECONDS", "10")
     url = f"http://127.0.0.1:{ports.gateway}/api/v1/instagram/webhook"
     banner = [
         f"gateway   {url}",
@@ -91,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
         f"agent     rules from {env['IGW_RULES_FILE']}",
         f"verify token {dev.verify_token}   app secret {dev.app_secret}   (saved in {state_dir / 'dev.env'})",
         f"try: source {state_dir / 'dev.env'} && igw simulate --event message --account-id {DEV_INSTAGRAM_ACCOUNT}",
+        f"     add --emulator http://127.0.0.1:{ports.emulator} --drop 0.1 --count 50: reconcile recovers the dropped"
+        f" (http://127.0.0.1:{ports.reconcile_metrics}/metrics, igw_reconcile_recovered_total)",
         "Ctrl-C stops everything",
     ]
     stack = DevStack(

@@ -12,6 +12,8 @@ from aiohttp.log import access_logger
 
 from consumers.send_api.settings import load_accounts_file
 from igw.config import Env
+from igw.preflight import ListenSettings, check_listen
+from igw_tools.graph_conversations import ConversationsConfig
 from igw_tools.graph_emulator import EmulatorAccessLogger, EmulatorConfig, create_emulator_app
 
 __all__ = ["register", "run"]
@@ -19,8 +21,10 @@ __all__ = ["register", "run"]
 _DESCRIPTION = (
     "Run a LOCAL stand-in for Meta's Graph API Send endpoints, for development and tests. It is not "
     "Meta and never a production path: nothing it accepts reaches anyone. Point IGW_GRAPH_BASE_URL and "
-    "IGW_INSTAGRAM_GRAPH_BASE_URL at it. Control endpoints: POST /_emulator/inbound, POST "
-    "/_emulator/failures, GET|DELETE /_emulator/messages, GET /healthz."
+    "IGW_INSTAGRAM_GRAPH_BASE_URL at it. It also serves the Conversations API and webhook subscriptions "
+    "(igw reconcile). Control endpoints: POST /_emulator/inbound, POST /_emulator/failures, GET|DELETE "
+    "/_emulator/messages, POST|GET|DELETE /_emulator/conversations, POST /_emulator/subscriptions, GET "
+    "/_emulator/graph-calls, POST /_emulator/graph-failures, GET /healthz."
 )
 
 
@@ -66,6 +70,20 @@ def register(subparsers: Any) -> None:
         default=defaults.max_records,
         help=f"newest sends kept for GET /_emulator/messages (default {defaults.max_records})",
     )
+    reads = ConversationsConfig()
+    parser.add_argument(
+        "--read-rate",
+        type=_positive,
+        default=reads.read_rate_per_second,
+        help="Conversations API reads per second per account, then code 80002 (Instagram) or 80006 (Messenger)"
+        f" (default {reads.read_rate_per_second:g}, Meta's)",
+    )
+    parser.add_argument("--app-id", default=reads.app_id, help="the app that subscribed_apps lists")
+    parser.add_argument(
+        "--app-secret",
+        default=None,
+        help="with it, GET /{app-id}/subscriptions wants the app token <app-id>|<app-secret>; without, any secret",
+    )
     parser.add_argument("--no-access-log", action="store_true", help="do not log every request")
     parser.set_defaults(func=run)
 
@@ -93,14 +111,24 @@ def build_config(args: argparse.Namespace, env: Env | None = None) -> EmulatorCo
     )
 
 
+def build_read_config(args: argparse.Namespace) -> ConversationsConfig:
+    defaults = ConversationsConfig()
+    return ConversationsConfig(
+        app_id=getattr(args, "app_id", defaults.app_id),
+        app_secret=getattr(args, "app_secret", None),
+        read_rate_per_second=getattr(args, "read_rate", defaults.read_rate_per_second),
+    )
+
+
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     config = build_config(args)
+    check_listen(args.host, args.port, settings=ListenSettings(host="--host", port="--port"))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger(__name__).warning(
         "Graph API emulator on http://%s:%d: a local stand-in for development, not Meta", args.host, args.port
     )
     web.run_app(
-        create_emulator_app(config),
+        create_emulator_app(config, conversations=build_read_config(args)),
         host=args.host,
         port=args.port,
         print=None,

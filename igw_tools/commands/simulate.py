@@ -3,6 +3,10 @@
 Open loop at ``--rate`` requests per second (or as fast as ``--concurrency`` allows with
 ``--rate 0``), for ``--duration`` seconds or ``--count`` requests. Always bounded in time: each
 request has ``--timeout``, and the run stops scheduling at its deadline.
+
+With ``--emulator URL`` every message a body carries is also written into the Graph API
+emulator's conversations (as Meta keeps them), and ``--drop RATIO`` leaves that share of the
+bodies undelivered, as Meta sometimes does: ``igw reconcile`` then finds them (docs/reconcile.md).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import sys
 import time
 from collections import Counter
@@ -19,6 +24,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import aiohttp
+import orjson
 
 from gateway.settings import DEFAULT_WEBHOOK_PATH
 from gateway.signature import sign
@@ -36,6 +42,7 @@ class SimulationPlan:
     secret: str = ""
     event: str | None = None  # None: a realistic mix
     file_body: bytes | None = None  # sent byte for byte instead of generated bodies
+    dashboard_test: bool = False  # Meta's App Dashboard test DM instead of generated bodies
     platform: Platform = "instagram"
     account_id: str | None = None
     conversations: int = 100
@@ -46,6 +53,9 @@ class SimulationPlan:
     concurrency: int = 64
     timeout: float = 10.0
     seed: int | None = None
+    # The Graph API emulator that keeps the conversations, and the share of bodies not delivered.
+    emulator_url: str | None = None
+    drop: float = 0.0
 
     def __post_init__(self) -> None:
         if self.count is None and self.duration is None:
@@ -54,6 +64,10 @@ class SimulationPlan:
             raise ValueError("rate must be >= 0; batch, concurrency and timeout must be positive")
         if self.duration is not None and self.duration <= 0:
             raise ValueError("duration must be positive")
+        if not 0.0 <= self.drop < 1.0:
+            raise ValueError("drop must be at least 0 and below 1")
+        if self.dashboard_test and self.platform != "instagram":
+            raise ValueError("--dashboard-test sends Instagram's dashboard test; leave out --platform messenger")
 
 
 @dataclass(slots=True)
@@ -65,6 +79,10 @@ class SimulationReport:
     expected_topics: Counter[str] = field(default_factory=Counter)  # accepted (2xx) items per topic suffix
     items_sent: int = 0
     elapsed: float = 0.0
+    # Bodies left undelivered on purpose (--drop), and the events in them.
+    dropped: int = 0
+    dropped_items: int = 0
+    recorded: int = 0  # messages written into the emulator's conversations
 
     @property
     def requests(self) -> int:
@@ -97,6 +115,9 @@ class SimulationReport:
                 "max": max(self.latencies, default=0.0),
             },
             "expected_topics": dict(sorted(self.expected_topics.items())),
+            "dropped": self.dropped,
+            "dropped_items": self.dropped_items,
+            "recorded": self.recorded,
         }
 
     def summary(self) -> str:
@@ -109,9 +130,46 @@ class SimulationReport:
             f"status: {statuses}",
             f"latency: p50 {lat['p50']}  p90 {lat['p90']}  p99 {lat['p99']}  max {lat['max']}",
         ]
+        if self.recorded or self.dropped:
+            lines.append(
+                f"emulator: {self.recorded} messages recorded in conversations; not delivered on purpose:"
+                f" {self.dropped} requests ({self.dropped_items} events)"
+            )
         if self.failed:
             lines.append(f"FAILED: {self.failed} of {self.requests} requests did not get a 2xx answer")
         return "\n".join(lines)
+
+
+def conversation_messages(body: bytes) -> list[dict[str, Any]]:
+    """The messages of a webhook body as the emulator's conversations keep them (``POST /_emulator/conversations``)."""
+    try:
+        return _conversation_messages(orjson.loads(body))
+    except (ValueError, AttributeError, KeyError, TypeError):
+        return []  # a --file body that is not Meta's shape: nothing to record
+
+
+def _conversation_messages(document: Any) -> list[dict[str, Any]]:
+    platform = "instagram" if document.get("object") == "instagram" else "messenger"
+    found: list[dict[str, Any]] = []
+    for entry in document.get("entry", []):
+        for item in entry.get("messaging", []):
+            message = item.get("message")
+            if not isinstance(message, dict) or not message.get("mid"):
+                continue
+            echo = bool(message.get("is_echo"))
+            found.append(
+                {
+                    "account_id": entry["id"],
+                    "user_id": item["recipient"]["id"] if echo else item["sender"]["id"],
+                    "mid": message["mid"],
+                    "text": message.get("text"),
+                    "attachments": message.get("attachments") or [],
+                    "timestamp": item.get("timestamp"),
+                    "direction": "outbound" if echo else "inbound",
+                    "platform": platform,
+                }
+            )
+    return found
 
 
 def _error_name(exc: BaseException) -> str:
@@ -138,7 +196,26 @@ async def simulate(
         stop_at = min(stop_at, started + plan.count / plan.rate + 1.0)
     client_timeout = aiohttp.ClientTimeout(total=plan.timeout)
 
+    drops = random.Random(plan.seed)  # noqa: S311 - which bodies to drop, not cryptography
+
     async def send(session: aiohttp.ClientSession, simulated: SimulatedBody) -> None:
+        if plan.emulator_url is not None:
+            messages = conversation_messages(simulated.body)
+            if messages:
+                try:
+                    url = f"{plan.emulator_url}/_emulator/conversations"
+                    async with session.post(url, json={"messages": messages}) as resp:
+                        await resp.read()
+                        if resp.status == 200:
+                            report.recorded += len(messages)
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    report.statuses[f"emulator-{_error_name(exc)}"] += 1
+        if plan.drop and drops.random() < plan.drop:
+            # Meta "forgot" this one: never posted, counted apart.
+            report.dropped += 1
+            report.dropped_items += len(simulated.kinds) or 1
+            limit.release()
+            return
         headers = {"Content-Type": "application/json", "X-Hub-Signature-256": sign(simulated.body, plan.secret)}
         t0 = time.perf_counter()
         try:
@@ -158,6 +235,8 @@ async def simulate(
     def next_body() -> SimulatedBody:
         if plan.file_body is not None:
             return SimulatedBody(body=plan.file_body, kinds=())
+        if plan.dashboard_test:
+            return generator.dashboard_test()
         return generator.next(plan.event, batch=plan.batch)
 
     connector = aiohttp.TCPConnector(limit=plan.concurrency, force_close=False)
@@ -234,12 +313,14 @@ class ProgressPrinter:
 def _plan_from_args(args: argparse.Namespace) -> SimulationPlan:
     secret = args.secret
     if not secret:
-        configured = Env().required_secret("INSTAGRAM_APP_SECRET", "simulate signs bodies with it; or pass --secret")
         # Several comma-separated secrets (rotation): sign with the first, as Meta signs with one.
-        secret = configured.value.split(",")[0].strip()
+        configured = Env().secrets(
+            "INSTAGRAM_APP_SECRET", required_as="the app secret to sign bodies with", alternative="pass --secret"
+        )
+        secret = configured[0].value
     count, duration = args.count, args.duration
     if count is None and duration is None:
-        count = 1 if (args.event or args.file) and not args.mix else None
+        count = 1 if (args.event or args.file or args.dashboard_test) and not args.mix else None
         duration = None if count is not None else 10.0
     file_body = Path(args.file).read_bytes() if args.file else None
     return SimulationPlan(
@@ -247,6 +328,7 @@ def _plan_from_args(args: argparse.Namespace) -> SimulationPlan:
         secret=secret,
         event=args.event,
         file_body=file_body,
+        dashboard_test=args.dashboard_test,
         platform=args.platform,
         account_id=args.account_id,
         conversations=args.conversations,
@@ -257,6 +339,8 @@ def _plan_from_args(args: argparse.Namespace) -> SimulationPlan:
         concurrency=args.concurrency,
         timeout=args.timeout,
         seed=args.seed,
+        emulator_url=args.emulator.rstrip("/") if args.emulator else None,
+        drop=args.drop,
     )
 
 
@@ -288,12 +372,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "simulate",
         help="send realistic signed webhook traffic to a gateway",
         description="Send signed Meta-style webhooks to a gateway and report status codes and latency. "
-        "With neither --count nor --duration: one request for --event/--file, 10 s for --mix.",
+        "With neither --count nor --duration: one request for --event/--file/--dashboard-test, 10 s for --mix.",
     )
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--event", choices=EVENT_KINDS, help="send this event type")
     what.add_argument("--file", metavar="BODY.json", help="send this file's bytes as the body, unchanged")
     what.add_argument("--mix", action="store_true", help="send a realistic mix of event types")
+    what.add_argument(
+        "--dashboard-test",
+        action="store_true",
+        help="send the DM Meta's App Dashboard 'Test' button sends for Instagram's messages field (a changes "
+        "item), for --account-id and stamped now, so the local agent answers it",
+    )
     parser.add_argument("--url", default=DEFAULT_URL, help="the webhook URL (default %(default)s)")
     parser.add_argument("--secret", help="app secret to sign with (default: INSTAGRAM_APP_SECRET or its _FILE)")
     parser.add_argument("--platform", choices=("instagram", "messenger"), default="instagram")
@@ -306,6 +396,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--concurrency", type=_positive_int, default=64, help="requests in flight at most")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per request (default 10)")
     parser.add_argument("--seed", type=int, help="random seed, for repeatable bodies")
+    parser.add_argument(
+        "--emulator",
+        metavar="URL",
+        help="also write every message into this Graph API emulator's conversations (igw graph-emulator)",
+    )
+    parser.add_argument(
+        "--drop",
+        type=float,
+        default=0.0,
+        help="share of bodies (0 to below 1) not delivered, as Meta sometimes loses webhooks; with --emulator,"
+        " igw reconcile finds them (default 0)",
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
     parser.set_defaults(func=run)

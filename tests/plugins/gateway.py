@@ -17,10 +17,11 @@ import pytest
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway.access_log import RedactedAccessLogger
+from gateway.access_log import access_logger_for
 from gateway.app import create_app
 from gateway.settings import DEFAULT_WEBHOOK_PATH, GatewaySettings
 from gateway.signature import sign
+from gateway.typedefs import state_key
 from igw.config import KafkaSettings, Secret
 from igw.errors import BrokerUnavailable, PublishError
 from igw.records import OutRecord
@@ -48,7 +49,9 @@ async def serving(app: web.Application) -> AsyncIterator[GatewayClient]:
     """``app`` on a loopback test server, run with the same server options as ``igw gateway``."""
     server = TestServer(app)
     # Runner options go to start_server(): TestServer's own keyword arguments are not passed on.
-    await server.start_server(auto_decompress=False, access_log_class=RedactedAccessLogger)
+    await server.start_server(
+        auto_decompress=False, access_log_class=access_logger_for(app[state_key].metrics, lines=True)
+    )
     client: GatewayClient = TestClient(server)
     await client.start_server()
     try:
@@ -126,6 +129,13 @@ async def memory_gateway_client(
     app = create_app(memory_gateway_settings, publisher_factory=lambda _: memory_publisher)
     async with serving(app) as client:
         yield client
+
+
+def metric(client: GatewayClient, name: str, labels: dict[str, str] | None = None) -> float:
+    """A sample of the metrics the app behind ``client`` serves on /metrics (0 when absent)."""
+    app = client.app
+    assert app is not None
+    return app[state_key].metrics.registry.get_sample_value(name, labels or {}) or 0.0
 
 
 async def post_signed(

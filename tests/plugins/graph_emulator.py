@@ -19,6 +19,7 @@ from aiohttp.test_utils import TestServer
 from consumers.send_api.model import AccountConfig, Flavour
 from consumers.send_api.settings import SendApiSettings
 from igw.config import Secret
+from igw_tools.graph_conversations import ConversationsConfig, ConversationsState
 from igw_tools.graph_emulator import (
     EmulatorAccessLogger,
     EmulatorConfig,
@@ -42,6 +43,8 @@ class RunningEmulator:
     base_url: str
     config: EmulatorConfig
     state: EmulatorState
+    # The read side (igw_tools/graph_conversations.py): conversations, subscriptions, read calls.
+    conversations: ConversationsState = dataclasses.field(default_factory=ConversationsState)
 
     def open_window(self, account_id: str, user_id: str, *, age_seconds: float = 0.0) -> None:
         """Tell the emulator ``user_id`` wrote to ``account_id`` ``age_seconds`` ago."""
@@ -70,7 +73,7 @@ def graph_emulator_config() -> EmulatorConfig:
     return EmulatorConfig(accounts=TEST_ACCOUNTS)
 
 
-StartEmulator = Callable[[EmulatorConfig], Awaitable[RunningEmulator]]
+StartEmulator = Callable[..., Awaitable[RunningEmulator]]
 
 
 @pytest.fixture
@@ -79,12 +82,13 @@ async def start_graph_emulator(
 ) -> StartEmulator:
     """Start an emulator with a given config; pytest-aiohttp stops it after the test."""
 
-    async def start(config: EmulatorConfig) -> RunningEmulator:
+    async def start(config: EmulatorConfig, conversations: ConversationsConfig | None = None) -> RunningEmulator:
         state = EmulatorState()
-        server = await aiohttp_server(
-            create_emulator_app(config, state=state), host="127.0.0.1", access_log_class=EmulatorAccessLogger
-        )
-        return RunningEmulator(base_url=str(server.make_url("")).rstrip("/"), config=config, state=state)
+        read_side = ConversationsState()
+        app = create_emulator_app(config, state=state, conversations=conversations, conversations_state=read_side)
+        server = await aiohttp_server(app, host="127.0.0.1", access_log_class=EmulatorAccessLogger)
+        base_url = str(server.make_url("")).rstrip("/")
+        return RunningEmulator(base_url=base_url, config=config, state=state, conversations=read_side)
 
     return start
 

@@ -40,6 +40,18 @@ def own_broker(tmp_path: Path) -> Iterator[LocalBroker]:
         broker.stop()
 
 
+@pytest.fixture(scope="module")
+def module_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
+    """A broker of this module's own, free to be frozen (each test thaws it again); cheaper than one per test."""
+    broker = LocalBroker(log_path=tmp_path_factory.mktemp("module-broker") / "tansu.log")
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.thaw()
+        broker.stop()
+
+
 def gateway_env(kafka: KafkaSettings, spool_dir: Path | None, **extra: str) -> dict[str, str]:
     """The environment of a real ``igw gateway`` for the suite: test secrets, JSON logs, a spool dir."""
     env = {

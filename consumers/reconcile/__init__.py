@@ -1,0 +1,1 @@
+"""Reconcile: recover the inbound messages Meta never delivered as webhooks, and watch the subscription."""
