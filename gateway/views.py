@@ -10,7 +10,6 @@ from typing import Final
 
 import orjson
 from aiohttp import web
-from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway import bodies
 from gateway.bodies import BIG_BODY_BYTES, SLICE_EVENTS
@@ -31,8 +30,6 @@ log = logging.getLogger(__name__)
 SIGNATURE_HEADER: Final = "X-Hub-Signature-256"
 # Meta's own samples answer this; any 200 body is accepted.
 _RECEIVED: Final = b"EVENT_RECEIVED"
-# Cheaper than content_type= (no parsing), measured ~1 µs a response.
-_TEXT: Final = CIMultiDictProxy(CIMultiDict({"Content-Type": "text/plain"}))
 # The challenge echo is attacker-chosen text: no browser may take it for anything but text.
 _CHALLENGE_HEADERS: Final = {"X-Content-Type-Options": "nosniff"}
 # Unauthenticated junk is worth one warning now and then, not one per request (gateway.lograte).
@@ -226,7 +223,7 @@ async def _publish_records(
     state.metrics.observe_published(normalized.events, time.perf_counter() - started)
     if dead is not None:
         state.metrics.dead_letters.labels(dead.reason).inc()
-    return web.Response(body=_RECEIVED, headers=_TEXT)
+    return web.Response(body=_RECEIVED, content_type="text/plain")
 
 
 async def _spool_body(
@@ -251,7 +248,7 @@ async def _spool_body(
         if may_publish and delivery.state.mode is Mode.BYPASSING:
             return await _publish(request, state, body, received_at, signature, may_spool=False)
         return _refused(delivery.state)
-    return web.Response(body=_RECEIVED, headers=_TEXT)
+    return web.Response(body=_RECEIVED, content_type="text/plain")
 
 
 def _refused(state: DeliveryState) -> web.Response:

@@ -13,8 +13,10 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka import TopicPartition
+from prometheus_client import CollectorRegistry
 
 from consumers.agent_replies.agent import AgentError
+from consumers.agent_replies.metrics import AgentMetrics
 from consumers.agent_replies.model import AgentReply, InboundEvent, Turn, parse_event
 from consumers.agent_replies.outcomes import OutcomePublisher
 from consumers.agent_replies.processor import Job, ReplyProcessor
@@ -110,8 +112,9 @@ class Bench:
 @pytest.fixture
 def bench() -> Bench:
     store, agent, sender, produced = MemoryStore(clock=lambda: NOW), ScriptedAgent(), ScriptedSender(), Produced()
-    publisher = OutcomePublisher(produced, "replies", "deadletter", clock=lambda: NOW)
-    processor = ReplyProcessor(SETTINGS, store, agent, sender, publisher, clock=lambda: NOW)
+    metrics = AgentMetrics(CollectorRegistry())
+    publisher = OutcomePublisher(produced, "replies", "deadletter", metrics, clock=lambda: NOW)
+    processor = ReplyProcessor(SETTINGS, store, agent, sender, publisher, metrics=metrics, clock=lambda: NOW)
     return Bench(store, agent, sender, produced, processor)
 
 

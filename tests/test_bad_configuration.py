@@ -231,7 +231,11 @@ def argv(command: str, places: Places) -> list[str]:
         "replay": ["replay", "deadletter", "--to", "messages", "--dry-run", "--timeout", "5"],
         "check": ["check", nowhere, "--timeout", "1"],
         "simulate": ["simulate", "--event", "message", "--url", nowhere, "--count", "1", "--timeout", "1", "--quiet"],
-        "dev": ["dev", "--state-dir", str(places.tmp / "dev"), "--port", str(places.busy_port)],
+        # A free broker port of its own: igw dev probes it, and 9092 may hold someone's broker.
+        "dev": [
+            *("dev", "--state-dir", str(places.tmp / "dev"), "--port", str(places.busy_port)),
+            *("--kafka-port", str(places.closed_port)),
+        ],
         "graph-emulator": ["graph-emulator", "--port", str(places.busy_port)],
         "erase": ["erase", "--platform", "instagram", "--account", "1", "--user", "2", "--timeout", "2"],
     }[command]

@@ -25,7 +25,7 @@ async def test_signed_dm_is_answered_once_its_record_is_published(
 ) -> None:
     """200 EVENT_RECEIVED after the publisher took one envelope, keyed by conversation, with CloudEvents headers."""
     resp = await post_signed(memory_gateway_client, dm_body("hello"))
-    assert (resp.status, await resp.read()) == (200, b"EVENT_RECEIVED")
+    assert (resp.status, resp.headers["Content-Type"], await resp.read()) == (200, "text/plain", b"EVENT_RECEIVED")
     [record] = memory_publisher.records
     assert record.topic == memory_gateway_settings.kafka.topic("messages")
     assert record.key == CONVERSATION
@@ -47,16 +47,18 @@ async def test_wrong_or_missing_signature_gets_403_and_publishes_nothing(
 
 
 @pytest.mark.parametrize("failure", [BrokerUnavailable("down"), PublishTimeout("slow")], ids=["unavailable", "timeout"])
-async def test_kafka_failure_gets_503_then_the_next_acknowledged_request_200(
+async def test_kafka_failure_gets_503_until_a_check_finds_kafka_back(
     memory_gateway_client: GatewayClient, memory_publisher: MemoryPublisher, failure: PublishError
 ) -> None:
-    """Without a spool, a publish Kafka did not acknowledge is a 503 with Retry-After, so Meta retries."""
+    """Without a spool, a publish Kafka did not acknowledge is a 503 with Retry-After, so Meta retries;
+    once a Kafka check passes (here /readyz's), requests get 200 again."""
     memory_publisher.failure = failure
     resp = await post_signed(memory_gateway_client, dm_body())
     assert resp.status == 503
     assert resp.headers["Retry-After"] == "1"
     assert (await resp.json())["error"] == "broker_unavailable"
     memory_publisher.failure = None
+    assert (await memory_gateway_client.get("/readyz")).status == 200
     assert (await post_signed(memory_gateway_client, dm_body())).status == 200
     assert len(memory_publisher.records) == 1
 
