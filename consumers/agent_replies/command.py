@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import logging
 import os
 from typing import Any
 
 from consumers.agent_replies.settings import AgentSettings
-from consumers.common.runner import run_main, stop_on_signals
+from consumers.common.runner import run_consumer
 from igw.logs import configure_logging
 
 __all__ = ["register", "run"]
@@ -43,20 +42,10 @@ def run(args: argparse.Namespace) -> int:
             settings, consumer=dataclasses.replace(settings.consumer, metrics_port=args.metrics_port)
         )
 
-    async def main() -> int:
+    async def main(stop: asyncio.Event, started: asyncio.Event) -> int:
         from consumers.agent_replies.service import run_agent
 
-        stop = asyncio.Event()
-        undo = stop_on_signals(stop, asyncio.current_task())
-        try:
-            await run_agent(settings, stop)
-        finally:
-            undo()
+        await run_agent(settings, stop, started=started)
         return 0
 
-    try:
-        return run_main(main)
-    except asyncio.CancelledError:
-        # A second signal: the events in hand stay uncommitted and are replayed on the next start.
-        logging.getLogger(__name__).warning("stopped before the work in hand finished")
-        return 1
+    return run_consumer(main)

@@ -36,7 +36,15 @@ from consumers.agent_replies.store import MemoryStore, RedisStore, Store
 from consumers.common.lag import lag_sampler
 from consumers.common.metrics_server import create_metrics_app, serve_metrics
 from consumers.common.partitioner import CachedPartitioner
-from consumers.common.runner import CommitOnRevoke, OffsetTracker, Ticket, commit_finished, drain, poll_loop
+from consumers.common.runner import (
+    CommitOnRevoke,
+    OffsetTracker,
+    Ticket,
+    commit_finished,
+    drain,
+    poll_loop,
+    stop_consumer,
+)
 from consumers.common.tasks import background
 from consumers.send_api.client import SendApiClient
 from igw.envelope import Topic
@@ -189,9 +197,9 @@ async def run_agent(
                 serve_metrics(app, settings.consumer.metrics_host, settings.consumer.metrics_port)
             )
         consumer.subscribe(list(settings.consumer.topics), listener=listener)
-        await consumer.start()
-        log.info("agent consumer started: %s", settings.describe())
         try:
+            await consumer.start()  # inside: a stop signal may cancel start-up here, and stop() must follow
+            log.info("agent consumer started: %s", settings.describe())
             async with lag_sampler(
                 consumer, settings.consumer.group_id, settings.consumer.topics, settings.consumer.lag_interval_seconds
             ):
@@ -211,4 +219,4 @@ async def run_agent(
         finally:
             await scheduler.close()
             await commit_finished(consumer, tracker)
-            await consumer.stop()
+            await stop_consumer(consumer)

@@ -9,7 +9,7 @@ import os
 
 from consumers.analytics.service import run_analytics
 from consumers.analytics.settings import AnalyticsSettings
-from consumers.common.runner import run_main, stop_on_signals
+from consumers.common.runner import run_consumer
 from igw.logs import configure_logging
 
 __all__ = ["register"]
@@ -40,12 +40,7 @@ def main(args: argparse.Namespace) -> int:
         consumer = dataclasses.replace(consumer, metrics_host=args.metrics_host)
     settings = dataclasses.replace(settings, consumer=consumer)
 
-    async def run() -> int:
-        stop = asyncio.Event()
-        undo = stop_on_signals(stop, asyncio.current_task())
-        try:
-            return await run_analytics(settings, stop)
-        finally:
-            undo()
+    async def run(stop: asyncio.Event, started: asyncio.Event) -> int:
+        return await run_analytics(settings, stop, started=started)
 
-    return run_main(run)
+    return run_consumer(run)

@@ -25,7 +25,14 @@ from consumers.analytics.rollup import RollupBuffer, RollupStore
 from consumers.analytics.settings import TOPICS, AnalyticsSettings
 from consumers.common.lag import lag_sampler
 from consumers.common.metrics_server import create_metrics_app, serve_metrics
-from consumers.common.runner import CommitOnRevoke, OffsetTracker, commit_finished, drain, poll_batches
+from consumers.common.runner import (
+    CommitOnRevoke,
+    OffsetTracker,
+    commit_finished,
+    drain,
+    poll_batches,
+    stop_consumer,
+)
 from consumers.common.tasks import background
 from igw.topics import ensure_topics
 
@@ -69,9 +76,16 @@ def _day_label(day: int) -> str:
 
 
 async def run_analytics(
-    settings: AnalyticsSettings, stop: asyncio.Event, *, registry: CollectorRegistry = REGISTRY
+    settings: AnalyticsSettings,
+    stop: asyncio.Event,
+    *,
+    registry: CollectorRegistry = REGISTRY,
+    started: asyncio.Event | None = None,
 ) -> int:
-    """Consume until ``stop`` is set; returns the exit status. Tests pass a private ``registry``."""
+    """Consume until ``stop`` is set; returns the exit status. Tests pass a private ``registry``.
+
+    ``started`` is set once the consumer has joined its group and received its partitions.
+    """
     c = settings.consumer
     log.info("analytics starting: %s", settings.describe())
     if settings.create_topics:
@@ -80,7 +94,11 @@ async def run_analytics(
     aggregator = Aggregator(settings, AnalyticsMetrics(registry), rollup=buffer)
     short_names = settings.topics()
     tracker = OffsetTracker()
-    listener = CommitOnRevoke(tracker, drain_timeout=c.shutdown_timeout_seconds)
+    listener = CommitOnRevoke(
+        tracker,
+        drain_timeout=c.shutdown_timeout_seconds,
+        on_assigned=None if started is None else (lambda _partitions: started.set()),
+    )
     consumer = AIOKafkaConsumer(**c.consumer_kwargs())
     listener.consumer = consumer
     consumer.subscribe(list(short_names), listener=listener)
@@ -110,8 +128,9 @@ async def run_analytics(
     app = create_metrics_app(ready, registry=registry)
     async with contextlib.AsyncExitStack() as stack:
         await stack.enter_async_context(serve_metrics(app, c.metrics_host, c.metrics_port))
+        # Registered first: a stop signal may cancel start-up inside start(), and stop() must follow.
+        stack.push_async_callback(stop_consumer, consumer)
         await consumer.start()
-        stack.push_async_callback(consumer.stop)
         if buffer is not None:
             await stack.enter_async_context(rollup_flusher(settings, aggregator, buffer))
         await stack.enter_async_context(lag_sampler(consumer, c.group_id, c.topics, c.lag_interval_seconds))
