@@ -4,6 +4,7 @@
 
     IgwError
     ├── SettingsError        a setting is missing or invalid; names the variable
+    │   └── IdempotenceRefused  the broker refuses idempotent producers: KAFKA_ENABLE_IDEMPOTENCE
     ├── PublishError         Kafka did not acknowledge records
     │   ├── PublishTimeout   no acknowledgement within the deadline (retriable)
     │   └── BrokerUnavailable  the client cannot reach the cluster (retriable)
@@ -29,6 +30,22 @@ class SettingsError(IgwError):
         super().__init__(f"{variable}: {problem}")
         self.variable = variable
         self.problem = problem
+
+
+class IdempotenceRefused(SettingsError):
+    """The broker answered a producer's start with an error: it refuses idempotent producers.
+
+    A setting problem, not an outage: the broker is reachable, and retrying changes nothing until
+    ``KAFKA_ENABLE_IDEMPOTENCE`` (or the broker's support or ACLs) does.
+    """
+
+    def __init__(self, bootstrap_servers: str, error: str) -> None:
+        super().__init__(
+            "KAFKA_ENABLE_IDEMPOTENCE",
+            f"the broker at {bootstrap_servers} is reachable but refused an idempotent producer ({error}); "
+            "set KAFKA_ENABLE_IDEMPOTENCE=false for a broker without idempotent producers "
+            "(Tansu, the local broker of igw dev), or grant IdempotentWrite where ACLs refuse it",
+        )
 
 
 class PublishError(IgwError):

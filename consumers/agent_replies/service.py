@@ -48,6 +48,7 @@ from consumers.common.runner import (
 from consumers.common.tasks import background
 from consumers.send_api.client import SendApiClient
 from igw.envelope import Topic
+from igw.producers import start_producer
 from igw.topics import ensure_topics
 
 __all__ = ["build_agent", "build_store", "run_agent"]
@@ -142,7 +143,7 @@ async def run_agent(
             compression_type=None if kafka.compression == "none" else kafka.compression,
             partitioner=CachedPartitioner(),
         )
-        await producer.start()
+        await start_producer(producer, kafka)
         stack.push_async_callback(producer.stop)
         publisher = OutcomePublisher(producer, kafka.topic(Topic.REPLIES), kafka.topic(Topic.DEADLETTER))
         wake_gauges = asyncio.Event()
