@@ -23,7 +23,14 @@ import aiohttp
 from gateway.settings import DEFAULT_WEBHOOK_PATH
 from gateway.signature import sign
 from igw.config import Env
-from igw_tools.simulator import EVENT_KINDS, Platform, SimulatedBody, TrafficGenerator
+from igw_tools.simulator import (
+    DEFAULT_HUMAN_ECHO_SHARE,
+    DEV_APP_ID,
+    EVENT_KINDS,
+    Platform,
+    SimulatedBody,
+    TrafficGenerator,
+)
 
 DEFAULT_URL = f"http://127.0.0.1:8080{DEFAULT_WEBHOOK_PATH}"
 
@@ -46,6 +53,8 @@ class SimulationPlan:
     concurrency: int = 64
     timeout: float = 10.0
     seed: int | None = None
+    app_id: str = DEV_APP_ID  # echoes of the agent's replies carry it
+    human_echo_share: float = DEFAULT_HUMAN_ECHO_SHARE  # of the echoes, typed by a person
 
     def __post_init__(self) -> None:
         if self.count is None and self.duration is None:
@@ -54,6 +63,10 @@ class SimulationPlan:
             raise ValueError("rate must be >= 0; batch, concurrency and timeout must be positive")
         if self.duration is not None and self.duration <= 0:
             raise ValueError("duration must be positive")
+        if not 0.0 <= self.human_echo_share <= 1.0:
+            raise ValueError("--human-echoes must be between 0 and 1")
+        if not self.app_id.isdigit():
+            raise ValueError("an app id is a number (IGW_APP_ID or --app-id)")
 
 
 @dataclass(slots=True)
@@ -127,7 +140,12 @@ async def simulate(
 ) -> SimulationReport:
     """Run ``plan`` against the gateway and return the report. Never runs past its deadline."""
     generator = TrafficGenerator(
-        platform=plan.platform, account_id=plan.account_id, conversations=plan.conversations, seed=plan.seed
+        platform=plan.platform,
+        account_id=plan.account_id,
+        conversations=plan.conversations,
+        seed=plan.seed,
+        app_id=plan.app_id,
+        human_echo_share=plan.human_echo_share,
     )
     report = SimulationReport()
     limit = asyncio.Semaphore(plan.concurrency)
@@ -232,9 +250,10 @@ class ProgressPrinter:
 
 
 def _plan_from_args(args: argparse.Namespace) -> SimulationPlan:
+    env = Env()
     secret = args.secret
     if not secret:
-        configured = Env().required_secret("INSTAGRAM_APP_SECRET", "simulate signs bodies with it; or pass --secret")
+        configured = env.required_secret("INSTAGRAM_APP_SECRET", "simulate signs bodies with it; or pass --secret")
         # Several comma-separated secrets (rotation): sign with the first, as Meta signs with one.
         secret = configured.value.split(",")[0].strip()
     count, duration = args.count, args.duration
@@ -257,6 +276,8 @@ def _plan_from_args(args: argparse.Namespace) -> SimulationPlan:
         concurrency=args.concurrency,
         timeout=args.timeout,
         seed=args.seed,
+        app_id=args.app_id or env.str("IGW_APP_ID", DEV_APP_ID),
+        human_echo_share=args.human_echoes,
     )
 
 
@@ -306,6 +327,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--concurrency", type=_positive_int, default=64, help="requests in flight at most")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per request (default 10)")
     parser.add_argument("--seed", type=int, help="random seed, for repeatable bodies")
+    parser.add_argument(
+        "--app-id",
+        help=f"the app id echoes of the agent's replies carry (default: IGW_APP_ID, else igw dev's {DEV_APP_ID})",
+    )
+    parser.add_argument(
+        "--human-echoes",
+        type=float,
+        default=DEFAULT_HUMAN_ECHO_SHARE,
+        metavar="SHARE",
+        help="share of echoes typed by a person in the app, which pause the agent in that conversation "
+        f"(default {DEFAULT_HUMAN_ECHO_SHARE:g})",
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
     parser.set_defaults(func=run)
