@@ -9,6 +9,7 @@ KAFKA_BOOTSTRAP_SERVERS" would send the operator the wrong way.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiokafka.errors import BrokerResponseError
@@ -23,10 +24,14 @@ async def start_producer(producer: Any, settings: KafkaSettings) -> None:
     """``await producer.start()``; :class:`IdempotenceRefused` when the broker answered it with an error.
 
     Connection failures (``KafkaConnectionError``, ``OSError``) pass through unchanged. The
-    producer is stopped before raising, as aiokafka leaves it half started.
+    producer is stopped before raising a refusal or a cancellation (a stop signal during start-up),
+    as aiokafka leaves it half started.
     """
     try:
         await producer.start()
+    except asyncio.CancelledError:
+        await producer.stop()
+        raise
     except BrokerResponseError as exc:
         # Connecting and fetching metadata raise connection errors; an error *code* from the broker at
         # start-up comes from the producer-id request, which only idempotent producers make.
