@@ -104,6 +104,14 @@ class Env:
         if file_name is not None:
             try:
                 text = Path(file_name).read_text(encoding="utf-8").strip()
+            except PermissionError as exc:
+                # The usual cause in a container: a secret mounted for another user (deploy/README.md).
+                who = f"uid {os.getuid()}, gid {os.getgid()}"
+                raise SettingsError(
+                    f"{name}_FILE",
+                    f"cannot read {file_name}: {exc.strerror or exc}; this process runs as {who}: "
+                    "make the file readable by that user or group (deploy/README.md, Secrets)",
+                ) from None
             except OSError as exc:
                 raise SettingsError(f"{name}_FILE", f"cannot read {file_name}: {exc.strerror or exc}") from None
             if not text:
