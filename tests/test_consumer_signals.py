@@ -140,3 +140,38 @@ async def test_sigterm_during_the_group_join_stops_the_process_at_once(
     assert took < 6, f"took {took:.1f} s\n{log}"
     assert "received during start-up: stopping now" in log
     assert "Traceback" not in log
+
+
+async def test_gateway_stops_at_once_while_kafka_is_unreachable_at_start(tmp_path: Path) -> None:
+    """SIGTERM while the gateway's producer waits for a Kafka that does not answer ends it within seconds."""
+    port, kafka_port = free_port(), free_port()  # nothing listens on kafka_port
+    environ = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{kafka_port}",
+        "INSTAGRAM_WEBHOOK_VERIFY_TOKEN": "token",
+        "INSTAGRAM_APP_SECRET": "secret",
+        "IGW_SPOOL_DIR": str(tmp_path / "spool"),
+    }
+    log_path = tmp_path / "gateway.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "igw_tools.cli", "gateway", "--port", str(port)],
+            env=environ,
+            stdout=log_file,
+            stderr=log_file,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while "starting on" not in log_path.read_text():
+            assert process.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, log_path.read_text()
+            await asyncio.sleep(0.05)
+        sent = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(process.wait, 15)
+        took = time.monotonic() - sent
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert took < 5, log_path.read_text()

@@ -75,3 +75,19 @@ def test_ensure_services_passes_where_everything_runs() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "ready" in result.stdout
+
+
+def test_make_run_passes_args_to_igw_dev(tmp_path: Path) -> None:
+    """`make run ARGS=...` hands the flags to igw dev (the "port in use" message tells you to use them)."""
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("make is not installed")
+    result = subprocess.run(
+        [make, "--no-print-directory", "-n", "-C", str(ROOT), "run", "ARGS=--port 18080 --kafka-port 19092"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "/bin/igw dev --port 18080 --kafka-port 19092" in result.stdout
