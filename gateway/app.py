@@ -10,8 +10,9 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from gateway import metrics
 from gateway.drain import drain_forever
+from gateway.metrics import GatewayMetrics, shared_metrics_dir
+from gateway.privacy import data_deletion, deauthorize, deletion_status
 from gateway.publisher import AiokafkaPublisher, Publisher
 from gateway.settings import GatewaySettings
 from gateway.spool import Spool, open_spool
@@ -20,6 +21,8 @@ from gateway.typedefs import publisher_key, settings_key, state_key
 from gateway.views import healthz, readyz, receive_webhook, verify_subscription
 from igw.config import KafkaSettings
 from igw.errors import SettingsError
+from igw.keystore import open_keystore
+from igw.sealing import Sealer
 from igw.topics import GATEWAY_TOPICS, ensure_topics
 
 __all__ = ["PublisherFactory", "create_app"]
@@ -29,18 +32,32 @@ log = logging.getLogger(__name__)
 PublisherFactory = Callable[[KafkaSettings], Publisher]
 
 
-def create_app(settings: GatewaySettings, *, publisher_factory: PublisherFactory | None = None) -> web.Application:
+def create_app(
+    settings: GatewaySettings,
+    *,
+    publisher_factory: PublisherFactory | None = None,
+    metrics: GatewayMetrics | None = None,
+) -> web.Application:
+    """The gateway's app. Its metrics are its own (a new registry unless ``metrics`` is given):
+    ``/metrics`` serves them and nothing another part of the process may have registered."""
     # No middleware: even an empty one costs several % of a one-message POST (bench/); request
-    # metrics come from the access-log hook aiohttp calls anyway (igw.logs.ObservingAccessLogger).
+    # metrics come from the access-log hook aiohttp calls anyway (gateway.access_log).
+    if metrics is None:
+        metrics = GatewayMetrics(shared_metrics_dir())
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[settings_key] = settings
-    app[state_key] = GatewayState.from_settings(settings)
+    app[state_key] = GatewayState.from_settings(settings, metrics)
     app[publisher_key] = (publisher_factory or default_publisher_factory(settings))(settings.kafka)
     app.router.add_get(settings.webhook_path, verify_subscription)
     app.router.add_post(settings.webhook_path, receive_webhook)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", make_aiohttp_handler(metrics.registry()))
+    app.router.add_get("/metrics", make_aiohttp_handler(metrics.registry))
+    app.router.add_post(f"{settings.privacy_path}/data-deletion", data_deletion)
+    app.router.add_post(f"{settings.privacy_path}/deauthorize", deauthorize)
+    app.router.add_get(f"{settings.privacy_path}/deletion-status", deletion_status)
+    # First: the key store must be open before a drained spool body is sealed.
+    app.cleanup_ctx.append(_content_keys)
     app.cleanup_ctx.append(_kafka)
     # After _kafka: cleanup runs in reverse, so the drain stops before the producer does.
     app.cleanup_ctx.append(_spool)
@@ -56,6 +73,25 @@ def default_publisher_factory(settings: GatewaySettings) -> PublisherFactory:
     return AiokafkaPublisher
 
 
+async def _content_keys(app: web.Application) -> AsyncIterator[None]:
+    """Open the content key store (``IGW_CONTENT_KEYS``) and follow other processes' erasures."""
+    settings = app[settings_key]
+    if settings.content_keys is None:
+        yield
+        return
+    store = open_keystore(settings.content_keys)
+    sealer = Sealer(store)
+    app[state_key].sealer = sealer
+    watch = asyncio.create_task(sealer.watch(), name="igw-content-keys")
+    try:
+        yield
+    finally:
+        watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watch
+        await store.close()
+
+
 async def _kafka(app: web.Application) -> AsyncIterator[None]:
     """Connect the producer and create missing topics; on shutdown, flush and close it.
 
@@ -64,6 +100,7 @@ async def _kafka(app: web.Application) -> AsyncIterator[None]:
     """
     settings = app[settings_key]
     publisher = app[publisher_key]
+    producer_ready = app[state_key].metrics.producer_ready
     # Wait briefly for Kafka, then serve anyway: /readyz reports the broker, and Meta's deliveries
     # get 503 (and are retried) rather than connection refused while the producer keeps trying.
     await publisher.start()
@@ -72,7 +109,7 @@ async def _kafka(app: web.Application) -> AsyncIterator[None]:
         topics_task = asyncio.create_task(_create_topics_when_connected(publisher, settings), name="igw-topics")
         if publisher.connected:
             await asyncio.wait({topics_task}, timeout=10)
-    metrics.PRODUCER_READY.set(1 if publisher.connected else 0)
+    producer_ready.set(1 if publisher.connected else 0)
     try:
         yield
     finally:
@@ -81,7 +118,7 @@ async def _kafka(app: web.Application) -> AsyncIterator[None]:
             with contextlib.suppress(asyncio.CancelledError):
                 await topics_task
         await publisher.stop()
-        metrics.PRODUCER_READY.set(0)
+        producer_ready.set(0)
 
 
 async def _spool(app: web.Application) -> AsyncIterator[None]:
@@ -93,7 +130,10 @@ async def _spool(app: web.Application) -> AsyncIterator[None]:
         return
     try:
         spool = await open_spool(
-            settings.spool_dir, max_bytes=settings.spool_max_bytes, max_age_seconds=settings.spool_max_age_seconds
+            settings.spool_dir,
+            metrics=state.metrics,
+            max_bytes=settings.spool_max_bytes,
+            max_age_seconds=settings.spool_max_age_seconds,
         )
     except OSError as exc:
         # A spool that cannot be used is a configuration error: refuse to start rather than run without it.

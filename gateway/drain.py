@@ -13,13 +13,13 @@ import logging
 from collections import Counter as Tally
 from typing import Final
 
-from gateway import metrics
+from gateway.content import seal_normalized
 from gateway.kafka_health import check_kafka
 from gateway.publisher import Publisher
 from gateway.settings import GatewaySettings
 from gateway.spool import Spool, SpoolLocked, orphan_dirs
 from gateway.state import GatewayState
-from igw.errors import PublishError
+from igw.errors import KeyStoreUnavailable, PublishError
 from igw.normalize import normalize
 from igw.records import OutRecord, build_records
 
@@ -61,7 +61,13 @@ async def drain_forever(spool: Spool, publisher: Publisher, settings: GatewaySet
 async def adopt_orphans(own: Spool, publisher: Publisher, settings: GatewaySettings, state: GatewayState) -> None:
     """Drain spool directories left by processes that are gone (fewer workers now, a crash mid-restart)."""
     for directory in await asyncio.to_thread(orphan_dirs, own.directory.parent, own.directory):
-        orphan = Spool(directory, max_bytes=own.max_bytes, max_age_seconds=own.max_age_ms / 1000, report_metrics=False)
+        orphan = Spool(
+            directory,
+            metrics=state.metrics,
+            max_bytes=own.max_bytes,
+            max_age_seconds=own.max_age_ms / 1000,
+            report_metrics=False,
+        )
         try:
             report = await orphan.open()
         except SpoolLocked:
@@ -95,7 +101,7 @@ async def _drain_once(
     start of a drain: a replaced broker starts with none).
     """
     if check:
-        ok, checks = await check_kafka(publisher, settings)
+        ok, checks = await check_kafka(publisher, settings, state.metrics)
         if not ok:
             log.debug("spool drain waiting for Kafka: %s", checks)
             return False
@@ -114,6 +120,12 @@ async def _drain_once(
     dead_reasons: Tally[str] = Tally()
     for item in batch.items:
         normalized = normalize(item.body, item.received_at)
+        if state.sealer is not None:
+            try:
+                normalized = await seal_normalized(state.sealer, normalized)
+            except KeyStoreUnavailable as exc:
+                log.warning("spool drain waiting for the content key store (%s)", exc)
+                return False
         records.extend(build_records(normalized, state.topics, item.body, item.received_at, item.signature))
         types.update((e.type, e.topic.value) for e in normalized.events)
         if normalized.dead_letter is not None:
@@ -126,9 +138,9 @@ async def _drain_once(
     await spool.ack(batch)
     log.debug("spool drain: %d bodies published, %d left", len(batch.items), spool.records)
     for (type_, topic), count in types.items():
-        metrics.count_published(type_, topic, count)
+        state.metrics.count_published(type_, topic, count)
     for reason, count in dead_reasons.items():
-        metrics.DEAD_LETTERS.labels(reason).inc(count)
+        state.metrics.dead_letters.labels(reason).inc(count)
     if owner:
         _maybe_caught_up(spool, state)
     return True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from gateway import metrics
+from gateway.metrics import GatewayMetrics
 from gateway.publisher import Publisher
 from gateway.settings import GatewaySettings
 from igw.errors import PublishError
@@ -15,19 +15,21 @@ __all__ = ["check_kafka"]
 log = logging.getLogger(__name__)
 
 
-async def check_kafka(publisher: Publisher, settings: GatewaySettings) -> tuple[bool, dict[str, str]]:
+async def check_kafka(
+    publisher: Publisher, settings: GatewaySettings, metrics: GatewayMetrics
+) -> tuple[bool, dict[str, str]]:
     """(ok, checks): the producer is connected and every gateway topic exists, re-creating missing ones."""
     checks: dict[str, str] = {}
     if not publisher.connected:
         checks["kafka"] = "not connected"
-        metrics.PRODUCER_READY.set(0)
+        metrics.producer_ready.set(0)
         return False, checks
     topics = [settings.kafka.topic(name) for name in GATEWAY_TOPICS]
     try:
         missing = await publisher.missing_topics(topics, timeout=min(2.0, settings.publish_timeout))
     except PublishError as exc:
         checks["kafka"] = f"metadata unavailable ({type(exc).__name__})"
-        metrics.PRODUCER_READY.set(0)
+        metrics.producer_ready.set(0)
         return False, checks
     if missing and settings.create_topics:
         # A broker that lost its topics (a new cluster, a wiped dev broker) gets them back here.
@@ -38,5 +40,5 @@ async def check_kafka(publisher: Publisher, settings: GatewaySettings) -> tuple[
             log.warning("re-creating missing topics failed: %s", type(exc).__name__)
     checks["kafka"] = "ok"
     checks["topics"] = "ok" if not missing else "missing: " + ", ".join(missing)
-    metrics.PRODUCER_READY.set(1)
+    metrics.producer_ready.set(1)
     return not missing, checks

@@ -1,4 +1,8 @@
-"""The gateway's Prometheus metrics. Labels come from small fixed sets only (docs/metrics).
+"""The gateway's Prometheus metrics, owned by the gateway process. Labels come from small fixed sets only.
+
+Nothing registers on import: :class:`GatewayMetrics` is built by the app factory with a registry
+of its own, and the gateway's ``/metrics`` serves that registry and nothing else, so no other
+process can show the gateway's series (or the gateway theirs).
 
 The metrics every webhook request touches are cheap series of this module's own (``_LoopCounter``,
 ``_LoopHistogram``) in a single process: no lock, one bisect per observation. They are served
@@ -11,13 +15,11 @@ prometheus_client's own, whose values live in the files that every worker's /met
 from __future__ import annotations
 
 import math
-import os
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Final, Generic, Protocol, TypeVar
 
 from prometheus_client import (
-    REGISTRY,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -28,11 +30,11 @@ from prometheus_client import (
 from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
+from igw.config import Env
+from igw.metrics import process_registry
+
 if TYPE_CHECKING:
     from igw.normalize import Event
-
-# The *_created series double every counter's output and no dashboard reads them.
-disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 class Incrementer(Protocol):
@@ -96,8 +98,8 @@ class _LoopFamily(Generic[_Series]):
         name: str,
         documentation: str,
         labelnames: Sequence[str],
-        bounds: tuple[float, ...] = (),
-        registry: CollectorRegistry = REGISTRY,
+        bounds: tuple[float, ...],
+        registry: CollectorRegistry,
     ) -> None:
         self._new_series: Callable[[], _Series] = new_series
         self._name = name
@@ -147,7 +149,7 @@ def _bounds(buckets: Sequence[float]) -> tuple[float, ...]:
 
 
 def loop_counter(
-    name: str, documentation: str, labelnames: Sequence[str], registry: CollectorRegistry = REGISTRY
+    name: str, documentation: str, labelnames: Sequence[str], registry: CollectorRegistry
 ) -> _LoopFamily[_LoopCounter]:
     return _LoopFamily(_LoopCounter, name, documentation, labelnames, (), registry)
 
@@ -157,137 +159,206 @@ def loop_histogram(
     documentation: str,
     labelnames: Sequence[str],
     buckets: Sequence[float],
-    registry: CollectorRegistry = REGISTRY,
+    registry: CollectorRegistry,
 ) -> _LoopFamily[_LoopHistogram]:
     bounds = _bounds(buckets)
     return _LoopFamily(lambda: _LoopHistogram(bounds), name, documentation, labelnames, bounds, registry)
 
 
-# Chosen once, at import, as prometheus_client chooses where its own values live.
-_MULTIPROCESS: Final = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+# Webhook answers must stay well under Meta's 5 s; resolution matters below 50 ms. Measured on the
+# local stack (tests/test_dashboard_live.py): about 40 % of answers and publishes take under 1 ms.
+LATENCY_BUCKETS: Final = (0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# Meta's bodies: a few hundred bytes for one message, up to megabytes for a batch.
+PAYLOAD_BUCKETS: Final = (256, 512, 1024, 2048, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216)
+EVENTS_PER_REQUEST_BUCKETS: Final = (1, 2, 5, 10, 50, 100, 500, 1000)
 
 
-def _counter(name: str, documentation: str, labelnames: Sequence[str]) -> LabelledCounter:
-    if _MULTIPROCESS:
-        return Counter(name, documentation, labelnames)
-    return loop_counter(name, documentation, labelnames)
+def shared_metrics_dir() -> str | None:
+    """Where ``--workers`` share metric values; prometheus_client reads this variable itself, at import."""
+    return Env().optional_str("PROMETHEUS_MULTIPROC_DIR")
 
 
-def _histogram(name: str, documentation: str, labelnames: Sequence[str], buckets: Sequence[float]) -> LabelledHistogram:
-    if _MULTIPROCESS:
-        return Histogram(name, documentation, labelnames, buckets=buckets)
-    return loop_histogram(name, documentation, labelnames, buckets)
+class GatewayMetrics:
+    """Every metric of one gateway process, and the registry its ``/metrics`` serves.
 
+    Alone, the metrics register in a registry of their own. Under ``--workers`` (``multiprocess_dir``
+    given) they are prometheus_client's multiprocess metrics, registered nowhere: their values go
+    to files in that directory, and ``registry`` reads every live worker's files.
+    """
 
-def _unlabelled_histogram(name: str, documentation: str, buckets: Sequence[float]) -> Observer:
-    if _MULTIPROCESS:
-        return Histogram(name, documentation, buckets=buckets)
-    # The module-level name is the one series itself: no .labels() lookup per observation.
-    return loop_histogram(name, documentation, (), buckets).labels()
+    __slots__ = (
+        "_published_children",
+        "_request_children",
+        "broker_errors",
+        "dead_letters",
+        "events_per_request",
+        "events_published",
+        "http_duration",
+        "http_requests",
+        "payload_bytes",
+        "privacy_callbacks",
+        "producer_ready",
+        "publish_duration",
+        "registry",
+        "signature_failures",
+        "spool_appends",
+        "spool_bytes",
+        "spool_drained",
+        "spool_failures",
+        "spool_oldest_age",
+        "spool_records",
+        "spool_write_duration",
+    )
 
+    def __init__(self, multiprocess_dir: str | None = None) -> None:
+        # The *_created series double every counter's output and no dashboard reads them.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
+        own: CollectorRegistry | None
+        if multiprocess_dir:
+            # The process collectors would describe one worker only: left out, as prometheus_client does.
+            self.registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(self.registry, path=multiprocess_dir)  # type: ignore[no-untyped-call]
+            own = None
+        else:
+            self.registry = own = process_registry()
 
-# Webhook answers must stay well under Meta's 5 s; resolution matters below 50 ms.
-_LATENCY_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+        def counter(name: str, documentation: str, labelnames: Sequence[str]) -> LabelledCounter:
+            if own is None:
+                return Counter(name, documentation, labelnames, registry=None)
+            return loop_counter(name, documentation, labelnames, own)
 
-HTTP_REQUESTS = _counter(
-    "igw_http_requests_total", "HTTP requests answered, by route template and status.", ["route", "method", "status"]
-)
-HTTP_DURATION = _histogram(
-    "igw_http_request_duration_seconds", "Time to answer an HTTP request.", ["route"], _LATENCY_BUCKETS
-)
-SIGNATURE_FAILURES = Counter(
-    "igw_webhook_signature_failures_total", "Webhook POSTs refused for their signature.", ["reason"]
-)
-EVENTS_PUBLISHED = _counter(
-    "igw_events_published_total", "Events acknowledged by Kafka, by type and topic.", ["type", "topic"]
-)
-PUBLISH_DURATION = _unlabelled_histogram(
-    "igw_publish_duration_seconds",
-    "Time from handing a request's records to the producer to the last acknowledgement.",
-    _LATENCY_BUCKETS,
-)
-DEAD_LETTERS = Counter("igw_dead_letters_total", "Signed bodies kept on the dead-letter topic.", ["reason"])
-BROKER_ERRORS = Counter("igw_broker_errors_total", "Requests Kafka did not acknowledge.", ["kind"])
-PAYLOAD_BYTES = _unlabelled_histogram(
-    "igw_webhook_payload_bytes",
-    "Size of signed webhook bodies.",
-    (256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216),
-)
-EVENTS_PER_REQUEST = _unlabelled_histogram(
-    "igw_webhook_events_per_request", "Events in one webhook body.", (1, 2, 5, 10, 50, 100, 500, 1000)
-)
-# With --workers, the lowest value across live workers: 0 when any worker's producer is down.
-PRODUCER_READY = Gauge("igw_producer_ready", "1 while the Kafka producer is connected.", multiprocess_mode="livemin")
+        def histogram(
+            name: str, documentation: str, labelnames: Sequence[str], buckets: Sequence[float]
+        ) -> LabelledHistogram:
+            if own is None:
+                return Histogram(name, documentation, labelnames, buckets=buckets, registry=None)
+            return loop_histogram(name, documentation, labelnames, buckets, own)
 
+        def unlabelled_histogram(name: str, documentation: str, buckets: Sequence[float]) -> Observer:
+            if own is None:
+                return Histogram(name, documentation, buckets=buckets, registry=None)
+            # The attribute is the one series itself: no .labels() lookup per observation.
+            return loop_histogram(name, documentation, (), buckets, own).labels()
 
-# The spool (gateway/spool.py): bodies kept on local disk while Kafka cannot take them.
-SPOOL_BYTES = Gauge(
-    "igw_spool_bytes", "Bytes of spooled bodies not yet acknowledged by Kafka.", multiprocess_mode="livesum"
-)
-SPOOL_RECORDS = Gauge("igw_spool_records", "Spooled bodies not yet acknowledged by Kafka.", multiprocess_mode="livesum")
-SPOOL_APPENDS = Counter("igw_spool_appends_total", "Bodies written to the spool (each answered 200 after fsync).")
-SPOOL_DRAINED = Counter("igw_spool_drained_total", "Spooled bodies published to Kafka and dropped from the spool.")
-SPOOL_FAILURES = Counter(
-    "igw_spool_failures_total",
-    "Spool trouble: full, too_old, io_error (answered 503), torn_write, corrupt (found at start-up or on read).",
-    ["reason"],
-)
-SPOOL_OLDEST_AGE = Gauge(
-    "igw_spool_oldest_age_seconds",
-    "Age of the oldest spooled body; 0 when the spool is empty.",
-    multiprocess_mode="livemax",
-)
-SPOOL_FSYNC_DURATION = Histogram(
-    "igw_spool_write_duration_seconds", "Time to write and fsync one group commit.", buckets=_LATENCY_BUCKETS
-)
-
-
-def registry() -> CollectorRegistry:
-    """What /metrics serves: this process, or every worker's files under ``--workers``."""
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        return REGISTRY
-    aggregated = CollectorRegistry()
-    multiprocess.MultiProcessCollector(aggregated)  # type: ignore[no-untyped-call]
-    return aggregated
-
-
-# Children of labelled metrics, looked up once per label set: ``.labels()`` costs a lock and a
-# tuple per call, and the request path calls it several times per request.
-_request_children: dict[tuple[str, str, int], tuple[Incrementer, Observer]] = {}
-_published_children: dict[tuple[str, str], Incrementer] = {}
-
-
-def observe_request(route: str, method: str, status: int, seconds: float) -> None:
-    key = (route, method, status)
-    children = _request_children.get(key)
-    if children is None:
-        children = _request_children[key] = (
-            HTTP_REQUESTS.labels(route, method, str(status)),
-            HTTP_DURATION.labels(route),
+        self.http_requests = counter(
+            "igw_http_requests_total",
+            "HTTP requests answered, by route template and status.",
+            ["route", "method", "status"],
         )
-    children[0].inc()
-    children[1].observe(seconds)
+        self.http_duration = histogram(
+            "igw_http_request_duration_seconds", "Time to answer an HTTP request.", ["route"], LATENCY_BUCKETS
+        )
+        self.signature_failures = Counter(
+            "igw_webhook_signature_failures_total",
+            "Webhook POSTs refused for their signature.",
+            ["reason"],
+            registry=own,
+        )
+        self.events_published = counter(
+            "igw_events_published_total", "Events acknowledged by Kafka, by type and topic.", ["type", "topic"]
+        )
+        self.publish_duration = unlabelled_histogram(
+            "igw_publish_duration_seconds",
+            "Time from handing a request's records to the producer to the last acknowledgement.",
+            LATENCY_BUCKETS,
+        )
+        self.dead_letters = Counter(
+            "igw_dead_letters_total", "Signed bodies kept on the dead-letter topic.", ["reason"], registry=own
+        )
+        self.broker_errors = Counter(
+            "igw_broker_errors_total", "Requests Kafka did not acknowledge.", ["kind"], registry=own
+        )
+        self.payload_bytes = unlabelled_histogram(
+            "igw_webhook_payload_bytes", "Size of signed webhook bodies.", PAYLOAD_BUCKETS
+        )
+        self.events_per_request = unlabelled_histogram(
+            "igw_webhook_events_per_request", "Events in one webhook body.", EVENTS_PER_REQUEST_BUCKETS
+        )
+        # With --workers, the lowest value across live workers: 0 when any worker's producer is down.
+        self.producer_ready = Gauge(
+            "igw_producer_ready", "1 while the Kafka producer is connected.", multiprocess_mode="livemin", registry=own
+        )
 
+        # The spool (gateway/spool.py): bodies kept on local disk while Kafka cannot take them.
+        self.spool_bytes = Gauge(
+            "igw_spool_bytes",
+            "Bytes of spooled bodies not yet acknowledged by Kafka.",
+            multiprocess_mode="livesum",
+            registry=own,
+        )
+        self.spool_records = Gauge(
+            "igw_spool_records",
+            "Spooled bodies not yet acknowledged by Kafka.",
+            multiprocess_mode="livesum",
+            registry=own,
+        )
+        self.spool_appends = Counter(
+            "igw_spool_appends_total", "Bodies written to the spool (each answered 200 after fsync).", registry=own
+        )
+        self.spool_drained = Counter(
+            "igw_spool_drained_total", "Spooled bodies published to Kafka and dropped from the spool.", registry=own
+        )
+        self.spool_failures = Counter(
+            "igw_spool_failures_total",
+            "Spool trouble: full, too_old, io_error (answered 503); torn_write, corrupt (found on reading it).",
+            ["reason"],
+            registry=own,
+        )
+        self.spool_oldest_age = Gauge(
+            "igw_spool_oldest_age_seconds",
+            "Age of the oldest spooled body; 0 when the spool is empty.",
+            multiprocess_mode="livemax",
+            registry=own,
+        )
+        self.spool_write_duration = Histogram(
+            "igw_spool_write_duration_seconds",
+            "Time to write and fsync one group commit.",
+            buckets=LATENCY_BUCKETS,
+            registry=own,
+        )
 
-def count_published(type_: str, topic: str, count: int = 1) -> None:
-    """``topic`` may be a ``Topic`` member: a StrEnum hashes and compares as its value."""
-    child = _published_children.get((type_, topic))
-    if child is None:
-        child = _published_children[(type_, topic)] = EVENTS_PUBLISHED.labels(type_, str(topic))
-    child.inc(count)
+        # Meta's Data Deletion Request and Deauthorize callbacks (gateway/privacy.py).
+        self.privacy_callbacks = Counter(
+            "igw_privacy_callbacks_total",
+            "Meta's data deletion and deauthorize callbacks, by outcome (accepted or why refused).",
+            ["callback", "outcome"],
+            registry=own,
+        )
 
+        # Children of labelled metrics, looked up once per label set: ``.labels()`` costs a lock and
+        # a tuple per call, and the request path calls it several times per request.
+        self._request_children: dict[tuple[str, str, int], tuple[Incrementer, Observer]] = {}
+        self._published_children: dict[tuple[str, str], Incrementer] = {}
 
-def observe_published(events: Sequence[Event], seconds: float) -> None:
-    """A request's events acknowledged by Kafka after ``seconds``: duration, events per request, counts."""
-    PUBLISH_DURATION.observe(seconds)
-    EVENTS_PER_REQUEST.observe(len(events))
-    if len(events) == 1:
-        event = events[0]
-        count_published(event.type, event.topic)
-        return
-    tally: dict[tuple[str, str], int] = {}
-    for event in events:
-        key = (event.type, event.topic)
-        tally[key] = tally.get(key, 0) + 1
-    for (type_, topic), count in tally.items():
-        count_published(type_, topic, count)
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        key = (route, method, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = self._request_children[key] = (
+                self.http_requests.labels(route, method, str(status)),
+                self.http_duration.labels(route),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def count_published(self, type_: str, topic: str, count: int = 1) -> None:
+        """``topic`` may be a ``Topic`` member: a StrEnum hashes and compares as its value."""
+        child = self._published_children.get((type_, topic))
+        if child is None:
+            child = self._published_children[(type_, topic)] = self.events_published.labels(type_, str(topic))
+        child.inc(count)
+
+    def observe_published(self, events: Sequence[Event], seconds: float) -> None:
+        """A request's events acknowledged by Kafka after ``seconds``: duration, events per request, counts."""
+        self.publish_duration.observe(seconds)
+        self.events_per_request.observe(len(events))
+        if len(events) == 1:
+            event = events[0]
+            self.count_published(event.type, event.topic)
+            return
+        tally: dict[tuple[str, str], int] = {}
+        for event in events:
+            key = (event.type, event.topic)
+            tally[key] = tally.get(key, 0) + 1
+        for (type_, topic), count in tally.items():
+            self.count_published(type_, topic, count)

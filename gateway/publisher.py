@@ -89,7 +89,9 @@ class AiokafkaPublisher:
         try:
             await start_producer(producer, self._settings)
         except IdempotenceRefused as exc:
-            log.error("Kafka producer not started, retrying every %.0fs: %s", self._reconnect_interval, exc)
+            log.error(
+                "Kafka producer not started, retrying every %.0fs: %s (%s)", self._reconnect_interval, exc, exc.remedy
+            )
             return False
         except (KafkaError, OSError) as exc:
             log.warning(

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from gateway import metrics
+from gateway.metrics import GatewayMetrics
 from igw.errors import SpoolFull, SpoolUnavailable
 
 __all__ = [
@@ -153,12 +153,14 @@ class Spool:
         self,
         directory: Path,
         *,
+        metrics: GatewayMetrics,
         max_bytes: int,
         max_age_seconds: float,
         segment_bytes: int = 64 * 1024 * 1024,
         report_metrics: bool = True,
     ) -> None:
         self.directory = directory
+        self._metrics = metrics
         self.max_bytes = max_bytes
         self.max_age_ms = int(max_age_seconds * 1000)
         self.segment_bytes = segment_bytes
@@ -308,7 +310,7 @@ class Spool:
                     torn += 1
                 else:
                     corrupt += 1
-                metrics.SPOOL_FAILURES.labels("torn_write" if damage == "torn" else "corrupt").inc()
+                self._metrics.spool_failures.labels("torn_write" if damage == "torn" else "corrupt").inc()
                 log.warning(
                     "spool segment %s: %s frame at byte %d; %d bytes moved to %s and not replayed",
                     path.name,
@@ -357,12 +359,12 @@ class Spool:
         """
         oldest = self._oldest_ms
         if oldest is not None and received_at - oldest > self.max_age_ms:
-            metrics.SPOOL_FAILURES.labels("too_old").inc()
+            self._metrics.spool_failures.labels("too_old").inc()
             raise SpoolFull("too_old", f"the oldest spooled body is over {self.max_age_ms // 1000}s old")
         frame = encode_frame(body, received_at, signature)
         if self._bytes + self._pending_bytes + len(frame) > self.max_bytes:
             self._full = True
-            metrics.SPOOL_FAILURES.labels("full").inc()
+            self._metrics.spool_failures.labels("full").inc()
             raise SpoolFull("full", f"the spool holds {self._bytes} of {self.max_bytes} bytes")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((frame, received_at, future))
@@ -390,7 +392,7 @@ class Spool:
                     )
                 except OSError as exc:
                     seg.fd = None  # the writer closed it: never close a number the OS may reuse
-                    metrics.SPOOL_FAILURES.labels("io_error").inc()
+                    self._metrics.spool_failures.labels("io_error").inc()
                     log.error(
                         "spool write to %s failed (%s); answering 503 so Meta retries. Check the disk",
                         seg.path,
@@ -403,14 +405,14 @@ class Spool:
                         if not future.done():
                             future.set_exception(failure)
                     continue
-                metrics.SPOOL_FSYNC_DURATION.observe(time.perf_counter() - started)
+                self._metrics.spool_write_duration.observe(time.perf_counter() - started)
                 self._failing = False
                 seg.end += len(data)
                 self._records += len(batch)
                 self._bytes += len(data)
                 if self._oldest_ms is None:
                     self._oldest_ms = min(received_at for _, received_at, _ in batch)
-                metrics.SPOOL_APPENDS.inc(len(batch))
+                self._metrics.spool_appends.inc(len(batch))
                 self.publish_metrics()
                 self._set_has_records(True)
                 if seg.end >= self.segment_bytes:
@@ -484,7 +486,7 @@ class Spool:
 
     def _skip_damage(self, seg: _Segment, start: int) -> None:
         """A frame that was good when written reads back bad: report it and skip the segment's rest."""
-        metrics.SPOOL_FAILURES.labels("corrupt").inc()
+        self._metrics.spool_failures.labels("corrupt").inc()
         log.error("spool segment %s damaged at byte %d; skipping the rest of it", seg.path.name, start)
         self._bytes -= seg.end - start
         seg.end = start
@@ -496,7 +498,7 @@ class Spool:
         self._cursor_segment, self._cursor_offset = batch.segment, batch.end
         self._records -= len(batch.items)
         self._bytes -= batch.end - batch.start
-        metrics.SPOOL_DRAINED.inc(len(batch.items))
+        self._metrics.spool_drained.inc(len(batch.items))
         self._full = False
         seg = self._segments[0]
         if batch.end >= seg.end and seg is self._active and not self._pending and self._flusher is None:
@@ -537,15 +539,15 @@ class Spool:
     def publish_metrics(self) -> None:
         """Set the gauges (also called every second for the age: multiprocess gauges cannot compute it)."""
         if self.report_metrics:
-            metrics.SPOOL_BYTES.set(self._bytes)
-            metrics.SPOOL_RECORDS.set(self._records)
-            metrics.SPOOL_OLDEST_AGE.set(self.oldest_age_seconds())
+            self._metrics.spool_bytes.set(self._bytes)
+            self._metrics.spool_records.set(self._records)
+            self._metrics.spool_oldest_age.set(self.oldest_age_seconds())
 
 
-async def open_spool(base: Path, **limits: Any) -> Spool:
+async def open_spool(base: Path, *, metrics: GatewayMetrics, **limits: Any) -> Spool:
     """This process's spool: the first of ``base``/0, /1, ... that no live process holds."""
     for n in range(MAX_DIRECTORIES):
-        spool = Spool(base / str(n), **limits)
+        spool = Spool(base / str(n), metrics=metrics, **limits)
         try:
             await spool.open()
         except SpoolLocked:

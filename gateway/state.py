@@ -1,13 +1,15 @@
-"""What the gateway keeps between requests: the verifier, topic names and broker health."""
+"""What the gateway keeps between requests: the verifier, topic names, broker health and its metrics."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from gateway.metrics import GatewayMetrics
 from gateway.settings import GatewaySettings
 from gateway.signature import SignatureVerifier
 from gateway.spool import Spool
 from igw.normalize import Topic
+from igw.sealing import Sealer
 
 
 @dataclass(slots=True)
@@ -21,6 +23,7 @@ class Readiness:
 class GatewayState:
     verifier: SignatureVerifier
     topics: dict[Topic, str]
+    metrics: GatewayMetrics
     # Set after a failed publish, cleared by the next success: while set, requests get the short deadline.
     degraded: bool = False
     probe_in_flight: bool = False
@@ -31,10 +34,15 @@ class GatewayState:
     spooling: bool = False
     # The reason of the last refusal, so it is logged once per change rather than per request.
     spool_refusal: str | None = None
+    # Set when IGW_CONTENT_KEYS is: each person's content is sealed before it is published.
+    sealer: Sealer | None = None
+    # Deletion requests' status documents when no key store is configured (this process only).
+    deletion_requests: dict[str, bytes] = field(default_factory=dict)
 
     @classmethod
-    def from_settings(cls, settings: GatewaySettings) -> GatewayState:
+    def from_settings(cls, settings: GatewaySettings, metrics: GatewayMetrics) -> GatewayState:
         return cls(
             verifier=SignatureVerifier(s.value for s in settings.app_secrets),
             topics={t: settings.kafka.topic(t.value) for t in Topic},
+            metrics=metrics,
         )

@@ -12,13 +12,13 @@ import orjson
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from gateway import metrics
+from gateway.content import seal_normalized
 from gateway.kafka_health import check_kafka
 from gateway.signature import SignatureVerdict
 from gateway.spool import Spool
 from gateway.state import GatewayState, Readiness
 from gateway.typedefs import publisher_key, settings_key, state_key
-from igw.errors import PublishError, PublishTimeout, SpoolError
+from igw.errors import KeyStoreUnavailable, PublishError, PublishTimeout, SpoolError
 from igw.logs import bind_request_id
 from igw.normalize import normalize
 from igw.records import build_records
@@ -103,19 +103,28 @@ async def receive_webhook(request: web.Request) -> web.Response:
     signature = request.headers.get(SIGNATURE_HEADER)
     verdict = state.verifier.verify(body, signature)
     if verdict is not SignatureVerdict.OK:
-        metrics.SIGNATURE_FAILURES.labels(verdict.value).inc()
+        state.metrics.signature_failures.labels(verdict.value).inc()
         log.warning(
             "webhook refused: signature %s; check INSTAGRAM_APP_SECRET against the app that sends it", verdict.value
         )
         return error_response(403, "invalid_signature", f"X-Hub-Signature-256 {verdict.value}")
 
     received_at = time.time_ns() // 1_000_000
-    metrics.PAYLOAD_BYTES.observe(len(body))
+    state.metrics.payload_bytes.observe(len(body))
     spool = state.spool
     if state.spooling and spool is not None:
         # Spooled bodies are waiting: this one queues behind them instead of overtaking them.
         return await _spool_body(state, spool, body, received_at, signature)
     normalized = normalize(body, received_at)
+    sealer = state.sealer
+    if sealer is not None:
+        try:
+            normalized = await seal_normalized(sealer, normalized)
+        except KeyStoreUnavailable as exc:
+            if spool is not None:
+                return await _spool_body(state, spool, body, received_at, signature)
+            log.error("webhook not published: %s; answering 503 so Meta retries", exc)
+            return error_response(503, "key_store_unavailable", "content key store not answering; retry", retry_after=1)
     # The same function builds a spooled body's records when it is drained: identical output.
     records = build_records(normalized, state.topics, body, received_at, signature)
     dead = normalized.dead_letter
@@ -135,7 +144,7 @@ async def receive_webhook(request: web.Request) -> web.Response:
         await request.app[publisher_key].publish(records, timeout)
     except PublishError as exc:
         kind = "timeout" if isinstance(exc, PublishTimeout) else "unavailable"
-        metrics.BROKER_ERRORS.labels(kind).inc()
+        state.metrics.broker_errors.labels(kind).inc()
         if spool is not None:
             if not state.spooling:
                 log.warning("Kafka did not acknowledge a webhook (%s); spooling signed bodies until it does", exc)
@@ -150,9 +159,9 @@ async def receive_webhook(request: web.Request) -> web.Response:
     if state.degraded:
         log.info("Kafka acknowledges again")
         state.degraded = False
-    metrics.observe_published(normalized.events, time.perf_counter() - started)
+    state.metrics.observe_published(normalized.events, time.perf_counter() - started)
     if dead is not None:
-        metrics.DEAD_LETTERS.labels(dead.reason).inc()
+        state.metrics.dead_letters.labels(dead.reason).inc()
     return web.Response(body=_RECEIVED, headers=_TEXT)
 
 
@@ -198,7 +207,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def _check_readiness(app: web.Application, now: float) -> Readiness:
     state = app[state_key]
-    ready, checks = await check_kafka(app[publisher_key], app[settings_key])
+    ready, checks = await check_kafka(app[publisher_key], app[settings_key], state.metrics)
     spool = state.spool
     if spool is not None:
         accepting = spool.accepting()

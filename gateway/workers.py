@@ -41,16 +41,18 @@ class Worker:
 
 
 class Supervisor:
-    def __init__(self, argv: Sequence[str], workers: int, shutdown_timeout: float) -> None:
+    def __init__(
+        self, argv: Sequence[str], workers: int, shutdown_timeout: float, *, metrics_dir: str | None = None
+    ) -> None:
+        """``metrics_dir``: PROMETHEUS_MULTIPROC_DIR as configured; None: a temporary one, removed at the end."""
         self._argv = list(argv)
         self._count = workers
         self._shutdown_timeout = shutdown_timeout
         self._workers: dict[int, Worker] = {}
         self._stopping = False
         self._reload = False
-        owned = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
-        self._metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="igw-metrics-")
-        self._owns_metrics_dir = owned
+        self._owns_metrics_dir = metrics_dir is None
+        self._metrics_dir = metrics_dir or tempfile.mkdtemp(prefix="igw-metrics-")
         # Files of a previous run would be added to this run's counters.
         for stale in Path(self._metrics_dir).glob("*"):
             if stale.is_file():

@@ -34,10 +34,12 @@ class Topic(StrEnum):
     DEADLETTER = "deadletter"
     # Written by the agent: one record per reply outcome.
     REPLIES = "replies"
+    # Erasure requests and erasures of a person (docs/privacy.md): every consumer acts on them.
+    ERASURES = "erasures"
 
 
 # What the gateway publishes to.
-GATEWAY_TOPICS: Final = (Topic.MESSAGES, Topic.POSTBACKS, Topic.EVENTS, Topic.DEADLETTER)
+GATEWAY_TOPICS: Final = (Topic.MESSAGES, Topic.POSTBACKS, Topic.EVENTS, Topic.DEADLETTER, Topic.ERASURES)
 
 # Every ``type`` an envelope can carry (docs/events.md).
 EVENT_TYPES: Final = (
@@ -69,6 +71,11 @@ TOPIC_OF: Final = {
     "message_edit": Topic.MESSAGES,
     "postback": Topic.POSTBACKS,
 }
+
+# The records of the erasures topic (not webhook envelopes): a request from Meta's Data Deletion
+# callback (an app-scoped user id, not yet mapped) and an erasure of one person.
+ERASURE_REQUEST: Final = "erasure_request"
+ERASURE: Final = "erasure"
 
 # What a user writes or presses, which an agent may answer.
 ANSWERABLE_TYPES: Final = frozenset({"message", "postback"})

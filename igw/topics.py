@@ -28,10 +28,12 @@ TOPIC_NAMES: Final = tuple(Topic)
 
 def topic_configs(kafka: KafkaSettings, name: str) -> dict[str, str]:
     """The topic-level settings igw gives a topic it creates (``name`` is the short name)."""
+    hours = kafka.erasure_retention_hours if name == Topic.ERASURES else kafka.retention_hours
+    configs = {"retention.ms": str(hours * 3_600_000)}
     if name == Topic.DEADLETTER:
         # Dead letters are whole signed bodies; Kafka's default limit is 1 MiB.
-        return {"max.message.bytes": str(kafka.max_message_bytes)}
-    return {}
+        configs["max.message.bytes"] = str(kafka.max_message_bytes)
+    return configs
 
 
 def _admin(kafka: KafkaSettings) -> AIOKafkaAdminClient:

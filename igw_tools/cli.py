@@ -10,8 +10,8 @@ from consumers.agent_replies import command as agent_command
 from consumers.analytics import command as analytics_command
 from gateway import command as gateway_command
 from igw import __version__
-from igw.errors import SettingsError
-from igw_tools.commands import check, dev, graph_emulator, replay, simulate, topics
+from igw.errors import StartupError
+from igw_tools.commands import check, dev, erase, graph_emulator, replay, simulate, topics
 
 # Each module defines ``register(subparsers)``: it adds one parser and sets ``func`` to a callable
 # taking the parsed arguments and returning the exit status.
@@ -25,6 +25,7 @@ COMMANDS = (
     check,
     topics,
     replay,
+    erase,
 )
 
 
@@ -40,14 +41,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. A process that cannot start (igw.errors.StartupError: a bad or missing
+    setting, a taken port, no Kafka, a rules file that does not parse, no account to send from)
+    ends here: one line on stderr, exit status 2, no traceback."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except SettingsError as exc:
-        print(f"igw {args.command}: configuration error: {exc}", file=sys.stderr)  # noqa: T201
+    except StartupError as exc:
+        sys.stderr.write(error_line(args.command, exc) + "\n")
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def error_line(command: str, exc: StartupError) -> str:
+    """``igw <command>: <what is wrong> (<what to do>)``, on one line whatever the parts hold."""
+    return " ".join(f"igw {command}: {exc} ({exc.remedy})".split())
 
 
 if __name__ == "__main__":

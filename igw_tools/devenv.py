@@ -18,7 +18,7 @@ from typing import Final
 
 import orjson
 
-from igw.config import KafkaSettings
+from igw.config import Env, KafkaSettings
 from igw_tools.simulator import DEV_APP_ID
 
 __all__ = [
@@ -76,24 +76,33 @@ class DevSecrets:
         generated: set[str] = set()
         from_environment: set[str] = set()
 
-        def pick(name: str, make: Callable[[], str], *, environment: bool = True) -> str:
-            given = environ.get(name) if environment else None
+        env = Env(environ)
+
+        def given(name: str) -> str | None:
+            """NAME, or the contents of the file NAME_FILE names, as every igw process reads a secret."""
+            secret = env.secret(name)
+            return secret.value if secret is not None else None
+
+        def pick(name: str, make: Callable[[], str], given_value: str | None = None) -> str:
             # A shell that sourced dev.env hands the saved value back: that is not the user's own.
-            if given and given != saved.get(name):
+            if given_value and given_value != saved.get(name):
                 from_environment.add(name)
-                return given
+                return given_value
             if saved.get(name):
                 return saved[name]
             generated.add(name)
             return make()
 
         return cls(
-            verify_token=pick("INSTAGRAM_WEBHOOK_VERIFY_TOKEN", lambda: secrets.token_urlsafe(18)),
-            app_secret=pick("INSTAGRAM_APP_SECRET", lambda: secrets.token_hex(16)),
-            instagram_token=pick(
-                "IGW_DEV_INSTAGRAM_TOKEN", lambda: "IGdev" + secrets.token_urlsafe(24), environment=False
+            verify_token=pick(
+                "INSTAGRAM_WEBHOOK_VERIFY_TOKEN",
+                lambda: secrets.token_urlsafe(18),
+                given("INSTAGRAM_WEBHOOK_VERIFY_TOKEN"),
             ),
-            page_token=pick("IGW_DEV_PAGE_TOKEN", lambda: "EAAdev" + secrets.token_urlsafe(24), environment=False),
+            app_secret=pick("INSTAGRAM_APP_SECRET", lambda: secrets.token_hex(16), given("INSTAGRAM_APP_SECRET")),
+            # The emulator's tokens are the stack's own: never taken from the environment.
+            instagram_token=pick("IGW_DEV_INSTAGRAM_TOKEN", lambda: "IGdev" + secrets.token_urlsafe(24)),
+            page_token=pick("IGW_DEV_PAGE_TOKEN", lambda: "EAAdev" + secrets.token_urlsafe(24)),
             generated=frozenset(generated),
             from_environment=frozenset(from_environment),
         )
@@ -175,6 +184,9 @@ def child_env(
     """The environment of every process of the stack: ``base`` with the stack's settings on top."""
     emulator = f"http://127.0.0.1:{ports.emulator}"
     env = dict(base)
+    # The stack's values replace the environment's, a NAME_FILE too (a process refuses both).
+    for name in dev.values():
+        env.pop(f"{name}_FILE", None)
     env.update(dev.values())
     env.update(
         {
@@ -197,6 +209,6 @@ def child_env(
     # laptop, a short session lets the consumers answer within seconds of the start.
     env.setdefault("IGW_CONSUMER_SESSION_TIMEOUT_MS", "3000")
     env.setdefault("IGW_CONSUMER_HEARTBEAT_MS", "500")
-    if spool_dir is not None and not base.get("IGW_SPOOL_DIR"):
+    if spool_dir is not None and Env(base).raw("IGW_SPOOL_DIR") is None:
         env["IGW_SPOOL_DIR"] = str(spool_dir)  # beside dev.env, whatever the working directory
     return env

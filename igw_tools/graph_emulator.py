@@ -30,6 +30,7 @@ from consumers.send_api.client import MAX_QUICK_REPLIES, SENDER_ACTIONS, appsecr
 from consumers.send_api.model import AccountConfig, Flavour
 from consumers.send_api.text import IG_IG_MAX_TEXT_BYTES, PAGE_MAX_TEXT_CHARS
 from igw.config import Secret
+from igw_tools.graph_emulator_ids import add_ids_routes
 
 __all__ = [
     "AcceptedSend",
@@ -603,4 +604,5 @@ def create_emulator_app(config: EmulatorConfig, *, state: EmulatorState | None =
     app.router.add_delete("/_emulator/messages", _clear_messages)
     app.router.add_get("/_emulator/stats", _stats)
     app.router.add_get("/healthz", _healthz)
+    add_ids_routes(app)
     return app

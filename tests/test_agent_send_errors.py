@@ -6,7 +6,6 @@ import logging
 
 import orjson
 import pytest
-from prometheus_client import REGISTRY
 
 from igw.config import KafkaSettings
 from igw_tools.graph_emulator import InjectedFailure
@@ -115,7 +114,7 @@ async def test_token_or_account_error_pauses_the_account(
 ) -> None:
     """A bad token or blocked account pauses the account with an operator WARNING; later events are dead-lettered."""
     caplog.set_level(logging.WARNING, logger="consumers.agent_replies.processor")
-    await start_agent()
+    agent = await start_agent()
     agent_emulator.state.inject(InjectedFailure(count=1, code=code, subcode=subcode))
     await publish(kafka_settings, [envelope("first", "hello")])
     await outcome(topic_reader, kafka_settings)
@@ -131,4 +130,4 @@ async def test_token_or_account_error_pauses_the_account(
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "paused" in r.getMessage()]
     assert warnings
     assert IG_ACCOUNT.token.value not in caplog.text
-    assert REGISTRY.get_sample_value("igw_agent_paused_accounts") == 1
+    assert agent.sample("igw_agent_paused_accounts") == 1

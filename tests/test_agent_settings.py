@@ -9,10 +9,13 @@ import pytest
 from consumers.agent_replies.settings import SAMPLE_RULES, AgentSettings
 from igw.errors import SettingsError
 
+# Enough for the agent to start: rules to answer from, an account to send from.
+READY = {"IGW_RULES_FILE": str(SAMPLE_RULES), "IGW_ACCESS_TOKEN": "t"}
+
 
 def test_defaults() -> None:
-    """With only a rules file, the consumer reads messages and postbacks as group igw-agent, in-process store."""
-    settings = AgentSettings.from_env({"IGW_RULES_FILE": str(SAMPLE_RULES)})
+    """With a rules file and a token, the consumer reads messages and postbacks as group igw-agent, in-process store."""
+    settings = AgentSettings.from_env({"IGW_RULES_FILE": str(SAMPLE_RULES), "IGW_ACCESS_TOKEN": "t"})
     assert settings.consumer.group_id == "igw-agent"
     assert settings.consumer.topics == ("ig.messages", "ig.postbacks")
     assert settings.consumer.metrics_port == 9101
@@ -32,12 +35,12 @@ def test_defaults() -> None:
         ({"IGW_AGENT": "http", "IGW_AGENT_URL": "ftp://x"}, "IGW_AGENT_URL"),
         ({"IGW_AGENT": "openai"}, "OPENAI_API_KEY"),
         ({"IGW_AGENT": "magic"}, "IGW_AGENT"),
-        ({"IGW_RULES_FILE": str(SAMPLE_RULES), "IGW_AGENT_CONCURRENCY": "0"}, "IGW_AGENT_CONCURRENCY"),
-        ({"IGW_RULES_FILE": str(SAMPLE_RULES), "IGW_HUMAN_PAUSE_SECONDS": "soon"}, "IGW_HUMAN_PAUSE_SECONDS"),
-        (
-            {"IGW_RULES_FILE": str(SAMPLE_RULES), "IGW_AGENT_TIMEOUT_SECONDS": "30", "IGW_LEDGER_LEASE_SECONDS": "10"},
-            "IGW_AGENT_TIMEOUT_SECONDS",
-        ),
+        ({**READY, "IGW_AGENT_CONCURRENCY": "0"}, "IGW_AGENT_CONCURRENCY"),
+        ({**READY, "IGW_HUMAN_PAUSE_SECONDS": "soon"}, "IGW_HUMAN_PAUSE_SECONDS"),
+        ({**READY, "IGW_AGENT_TIMEOUT_SECONDS": "30", "IGW_LEDGER_LEASE_SECONDS": "10"}, "IGW_AGENT_TIMEOUT_SECONDS"),
+        ({"IGW_RULES_FILE": str(SAMPLE_RULES)}, "IGW_ACCESS_TOKEN"),
+        ({**READY, "REDIS_URL": "localhost:6379"}, "REDIS_URL"),
+        ({**READY, "IGW_APP_ID": "my-app"}, "IGW_APP_ID"),
     ],
 )
 def test_errors_name_the_variable(environ: dict[str, str], variable: str) -> None:

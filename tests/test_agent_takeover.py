@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import orjson
-from prometheus_client import REGISTRY
 
 from igw.config import KafkaSettings
 from tests.plugins.agent import REDIS_URL, Emulator, StartAgent, envelope, publish
@@ -57,13 +56,13 @@ async def test_handover_rule_pauses_and_the_pause_ends(
     kafka_settings: KafkaSettings, agent_emulator: Emulator, start_agent: StartAgent, topic_reader: TopicReader
 ) -> None:
     """The clinic's "talk to a person" button sends its text and hands over; replies resume once the pause ends."""
-    await start_agent({"IGW_HANDOVER_PAUSE_SECONDS": "2"})
+    agent = await start_agent({"IGW_HANDOVER_PAUSE_SECONDS": "2"})
     await publish(kafka_settings, [envelope("handover", "Talk to a person", payload="HUMAN")])
     sent = await agent_emulator.wait_for(1)
     assert "member of our team" in sent[0].body["message"]["text"]
     await publish(kafka_settings, [envelope("handover", "hello?")])
     await topic_reader(kafka_settings.topic("replies"), expect=2)
-    assert REGISTRY.get_sample_value("igw_agent_paused_conversations") == 1
+    assert agent.sample("igw_agent_paused_conversations") == 1
     await asyncio.sleep(2)
     await publish(kafka_settings, [envelope("handover", "hello again")])
     by_user = await reasons(topic_reader, kafka_settings, expect=3)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import re
+from collections.abc import Iterator
 
-from tests.plugins.sourcescan import ROOT, env_reads
+from tests.plugins.sourcescan import ROOT, SOURCE_DIRS, env_reads
 
 DOC = ROOT / "docs" / "configuration.md"
 
@@ -49,3 +51,35 @@ def test_rows_are_complete() -> None:
         assert all(cells), line
         if f"`{name}_FILE`" in line:
             assert f"`{name}`" in cells[0]
+
+
+def _environ_reads(tree: ast.AST) -> Iterator[tuple[int, str]]:
+    """(line, name) of each ``os.environ.get("NAME")``, ``environ.get("NAME")``, ``os.getenv("NAME")``
+    and ``os.environ["NAME"]`` in ``tree``."""
+    for node in ast.walk(tree):
+        target: ast.AST | None = None
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.args:
+            owner = node.func.value
+            named_environ = (isinstance(owner, ast.Attribute) and owner.attr == "environ") or (
+                isinstance(owner, ast.Name) and owner.id == "environ"
+            )
+            if (node.func.attr == "get" and named_environ) or node.func.attr == "getenv":
+                target = node.args[0]
+        elif isinstance(node, ast.Subscript) and isinstance(node.value, ast.Attribute) and node.value.attr == "environ":
+            target = node.slice
+        if isinstance(target, ast.Constant) and isinstance(target.value, str):
+            yield node.lineno, target.value
+
+
+def test_documented_variables_are_read_through_env() -> None:
+    """No documented variable is read past igw.config.Env, which reports a bad value naming it."""
+    names = set(documented())
+    bypasses = [
+        f"{path.relative_to(ROOT)}:{line}: {name}"
+        for root in SOURCE_DIRS
+        for path in sorted((ROOT / root).rglob("*.py"))
+        if path != ROOT / "igw" / "config.py"
+        for line, name in _environ_reads(ast.parse(path.read_text(encoding="utf-8")))
+        if name in names
+    ]
+    assert not bypasses, f"read these through igw.config.Env: {bypasses}"

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from prometheus_client import REGISTRY
+from prometheus_client import CollectorRegistry
 
 from consumers.common.lag import sample_lag
+from consumers.common.metrics import ConsumerMetrics
 from igw.config import KafkaSettings
 from igw.topics import ensure_topics
 
@@ -28,9 +29,11 @@ async def test_lag_gauge_follows_the_position(kafka_settings: KafkaSettings) -> 
         partitions = [TopicPartition(topic, p) for p in range(kafka_settings.partitions)]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
+        registry = CollectorRegistry()
+        metrics = ConsumerMetrics(registry, "lag-test")
         labels = {"group": "lag-test", "topic": topic}
-        assert await sample_lag(consumer, "lag-test", (topic,)) == {topic: 5}
-        assert REGISTRY.get_sample_value("igw_consumer_lag_messages", labels) == 5
+        assert await sample_lag(consumer, metrics, (topic,)) == {topic: 5}
+        assert registry.get_sample_value("igw_consumer_lag_messages", labels) == 5
         read = 0
         for _ in range(50):
             batch = await consumer.getmany(timeout_ms=100)
@@ -38,7 +41,7 @@ async def test_lag_gauge_follows_the_position(kafka_settings: KafkaSettings) -> 
             if read >= 5:
                 break
         assert read == 5
-        assert await sample_lag(consumer, "lag-test", (topic,)) == {topic: 0}
-        assert REGISTRY.get_sample_value("igw_consumer_lag_messages", labels) == 0
+        assert await sample_lag(consumer, metrics, (topic,)) == {topic: 0}
+        assert registry.get_sample_value("igw_consumer_lag_messages", labels) == 0
     finally:
         await consumer.stop()

@@ -6,7 +6,9 @@ import asyncio
 import gc
 
 from aiokafka import TopicPartition
+from prometheus_client import CollectorRegistry
 
+from consumers.common.metrics import ConsumerMetrics
 from consumers.common.runner import GC_YOUNG_THRESHOLD, OffsetTracker, poll_batches, run_main
 
 TP = TopicPartition("t.messages", 0)
@@ -120,11 +122,20 @@ async def test_poll_batches_hands_each_partition_batch_over_and_commits_past_it(
         stop,
     )
     seen: list[tuple[int, list[int]]] = []
+    metrics = ConsumerMetrics(CollectorRegistry(), "g")
 
     def handle(tp: TopicPartition, records: list[_Record]) -> None:
         seen.append((tp.partition, [r.offset for r in records]))
 
-    await poll_batches(consumer, tracker, handle, stop, group="g", max_records=10, commit_interval=0)
+    await poll_batches(
+        consumer,
+        tracker,
+        handle,
+        stop,
+        metrics=metrics,
+        max_records=10,
+        commit_interval=0,
+    )
     assert seen == [(0, [0, 1]), (1, [5]), (0, [2]), (1, [6, 7])]
     assert tracker.in_flight == 0
     assert consumer.committed[-1] == {TP2: 8}
@@ -132,7 +143,15 @@ async def test_poll_batches_hands_each_partition_batch_over_and_commits_past_it(
     tracker.revoke([TP])
     consumer.batches = [{TP: [_Record(3)]}]
     stop.clear()
-    await poll_batches(consumer, tracker, handle, stop, group="g", max_records=10, commit_interval=0)
+    await poll_batches(
+        consumer,
+        tracker,
+        handle,
+        stop,
+        metrics=metrics,
+        max_records=10,
+        commit_interval=0,
+    )
     assert seen[-1] == (1, [6, 7]), "records of a revoked partition are left to its next owner"
 
 

@@ -14,8 +14,10 @@ from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
+from prometheus_client import CollectorRegistry
 
 from consumers.agent_replies.settings import SAMPLE_RULES
+from consumers.common.metrics import ConsumerMetrics
 from consumers.common.runner import OffsetTracker, Stopping, StopSignals, poll_batches, stop_consumer
 from igw.config import KafkaSettings
 from igw.topics import TOPIC_NAMES, ensure_topics
@@ -45,8 +47,9 @@ async def test_poll_returns_when_stopped_while_a_fetch_waits_for_the_group() -> 
     consumer, stop = _JoiningConsumer(), asyncio.Event()
     asyncio.get_running_loop().call_later(0.1, stop.set)
     started = time.monotonic()
+    metrics = ConsumerMetrics(CollectorRegistry(), "g")
     await asyncio.wait_for(
-        poll_batches(consumer, OffsetTracker(), lambda tp, records: None, stop, group="g", max_records=10), 5
+        poll_batches(consumer, OffsetTracker(), lambda tp, records: None, stop, metrics=metrics, max_records=10), 5
     )
     assert time.monotonic() - started < 1
     assert consumer.fetches == 1
@@ -109,6 +112,7 @@ async def test_sigterm_during_the_group_join_stops_the_process_at_once(
         "KAFKA_ENABLE_IDEMPOTENCE": "false",
         "IGW_TOPIC_PREFIX": kafka_settings.topic_prefix,
         "IGW_RULES_FILE": str(SAMPLE_RULES),
+        "IGW_ACCESS_TOKEN": "IGtoken-of-the-test",  # an account to send from; nothing is sent here
         "IGW_METRICS_PORT": str(port),
         "IGW_METRICS_HOST": "127.0.0.1",
         # The default 30 s session: Tansu holds a join for half of it, so the signal lands mid-join.

@@ -3,7 +3,9 @@
 The stack: the session's Tansu broker, ``igw gateway``, ``igw graph-emulator`` standing in for
 Meta's Send API, ``igw agent`` (rules agent), ``igw analytics``, and a ``prometheus`` server
 scraping the three every second. Signed webhook traffic goes in; every dashboard query must
-return data, and every metric a query names must appear on one of the three /metrics pages.
+return data, every metric a query names must appear on the /metrics page of the job it selects,
+Prometheus must hold each igw series under the job that exports it only, and each histogram's
+buckets must fit what the run measured (not nearly all in the first bucket, few past the last).
 
 ``IGW_DASHBOARD_SNAPSHOT=<file.json>`` also saves each panel's series over the run (used by
 ``scripts/render-dashboard`` to draw docs/dashboard.png); ``IGW_DASHBOARD_FEED_SECONDS`` sets
@@ -23,12 +25,14 @@ from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from consumers.agent_replies.settings import SAMPLE_RULES
-from consumers.analytics.dashboard import PanelQuery, instantiate, load_queries, metric_names
+from consumers.analytics.dashboard import PanelQuery, instantiate, load_queries, selectors
 from igw_tools.localbroker import free_port
+from tests.plugins.exports import jobs_exporting
 from tests.plugins.prometheus import DEPLOY, PrometheusFactory
-from tests.plugins.stack import IgwStarter
+from tests.plugins.stack import IgwStarter, stack_env
 from tests.stack_traffic import feed
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -36,25 +40,8 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 SECRET = "stack-app-secret"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "igw.json"
 FEED_SECONDS = float(os.environ.get("IGW_DASHBOARD_FEED_SECONDS", "6"))
-
-
-def common_env(bootstrap: str, prefix: str) -> dict[str, str]:
-    return {
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "IGW_TOPIC_PREFIX": prefix,
-        # Tansu does not support aiokafka's idempotent producer; production keeps it on.
-        "KAFKA_ENABLE_IDEMPOTENCE": "false",
-        "KAFKA_ACKS": "all",
-        "IGW_TOPIC_PARTITIONS": "3",
-        "IGW_LOG_FORMAT": "text",
-        # Tansu holds a JoinGroup for part of the rebalance timeout: keep joins quick in tests.
-        "IGW_CONSUMER_MAX_POLL_INTERVAL_MS": "2000",
-        "IGW_CONSUMER_SESSION_TIMEOUT_MS": "6000",
-        "IGW_CONSUMER_HEARTBEAT_MS": "500",
-        "IGW_CONSUMER_POLL_TIMEOUT_MS": "100",
-        "IGW_CONSUMER_LAG_INTERVAL_SECONDS": "1",
-        "IGW_SHUTDOWN_TIMEOUT_SECONDS": "3",
-    }
+# Histograms of small whole numbers: one event per body is the common case, not a bucket misfit.
+DISCRETE_HISTOGRAMS = {"igw_webhook_events_per_request"}
 
 
 async def query(http: aiohttp.ClientSession, prom: str, expr: str) -> list[dict[str, Any]]:
@@ -69,16 +56,41 @@ def has_finite_value(result: list[dict[str, Any]]) -> bool:
     return any(math.isfinite(float(series["value"][1])) for series in result)
 
 
-async def exposed_names(http: aiohttp.ClientSession, urls: list[str]) -> set[str]:
-    """Every sample name on the given /metrics pages."""
-    names: set[str] = set()
-    for url in urls:
-        async with http.get(f"{url}/metrics") as resp:
-            text = await resp.text()
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                names.add(line.split("{", 1)[0].split(" ", 1)[0])
-    return names
+async def metrics_page(http: aiohttp.ClientSession, url: str) -> str:
+    async with http.get(f"{url}/metrics") as resp:
+        return await resp.text()
+
+
+def sample_names(text: str) -> set[str]:
+    """Every sample name on a /metrics page."""
+    return {line.split("{", 1)[0].split(" ", 1)[0] for line in text.splitlines() if line and not line.startswith("#")}
+
+
+def bucket_misfits(text: str, *, min_count: int = 10) -> list[str]:
+    """Histogram series of a /metrics page whose buckets do not fit the observations: 90 % or more
+    in the first bucket (every quantile is then a guess between 0 and its bound: a flat line), or
+    10 % or more past the last finite bound."""
+    misfits = []
+    for family in text_string_to_metric_families(text):
+        if family.type != "histogram" or family.name in DISCRETE_HISTOGRAMS:
+            continue
+        series: dict[tuple[tuple[str, str], ...], dict[float, float]] = {}
+        for sample in family.samples:
+            if sample.name.endswith("_bucket"):
+                labels = tuple(sorted((k, v) for k, v in sample.labels.items() if k != "le"))
+                series.setdefault(labels, {})[float(sample.labels["le"])] = sample.value
+        for labels, buckets in series.items():
+            count = buckets[math.inf]
+            if count < min_count:
+                continue
+            bounds = sorted(buckets)
+            first, last_finite = buckets[bounds[0]], buckets[bounds[-2]]
+            where = f"{family.name}{dict(labels)}"
+            if first >= 0.9 * count:
+                misfits.append(f"{where}: {first:g} of {count:g} at or under the first bound {bounds[0]:g}")
+            if count - last_finite >= 0.1 * count:
+                misfits.append(f"{where}: {count - last_finite:g} of {count:g} past the last bound {bounds[-2]:g}")
+    return misfits
 
 
 async def snapshot(http: aiohttp.ClientSession, prom: str, queries: list[PanelQuery], start: float, path: Path) -> None:
@@ -102,7 +114,7 @@ async def test_every_dashboard_panel_returns_data(
 ) -> None:
     """Fed signed traffic, each panel's PromQL returns data and names only metrics the processes export."""
     prefix = f"t{uuid.uuid4().hex[:12]}"
-    env = common_env(kafka_bootstrap, prefix)
+    env = stack_env(kafka_bootstrap, prefix)
     ports = {name: free_port() for name in ("gateway", "emulator", "agent", "analytics")}
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     started = time.time()
@@ -169,9 +181,28 @@ async def test_every_dashboard_panel_returns_data(
             await asyncio.sleep(1)
         assert not missing, f"panels without data: {json.dumps(missing, indent=1)}"
 
-        exposed = await exposed_names(http, [urls[name] for name in ("gateway", "agent", "analytics")])
-        unknown = {q.panel: sorted(metric_names(instantiate(q.expr)) - exposed) for q in queries}
-        assert not {panel: names for panel, names in unknown.items() if names}, unknown
+        pages = {f"igw-{name}": await metrics_page(http, urls[name]) for name in ("gateway", "agent", "analytics")}
+        exposed = {job: sample_names(text) for job, text in pages.items()}
+        # Every selector names its job (tests/test_grafana_dashboard.py); that job's page shows the series.
+        unknown = {
+            f"{q.panel} [{q.ref}]": f"{sel.name} not on the /metrics page of {sorted(sel.values('job') or ())}"
+            for q in queries
+            for sel in selectors(instantiate(q.expr))
+            if not all(sel.name in exposed.get(job, ()) for job in sel.values("job") or ("no job",))
+        }
+        assert not unknown, unknown
+
+        # What Prometheus holds: every igw series only under the job of the process that exports it.
+        held = await query(http, prom, 'count by (__name__, job) ({__name__=~"igw_.+"})')
+        misplaced = sorted(
+            f"{s['metric']['__name__']} under {s['metric']['job']}"
+            for s in held
+            if s["metric"]["job"] not in jobs_exporting(s["metric"]["__name__"])
+        )
+        assert not misplaced, misplaced
+
+        misfits = [misfit for text in pages.values() for misfit in bucket_misfits(text)]
+        assert not misfits, misfits
 
         if os.environ.get("IGW_DASHBOARD_SNAPSHOT"):
             await snapshot(http, prom, queries, started, Path(os.environ["IGW_DASHBOARD_SNAPSHOT"]))

@@ -7,13 +7,12 @@ from dataclasses import replace
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from prometheus_client import REGISTRY
 
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from gateway.signature import sign
 from igw.config import KafkaSettings
-from tests.plugins.gateway import APP_SECRET, GatewayClient, meta_bytes, post_signed
+from tests.plugins.gateway import APP_SECRET, GatewayClient, meta_bytes, metric, post_signed
 from tests.plugins.kafka import TopicReader
 
 
@@ -33,7 +32,7 @@ async def test_unusable_body_is_dead_lettered_verbatim(
     gateway_client: GatewayClient, kafka_settings: KafkaSettings, topic_reader: TopicReader, body: bytes, reason: str
 ) -> None:
     """Meta would only retry the same bytes: keep them with the reason and say 200."""
-    before = REGISTRY.get_sample_value("igw_dead_letters_total", {"reason": reason}) or 0
+    before = metric(gateway_client, "igw_dead_letters_total", {"reason": reason})
     resp = await post_signed(gateway_client, body)
     assert resp.status == 200
     [record] = await topic_reader(kafka_settings.topic("deadletter"), expect=1)
@@ -41,7 +40,7 @@ async def test_unusable_body_is_dead_lettered_verbatim(
     assert record.headers["igw_reason"] == reason.encode()
     assert record.headers["igw_signature"] == sign(body, APP_SECRET).encode()
     assert int(record.headers["igw_received_at"]) > 1_700_000_000_000
-    assert REGISTRY.get_sample_value("igw_dead_letters_total", {"reason": reason}) == before + 1
+    assert metric(gateway_client, "igw_dead_letters_total", {"reason": reason}) == before + 1
 
 
 async def test_bad_item_does_not_lose_its_neighbours(

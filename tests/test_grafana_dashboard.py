@@ -3,57 +3,76 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 import yaml
-from prometheus_client import REGISTRY, CollectorRegistry, Metric
 
 from consumers.analytics.dashboard import instantiate, load_queries, metric_names
-from consumers.analytics.metrics import AnalyticsMetrics
+from tests.plugins.exports import exported_by_job, job_scope_errors
 from tests.plugins.prometheus import DEPLOY
 
 GRAFANA = DEPLOY / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "igw.json"
-
-
-def sample_names(families: list[Metric]) -> set[str]:
-    """The series names a family shows on /metrics, even before any label child exists."""
-    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "summary": ("_count", "_sum")}
-    names = set()
-    for family in families:
-        names.update(family.name + suffix for suffix in suffixes.get(family.type, ("",)))
-    return names
+# Every panel, query and variable reads the datasource the `datasource` variable picks.
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 
 
 def exported_names() -> set[str]:
-    # Importing the modules registers their metrics in the default registry.
-    import consumers.agent_replies.metrics
-    import consumers.common.lag
-    import consumers.send_api.metrics  # noqa: F401
-    import gateway.metrics  # noqa: F401
-
-    private = CollectorRegistry()
-    AnalyticsMetrics(private)
-    return sample_names(list(REGISTRY.collect())) | sample_names(list(private.collect()))
+    return set().union(*exported_by_job().values())
 
 
 def test_panels_are_well_formed() -> None:
-    """Panel ids are unique, every panel has a query, and all use the provisioned datasource uid."""
+    """Panel ids are unique, every panel has a query, and every panel and query uses the datasource variable."""
     dashboard = json.loads(DASHBOARD.read_text())
-    datasource = yaml.safe_load((GRAFANA / "provisioning" / "datasources" / "prometheus.yml").read_text())
-    uid = datasource["datasources"][0]["uid"]
     panels = dashboard["panels"]
     ids = [p["id"] for p in panels]
     assert len(ids) == len(set(ids))
     for panel in panels:
         if panel["type"] == "row":
             continue
-        assert panel["datasource"]["uid"] == uid, panel["title"]
+        assert panel["datasource"] == DATASOURCE, panel["title"]
         assert panel["targets"], panel["title"]
-        assert all(t["datasource"]["uid"] == uid and t["expr"] for t in panel["targets"]), panel["title"]
+        assert all(t["datasource"] == DATASOURCE and t["expr"] for t in panel["targets"]), panel["title"]
     provider = yaml.safe_load((GRAFANA / "provisioning" / "dashboards" / "igw.yml").read_text())
     assert provider["providers"][0]["options"]["path"].endswith("/igw")
+
+
+def test_datasource_is_a_variable_and_no_uid_is_hard_coded() -> None:
+    """Imported into any Grafana, the dashboard asks for a Prometheus datasource: no datasource uid is written in."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    [variable] = [v for v in dashboard["templating"]["list"] if v["type"] == "datasource"]
+    assert (variable["name"], variable["query"]) == ("datasource", "prometheus")
+    provisioned = yaml.safe_load((GRAFANA / "provisioning" / "datasources" / "prometheus.yml").read_text())
+    provisioned_uid = provisioned["datasources"][0]["uid"]
+
+    def walk(node: object, path: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "datasource" and path:  # a panel's, a query's or a variable's
+                    assert value == DATASOURCE, f"{path}: {value}"
+                if key == "uid" and path:  # the dashboard's own uid sits at the top
+                    assert value == "${datasource}", f"{path}.uid = {value}"
+                walk(value, f"{path}.{key}")
+        elif isinstance(node, list):
+            for i, item in enumerate(node):
+                walk(item, f"{path}[{i}]")
+        elif isinstance(node, str):
+            assert provisioned_uid not in node, f"{path} names the provisioned datasource uid"
+
+    walk(dashboard, "")
+
+
+def test_every_query_reads_the_job_that_exports_its_metrics() -> None:
+    """Each selector of each panel query and variable query matches the job of the process that exports it."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    errors = {f"{q.panel} [{q.ref}]": job_scope_errors(q.expr) for q in load_queries(DASHBOARD)}
+    for variable in dashboard["templating"]["list"]:
+        if variable["type"] == "query":
+            [inner] = re.findall(r"label_values\((.*),\s*\w+\)", variable["query"]["query"])
+            errors[f"${variable['name']}"] = job_scope_errors(inner)
+    assert {where: found for where, found in errors.items() if found} == {}
 
 
 def test_dashboard_covers_gateway_kafka_and_business() -> None:

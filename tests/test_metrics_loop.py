@@ -73,44 +73,53 @@ def test_name_clash_is_refused() -> None:
 
 def test_observe_published_counts_by_type_and_topic() -> None:
     """One call records the publish duration, the events per request and each (type, topic) count."""
-    from prometheus_client import REGISTRY
+    gateway = metrics.GatewayMetrics()
 
     def value(name: str, labels: dict[str, str] | None = None) -> float:
-        return REGISTRY.get_sample_value(name, labels or {}) or 0.0
+        return gateway.registry.get_sample_value(name, labels or {}) or 0.0
 
     def event(type_: str, topic: Topic) -> Event:
         return Event("id", type_, topic, "key", 1, "igw/x/y", None, {})
 
-    published = {"type": "reaction", "topic": "events"}
-    before = (
-        value("igw_events_published_total", published),
-        value("igw_events_published_total", {"type": "message", "topic": "messages"}),
-        value("igw_publish_duration_seconds_count"),
-        value("igw_webhook_events_per_request_sum"),
-    )
-    metrics.observe_published([event("reaction", Topic.EVENTS)] * 2 + [event("message", Topic.MESSAGES)], 0.01)
-    metrics.observe_published([event("reaction", Topic.EVENTS)], 0.02)
-    assert value("igw_events_published_total", published) == before[0] + 3
-    assert value("igw_events_published_total", {"type": "message", "topic": "messages"}) == before[1] + 1
-    assert value("igw_publish_duration_seconds_count") == before[2] + 2
-    assert value("igw_webhook_events_per_request_sum") == before[3] + 4
+    gateway.observe_published([event("reaction", Topic.EVENTS)] * 2 + [event("message", Topic.MESSAGES)], 0.01)
+    gateway.observe_published([event("reaction", Topic.EVENTS)], 0.02)
+    assert value("igw_events_published_total", {"type": "reaction", "topic": "events"}) == 3
+    assert value("igw_events_published_total", {"type": "message", "topic": "messages"}) == 1
+    assert value("igw_publish_duration_seconds_count") == 2
+    assert value("igw_webhook_events_per_request_sum") == 4
+
+
+def test_two_gateways_in_one_process_keep_their_own_series() -> None:
+    """Each GatewayMetrics has its own registry: counting in one leaves the other at zero, and no clash."""
+    first, second = metrics.GatewayMetrics(), metrics.GatewayMetrics()
+    first.observe_request("/webhooks/meta", "POST", 200, 0.004)
+    first.producer_ready.set(1)
+    labels = {"route": "/webhooks/meta", "method": "POST", "status": "200"}
+    assert first.registry.get_sample_value("igw_http_requests_total", labels) == 1
+    assert second.registry.get_sample_value("igw_http_requests_total", labels) is None
+    assert second.registry.get_sample_value("igw_producer_ready") == 0
+    # The process's own CPU and memory ride along in single-process mode.
+    assert first.registry.get_sample_value("process_resident_memory_bytes")
 
 
 WORKER = """
 import json, sys
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from gateway import metrics
-metrics.observe_request("/webhooks/meta", "POST", 200, 0.004)
-metrics.PAYLOAD_BYTES.observe(600)
-metrics.count_published("message", "messages")
+from prometheus_client import Counter, Histogram
+from gateway.metrics import GatewayMetrics, shared_metrics_dir
+gateway = GatewayMetrics(shared_metrics_dir())
+gateway.observe_request("/webhooks/meta", "POST", 200, 0.004)
+gateway.payload_bytes.observe(600)
+gateway.count_published("message", "messages")
+gateway.producer_ready.set(1)
 kinds = [isinstance(m, (Counter, Histogram)) for m in (
-    metrics.HTTP_REQUESTS, metrics.HTTP_DURATION, metrics.EVENTS_PUBLISHED,
-    metrics.PUBLISH_DURATION, metrics.PAYLOAD_BYTES, metrics.EVENTS_PER_REQUEST)]
-registry = metrics.registry()
+    gateway.http_requests, gateway.http_duration, gateway.events_published,
+    gateway.publish_duration, gateway.payload_bytes, gateway.events_per_request)]
+registry = gateway.registry
 print(json.dumps({"kinds": kinds, "requests": registry.get_sample_value(
     "igw_http_requests_total", {"route": "/webhooks/meta", "method": "POST", "status": "200"}),
     "bytes": registry.get_sample_value("igw_webhook_payload_bytes_sum"),
-    "published": registry.get_sample_value("igw_events_published_total", {"type": "message", "topic": "messages"})}))
+    "published": registry.get_sample_value("igw_events_published_total", {"type": "message", "topic": "messages"}),
+    "process": registry.get_sample_value("process_resident_memory_bytes")}))
 """
 
 
@@ -126,3 +135,5 @@ def test_workers_keep_prometheus_client_metrics(tmp_path: Path) -> None:
     assert runs[1]["requests"] == 2
     assert runs[1]["bytes"] == 1200
     assert runs[1]["published"] == 2
+    # One worker's CPU and memory would pass for all of them: left out.
+    assert runs[1]["process"] is None

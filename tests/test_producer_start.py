@@ -35,7 +35,8 @@ async def test_start_producer_names_the_setting(idempotent: KafkaSettings) -> No
         await start_producer(producer, idempotent)
     assert isinstance(caught.value, SettingsError)
     assert caught.value.variable == "KAFKA_ENABLE_IDEMPOTENCE"
-    assert "KAFKA_ENABLE_IDEMPOTENCE=false" in str(caught.value)
+    assert "refused an idempotent producer" in str(caught.value)
+    assert "KAFKA_ENABLE_IDEMPOTENCE=false" in caught.value.remedy
     assert idempotent.bootstrap_servers in str(caught.value)
 
 

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from prometheus_client import REGISTRY
+from prometheus_client import CollectorRegistry
 
 from consumers.send_api.client import (
     AccountConfig,
@@ -20,6 +20,7 @@ from consumers.send_api.client import (
     appsecret_proof,
 )
 from consumers.send_api.errors import ErrorClass
+from consumers.send_api.metrics import SendApiMetrics
 from consumers.send_api.ratelimit import LocalRateLimiter
 from consumers.send_api.settings import SendApiSettings
 from igw.config import Env, Secret
@@ -28,6 +29,11 @@ from tests.plugins.graph_emulator import IG_ACCOUNT, IGFB_ACCOUNT, MESSENGER_ACC
 USER = "6600000000000001"
 ALL_ACCOUNTS = [IG_ACCOUNT, IGFB_ACCOUNT, MESSENGER_ACCOUNT]
 ClientFactory = Callable[..., Any]
+
+
+# The clients of make_client count into these metrics (as the agent's client counts into its /metrics).
+REGISTRY = CollectorRegistry()
+METRICS = SendApiMetrics(REGISTRY)
 
 
 def sample(name: str, **labels: str) -> float:
@@ -41,7 +47,7 @@ async def make_client(graph_emulator: RunningEmulator) -> AsyncIterator[ClientFa
 
     async def make(**overrides: Any) -> SendApiClient:
         accounts = overrides.pop("accounts", None)
-        client = SendApiClient(graph_emulator.client_settings(**overrides), accounts=accounts)
+        client = SendApiClient(graph_emulator.client_settings(**overrides), accounts=accounts, metrics=METRICS)
         await client.start()
         clients.append(client)
         return client

@@ -9,22 +9,26 @@ import time
 from pathlib import Path
 
 import pytest
-from prometheus_client import REGISTRY
 
+from gateway.metrics import GatewayMetrics
 from gateway.spool import Spool, SpooledBody, SpoolLocked, decode_frames, encode_frame, open_spool, orphan_dirs
 from igw.config import KafkaSettings
 from igw.errors import SpoolFull, SpoolUnavailable
 from igw_tools.localbroker import free_port
 from tests.plugins.outage import gateway_env
 
+# The spools of this module count into one gateway's metrics, read back with _sample.
+METRICS = GatewayMetrics()
+
 
 def _sample(name: str, labels: dict[str, str] | None = None) -> float:
-    return REGISTRY.get_sample_value(name, labels or {}) or 0.0
+    return METRICS.registry.get_sample_value(name, labels or {}) or 0.0
 
 
 def _spool(directory: Path, **kwargs: float) -> Spool:
     return Spool(
         directory,
+        metrics=METRICS,
         max_bytes=int(kwargs.get("max_bytes", 1024 * 1024)),
         max_age_seconds=kwargs.get("max_age_seconds", 3600),
         segment_bytes=int(kwargs.get("segment_bytes", 64 * 1024)),
@@ -208,8 +212,8 @@ async def test_disk_failure_fails_the_append_and_the_spool_recovers(tmp_path: Pa
 
 async def test_one_process_per_directory(tmp_path: Path) -> None:
     """A held directory is not opened twice; open_spool takes the next free one; unheld ones with data are orphans."""
-    first = await open_spool(tmp_path, max_bytes=1024 * 1024, max_age_seconds=3600)
-    second = await open_spool(tmp_path, max_bytes=1024 * 1024, max_age_seconds=3600)
+    first = await open_spool(tmp_path, metrics=METRICS, max_bytes=1024 * 1024, max_age_seconds=3600)
+    second = await open_spool(tmp_path, metrics=METRICS, max_bytes=1024 * 1024, max_age_seconds=3600)
     try:
         assert (first.directory, second.directory) == (tmp_path / "0", tmp_path / "1")
         with pytest.raises(SpoolLocked):

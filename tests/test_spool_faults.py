@@ -14,9 +14,9 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp.test_utils import TestServer
-from prometheus_client import REGISTRY
 
 from gateway.app import create_app
+from gateway.metrics import GatewayMetrics
 from gateway.settings import GatewaySettings
 from gateway.signature import sign
 from gateway.spool import Spool
@@ -42,8 +42,9 @@ pytestmark = pytest.mark.kafka
 SPOOL_AFTER = 1.0
 
 
-def _sample(name: str, labels: dict[str, str] | None = None) -> float:
-    return REGISTRY.get_sample_value(name, labels or {}) or 0.0
+def _sample(server: TestServer, name: str, labels: dict[str, str] | None = None) -> float:
+    """A sample of what the gateway app behind ``server`` serves on /metrics (0 when absent)."""
+    return server.app[state_key].metrics.registry.get_sample_value(name, labels or {}) or 0.0
 
 
 @pytest.fixture
@@ -84,7 +85,7 @@ async def test_frozen_broker_mid_load_every_200_reaches_kafka(
 ) -> None:
     """Broker SIGSTOPped then SIGCONTed under load: every request gets 200 in time and every 200 is in Kafka."""
     state = spool_server.app[state_key]
-    appends = _sample("igw_spool_appends_total")
+    appends = _sample(spool_server, "igw_spool_appends_total")
     freeze_seconds = 2.5
     async with aiohttp.ClientSession() as session:
         post = signed_poster(session, str(spool_server.make_url(WEBHOOK)))
@@ -97,7 +98,7 @@ async def test_frozen_broker_mid_load_every_200_reaches_kafka(
 
         outcomes, _ = await asyncio.gather(run_load(post, workers=8, seconds=5.0, tag="frozen"), fault())
         assert await _wait_drained(state, 30), f"spool still holds {state.spool and state.spool.records}"
-    spooled = _sample("igw_spool_appends_total") - appends
+    spooled = _sample(spool_server, "igw_spool_appends_total") - appends
     statuses = {o.status for o in outcomes}
     slowest = max(o.seconds for o in outcomes)
     records = await read_topic(
@@ -213,7 +214,7 @@ async def test_spool_full_answers_503_then_recovers(
     settings = replace(spool_settings, spool_max_bytes=4 * 1024)
     server = TestServer(create_app(settings))
     await server.start_server(auto_decompress=False)
-    full = _sample("igw_spool_failures_total", {"reason": "full"})
+    full = _sample(server, "igw_spool_failures_total", {"reason": "full"})
     try:
         async with aiohttp.ClientSession() as session:
             post = signed_poster(session, str(server.make_url(WEBHOOK)))
@@ -223,7 +224,7 @@ async def test_spool_full_answers_503_then_recovers(
             assert statuses[0] == 200
             assert 503 in statuses
             assert set(statuses[statuses.index(503) :]) == {503}
-            assert _sample("igw_spool_failures_total", {"reason": "full"}) > full
+            assert _sample(server, "igw_spool_failures_total", {"reason": "full"}) > full
             async with session.get(str(server.make_url("/readyz"))) as resp:
                 assert resp.status == 503
                 assert (await resp.json())["checks"]["spool"].startswith("refusing")
@@ -251,7 +252,7 @@ async def test_replayed_body_is_published_exactly_as_the_direct_path_would(
         (tmp_path / "spool" / "0", dm, received_at),
         (tmp_path / "spool" / "3", garbage, received_at + 1),
     ):
-        spool = Spool(directory, max_bytes=1024 * 1024, max_age_seconds=10**9)
+        spool = Spool(directory, metrics=GatewayMetrics(), max_bytes=1024 * 1024, max_age_seconds=10**9)
         await spool.open()
         await spool.append(body, at, sign(body, APP_SECRET))
         await spool.close()

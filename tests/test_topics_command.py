@@ -15,10 +15,10 @@ pytestmark = pytest.mark.kafka
 
 
 async def test_ensure_then_describe(kafka_settings: KafkaSettings) -> None:
-    """All five topics are created once with the configured partitions; describe counts their records."""
+    """All six topics are created once with the configured partitions; describe counts their records."""
     settings = dataclasses.replace(kafka_settings, partitions=2)
     before = await describe_topics(settings)
-    assert [i.exists for i in before] == [False] * 5
+    assert [i.exists for i in before] == [False] * len(TOPIC_NAMES)
     created = await ensure_topics(settings)
     assert created == [settings.topic(n) for n in TOPIC_NAMES]
     assert await ensure_topics(settings) == []
@@ -49,10 +49,10 @@ async def test_cli_describe_exits_1_until_created(
     monkeypatch.setenv("IGW_TOPIC_PARTITIONS", "1")
     status, out, _ = await run_cli(["topics", "describe"])
     assert status == 1
-    assert "missing: run `igw topics create`" in out.replace("5 topic(s) ", "")
+    assert "missing: run `igw topics create`" in out.replace(f"{len(TOPIC_NAMES)} topic(s) ", "")
     status, out, _ = await run_cli(["topics", "create"])
     assert status == 0
-    assert out.count(" created") == 5
+    assert out.count(" created") == len(TOPIC_NAMES)
     status, out, _ = await run_cli(["topics"])
     assert status == 0
     assert f"{kafka_settings.topic('deadletter')}" in out

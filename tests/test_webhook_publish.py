@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import orjson
-from prometheus_client import REGISTRY
 
 from igw.config import KafkaSettings
-from tests.plugins.gateway import GatewayClient, dm_body, meta_bytes, post_signed
+from tests.plugins.gateway import GatewayClient, dm_body, meta_bytes, metric, post_signed
 from tests.plugins.kafka import TopicReader
 
 
@@ -34,14 +33,14 @@ async def test_unsigned_or_wrongly_signed_is_refused_and_not_published(
     gateway_client: GatewayClient, kafka_settings: KafkaSettings, topic_reader: TopicReader
 ) -> None:
     """Missing and wrong signatures get 403 and nothing reaches Kafka."""
-    before = REGISTRY.get_sample_value("igw_webhook_signature_failures_total", {"reason": "mismatch"}) or 0
+    before = metric(gateway_client, "igw_webhook_signature_failures_total", {"reason": "mismatch"})
     body = dm_body()
     resp = await gateway_client.post("/api/v1/instagram/webhook", data=body)
     assert resp.status == 403
     resp = await post_signed(gateway_client, body, secret="not-the-secret")
     assert resp.status == 403
     assert (await resp.json())["error"] == "invalid_signature"
-    after = REGISTRY.get_sample_value("igw_webhook_signature_failures_total", {"reason": "mismatch"})
+    after = metric(gateway_client, "igw_webhook_signature_failures_total", {"reason": "mismatch"})
     assert after == before + 1
     assert await topic_reader(kafka_settings.topic("messages"), expect=1, timeout=1.5) == []
 

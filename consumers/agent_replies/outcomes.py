@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from consumers.agent_replies.metrics import REPLIES, REPLY_LATENCY
+from consumers.agent_replies.metrics import AgentMetrics
 from consumers.agent_replies.model import InboundEvent
 from consumers.common.children import Children
 from igw.envelope import Header
@@ -99,18 +99,21 @@ class ReplyRecord:
 class OutcomePublisher:
     """Publishes reply records and dead letters with one shared producer, and counts outcomes."""
 
-    def __init__(self, producer: Any, replies_topic: str, deadletter_topic: str, clock: Any = time.time) -> None:
+    def __init__(
+        self, producer: Any, replies_topic: str, deadletter_topic: str, metrics: AgentMetrics, clock: Any = time.time
+    ) -> None:
         self._producer = producer
+        self._reply_latency = metrics.reply_latency
         self.replies_topic = replies_topic
         self.deadletter_topic = deadletter_topic
         self._clock = clock
-        self._replies = Children(REPLIES)
+        self._replies = Children(metrics.replies)
 
     async def record(self, record: ReplyRecord) -> None:
         now_ms = int(self._clock() * 1000)
         self._replies(record.outcome, record.reason).inc()
         if record.outcome is Outcome.SENT:
-            REPLY_LATENCY.observe(max(0.0, (now_ms - record.event.timestamp_ms) / 1000))
+            self._reply_latency.observe(max(0.0, (now_ms - record.event.timestamp_ms) / 1000))
         body = record.to_json(now_ms)
         event = record.event
         headers = cloudevent_headers(

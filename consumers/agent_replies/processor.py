@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from consumers.agent_replies.agent import Agent, AgentError
-from consumers.agent_replies.metrics import AGENT_CALL_DURATION, LEDGER_HITS, RETRIES, TAKEOVERS
+from consumers.agent_replies.metrics import AgentMetrics
 from consumers.agent_replies.model import AgentReply, InboundEvent, Turn
 from consumers.agent_replies.outcomes import Outcome, OutcomePublisher, Reason, ReplyRecord
 from consumers.agent_replies.settings import AgentSettings
@@ -64,10 +64,12 @@ class ReplyProcessor:
         sender: Sender,
         publisher: OutcomePublisher,
         *,
+        metrics: AgentMetrics,
         clock: Callable[[], float] = time.time,
         on_pause: Callable[[], Any] | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.store = store
         self.agent = agent
         self.sender = sender
@@ -76,7 +78,7 @@ class ReplyProcessor:
         self._on_pause = on_pause
         # Only agents that read the conversation's turns pay for keeping them.
         self._history_turns = settings.history_turns if agent.uses_history else 0
-        self._call_duration = AGENT_CALL_DURATION.labels(agent=agent.name)
+        self._call_duration = metrics.agent_call_duration.labels(agent=agent.name)
 
     async def handle(self, job: Job) -> float | None:
         event = job.event
@@ -106,12 +108,12 @@ class ReplyProcessor:
             return None
         claim = await self.store.claim(event.id, self.settings.owner_id, self.settings.lease_seconds)
         if claim.state is ClaimState.DONE:
-            LEDGER_HITS.inc()
+            self.metrics.ledger_hits.inc()
             await self._record(event, Outcome.SKIPPED, Reason.DUPLICATE, message_ids=claim.message_ids)
             return None
         if claim.state is ClaimState.HELD:
             # Someone else is answering it, or crashed while doing so: look again when the lease ends.
-            RETRIES.labels(reason="lease_held").inc()
+            self.metrics.retries.labels(reason="lease_held").inc()
             return min(self.settings.lease_seconds, claim.retry_after + 0.05 + random.random() * 0.1)  # noqa: S311
         return await self._answer(job)
 
@@ -224,7 +226,7 @@ class ReplyProcessor:
             await self._record(event, Outcome.FAILED, reason, detail=detail, error_code=error_code)
             await self._deadletter(job, reason, detail)
             return None
-        RETRIES.labels(reason=str(reason)).inc()
+        self.metrics.retries.labels(reason=str(reason)).inc()
         ceiling = min(self.settings.retry_max_seconds, self.settings.retry_base_seconds * 2.0 ** (job.attempts - 1))
         delay = max(min_delay, ceiling * (0.5 + 0.5 * random.random()))  # noqa: S311 - jitter, not security
         log.info("event %s: %s (%s); trying again in %.1f s", event.id, reason, detail, delay)
@@ -253,7 +255,7 @@ class ReplyProcessor:
     async def _pause_conversation(self, event: InboundEvent, until: float, kind: str) -> None:
         assert event.conversation_id is not None
         await self.store.pause_conversation(event.conversation_id, until)
-        TAKEOVERS.labels(kind=kind).inc()
+        self.metrics.takeovers.labels(kind=kind).inc()
         log.info("automatic replies paused in a conversation of account %s (%s)", event.account_id, kind)
         if self._on_pause is not None:
             self._on_pause()

@@ -29,24 +29,31 @@ from pathlib import Path
 from typing import Any
 
 from consumers.agent_replies.model import AgentReply, Button, InboundEvent, Turn
+from igw.errors import SettingsError
 
-__all__ = ["Rule", "RulesAgent", "RulesConfigError", "load_rules"]
+__all__ = ["SAMPLE_RULES", "Rule", "RulesAgent", "RulesConfigError", "load_rules"]
 
+# The sample that ships with the package, named in errors.
+SAMPLE_RULES = Path(__file__).parent / "samples" / "clinic.yaml"
 MAX_QUICK_REPLIES = 13
 MAX_TITLE_CHARS = 20
 MAX_PAYLOAD_CHARS = 1000
 
 
-class RulesConfigError(ValueError):
-    """The rules file cannot be used. The message starts with ``file:line:`` where known."""
+class RulesConfigError(SettingsError):
+    """IGW_RULES_FILE cannot be used; ``problem`` starts with ``file:line[:column]:`` where known."""
 
-    def __init__(self, path: Path, line: int | None, where: str, problem: str) -> None:
-        location = f"{path}:{line}" if line is not None else str(path)
-        super().__init__(f"{location}: {where}: {problem}" if where else f"{location}: {problem}")
+    def __init__(self, path: Path, line: int | None, where: str, problem: str, *, column: int | None = None) -> None:
+        location = str(path) if line is None else f"{path}:{line}" if column is None else f"{path}:{line}:{column}"
+        super().__init__(
+            "IGW_RULES_FILE",
+            f"{location}: {where}: {problem}" if where else f"{location}: {problem}",
+            f"fix the file there; the sample {SAMPLE_RULES} shows every field",
+        )
         self.path = path
         self.line = line
+        self.column = column
         self.where = where
-        self.problem = problem
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +103,8 @@ def _load_yaml(path: Path, text: str) -> _Located:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
-        line = mark.line + 1 if mark is not None else None
-        raise RulesConfigError(path, line, "", f"not valid YAML: {exc.problem}") from None
+        line, column = (mark.line + 1, mark.column + 1) if mark is not None else (None, None)
+        raise RulesConfigError(path, line, "", f"not valid YAML: {exc.problem}", column=column) from None
     if root is None:
         raise RulesConfigError(path, 1, "", "the file is empty")
     return located(root)
@@ -107,7 +114,7 @@ def _load_json(path: Path, text: str) -> _Located:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise RulesConfigError(path, exc.lineno, f"column {exc.colno}", f"not valid JSON: {exc.msg}") from None
+        raise RulesConfigError(path, exc.lineno, "", f"not valid JSON: {exc.msg}", column=exc.colno) from None
 
     def located(value: Any) -> _Located:
         if isinstance(value, dict):

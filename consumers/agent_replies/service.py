@@ -21,10 +21,11 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from prometheus_client import CollectorRegistry
 
 from consumers.agent_replies.agent import Agent
 from consumers.agent_replies.http_agent import HttpAgent
-from consumers.agent_replies.metrics import IN_FLIGHT, PAUSED_ACCOUNTS, PAUSED_CONVERSATIONS, REPLIES
+from consumers.agent_replies.metrics import AgentMetrics
 from consumers.agent_replies.model import BadEvent, parse_event
 from consumers.agent_replies.openai_agent import OpenAIAgent
 from consumers.agent_replies.outcomes import Outcome, OutcomePublisher, Reason
@@ -34,6 +35,7 @@ from consumers.agent_replies.scheduler import ConversationScheduler
 from consumers.agent_replies.settings import AGENT_TOPICS, AgentSettings
 from consumers.agent_replies.store import MemoryStore, RedisStore, Store
 from consumers.common.lag import lag_sampler
+from consumers.common.metrics import ConsumerMetrics
 from consumers.common.metrics_server import create_metrics_app, serve_metrics
 from consumers.common.partitioner import CachedPartitioner
 from consumers.common.runner import (
@@ -47,7 +49,9 @@ from consumers.common.runner import (
 )
 from consumers.common.tasks import background
 from consumers.send_api.client import SendApiClient
+from consumers.send_api.metrics import SendApiMetrics
 from igw.envelope import Topic
+from igw.metrics import process_registry
 from igw.producers import start_producer
 from igw.topics import ensure_topics
 
@@ -85,14 +89,14 @@ def build_store(settings: AgentSettings) -> Store:
 
 
 @asynccontextmanager
-async def _gauges(store: Store, wake: asyncio.Event) -> AsyncIterator[None]:
+async def _gauges(store: Store, metrics: AgentMetrics, wake: asyncio.Event) -> AsyncIterator[None]:
     """Keep the pause gauges current: on a timer, and at once after a pause."""
 
     async def loop() -> None:
         while True:
             try:
-                PAUSED_CONVERSATIONS.set(await store.paused_conversations())
-                PAUSED_ACCOUNTS.set(await store.paused_accounts())
+                metrics.paused_conversations.set(await store.paused_conversations())
+                metrics.paused_accounts.set(await store.paused_accounts())
             except asyncio.CancelledError:
                 raise
             except Exception:  # the store is down for a moment; the next round tries again
@@ -114,13 +118,18 @@ async def run_agent(
     store: Store | None = None,
     serve_http: bool = True,
     started: asyncio.Event | None = None,
+    registry: CollectorRegistry | None = None,
 ) -> None:
     """Consume and answer until ``stop`` is set (see the module docstring for the shutdown steps).
 
     ``sender``, ``agent`` and ``store`` default to what the settings describe; tests and embedders
     may pass their own. ``started`` is set once the consumer has joined its group
-    and received its partitions.
+    and received its partitions. The process's metrics (the agent's, the Send API client's, the
+    consumer group's) go to ``registry``, a new one by default, which ``/metrics`` serves.
     """
+    registry = registry if registry is not None else process_registry()
+    metrics = AgentMetrics(registry)
+    consumer_metrics = ConsumerMetrics(registry, settings.consumer.group_id)
     kafka = settings.consumer.kafka
     if settings.create_topics:
         await ensure_topics(kafka, (*AGENT_TOPICS, Topic.REPLIES, Topic.DEADLETTER))
@@ -130,7 +139,7 @@ async def run_agent(
         agent = agent if agent is not None else build_agent(settings)
         stack.push_async_callback(agent.close)
         if sender is None:
-            client = SendApiClient(settings.send_api)
+            client = SendApiClient(settings.send_api, metrics=SendApiMetrics(registry))
             await stack.enter_async_context(client)
             sender = client
         producer = AIOKafkaProducer(
@@ -145,10 +154,10 @@ async def run_agent(
         )
         await start_producer(producer, kafka)
         stack.push_async_callback(producer.stop)
-        publisher = OutcomePublisher(producer, kafka.topic(Topic.REPLIES), kafka.topic(Topic.DEADLETTER))
+        publisher = OutcomePublisher(producer, kafka.topic(Topic.REPLIES), kafka.topic(Topic.DEADLETTER), metrics)
         wake_gauges = asyncio.Event()
-        processor = ReplyProcessor(settings, store, agent, sender, publisher, on_pause=wake_gauges.set)
-        await stack.enter_async_context(_gauges(store, wake_gauges))
+        processor = ReplyProcessor(settings, store, agent, sender, publisher, metrics=metrics, on_pause=wake_gauges.set)
+        await stack.enter_async_context(_gauges(store, metrics, wake_gauges))
 
         tracker = OffsetTracker()
         listener = CommitOnRevoke(tracker, drain_timeout=min(10.0, settings.consumer.shutdown_timeout_seconds))
@@ -163,7 +172,7 @@ async def run_agent(
             ticket_of,
             concurrency=settings.concurrency,
             max_in_flight=settings.max_in_flight,
-            on_change=IN_FLIGHT.set,
+            on_change=metrics.in_flight.set,
         )
 
         async def submit(record: Any, ticket: Ticket) -> None:
@@ -172,7 +181,7 @@ async def run_agent(
                 event = parse_event(record.value)
             except BadEvent as exc:
                 log.warning("record %s[%d]@%d is not a usable envelope: %s", *source, exc)
-                REPLIES.labels(outcome=Outcome.FAILED, reason=Reason.BAD_EVENT).inc()
+                metrics.replies.labels(outcome=Outcome.FAILED, reason=Reason.BAD_EVENT).inc()
                 await publisher.deadletter(record.value, record.key, Reason.BAD_EVENT, str(exc), source=source)
                 ticket.finish()
                 return
@@ -193,7 +202,7 @@ async def run_agent(
             return joined.is_set() and await store.ping()
 
         if serve_http:
-            app = create_metrics_app(ready)
+            app = create_metrics_app(registry, ready)
             await stack.enter_async_context(
                 serve_metrics(app, settings.consumer.metrics_host, settings.consumer.metrics_port)
             )
@@ -202,14 +211,14 @@ async def run_agent(
             await consumer.start()  # inside: a stop signal may cancel start-up here, and stop() must follow
             log.info("agent consumer started: %s", settings.describe())
             async with lag_sampler(
-                consumer, settings.consumer.group_id, settings.consumer.topics, settings.consumer.lag_interval_seconds
+                consumer, consumer_metrics, settings.consumer.topics, settings.consumer.lag_interval_seconds
             ):
                 await poll_loop(
                     consumer,
                     tracker,
                     submit,
                     stop,
-                    group=settings.consumer.group_id,
+                    metrics=consumer_metrics,
                     max_records=settings.consumer.max_records_per_poll,
                     poll_timeout_ms=settings.consumer.poll_timeout_ms,
                     commit_interval=settings.consumer.commit_interval_seconds,

@@ -9,8 +9,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from consumers.agent_replies.rules import SAMPLE_RULES, load_rules
 from consumers.common.settings import ConsumerSettings
-from consumers.send_api.settings import SendApiSettings
+from consumers.send_api.settings import REDIS_SCHEMES, SendApiSettings
 from igw.config import Env, Secret
 from igw.envelope import Topic
 from igw.errors import SettingsError
@@ -18,7 +19,6 @@ from igw.errors import SettingsError
 __all__ = ["AGENT_KINDS", "AGENT_TOPICS", "SAMPLE_RULES", "AgentSettings"]
 
 AGENT_KINDS = ("rules", "http", "openai")
-SAMPLE_RULES = Path(__file__).parent / "samples" / "clinic.yaml"
 DEFAULT_METRICS_PORT = 9101
 # What the agent reads: the answerable types are published there.
 AGENT_TOPICS = (Topic.MESSAGES, Topic.POSTBACKS)
@@ -66,7 +66,14 @@ class AgentSettings:
     owner_id: str = field(default_factory=_owner_id)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> AgentSettings:
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        metrics_host: str | None = None,
+        metrics_port: int | None = None,
+    ) -> AgentSettings:
+        """Read and check every setting, the rules file included; ``metrics_*``: the flags, which win."""
         env = Env(environ)
         d = _defaults()
         consumer = ConsumerSettings.from_env(
@@ -75,34 +82,57 @@ class AgentSettings:
             default_group="igw-agent",
             topic_names=AGENT_TOPICS,
             default_metrics_port=DEFAULT_METRICS_PORT,
+            metrics_host=metrics_host,
+            metrics_port=metrics_port,
         )
         agent = env.choice("IGW_AGENT", d.agent, AGENT_KINDS)
-        rules_file = _path(env, "IGW_RULES_FILE")
-        if agent == "rules" and rules_file is None:
-            raise SettingsError(
-                "IGW_RULES_FILE",
-                f"is required with IGW_AGENT=rules (a YAML or JSON rules file; a sample ships at {SAMPLE_RULES})",
-            )
-        agent_url = env.optional_str("IGW_AGENT_URL")
+        rules_file = env.file("IGW_RULES_FILE")
+        if agent == "rules":
+            if rules_file is None:
+                raise SettingsError(
+                    "IGW_RULES_FILE",
+                    "is not set; IGW_AGENT=rules answers from a YAML or JSON rules file",
+                    f"set IGW_RULES_FILE, e.g. to the sample {SAMPLE_RULES}",
+                )
+            load_rules(rules_file)  # a file that does not parse stops the start, naming file and line
+        agent_url = env.url("IGW_AGENT_URL", None, show=False)
         if agent == "http" and agent_url is None:
-            raise SettingsError("IGW_AGENT_URL", "is required with IGW_AGENT=http (the agent service's URL)")
-        if agent_url is not None and not agent_url.startswith(("http://", "https://")):
-            raise SettingsError("IGW_AGENT_URL", f"expected an http(s) URL, got {agent_url!r}")
+            raise SettingsError(
+                "IGW_AGENT_URL", "is not set; IGW_AGENT=http sends each event to it", "set IGW_AGENT_URL"
+            )
         openai_key = env.secret("OPENAI_API_KEY")
-        openai_base = env.str("OPENAI_BASE_URL", d.openai_base_url).rstrip("/")
-        if not openai_base.startswith(("http://", "https://")):
-            raise SettingsError("OPENAI_BASE_URL", f"expected an http(s) URL, got {openai_base!r}")
-        prompt_file = _path(env, "IGW_OPENAI_SYSTEM_PROMPT_FILE")
+        openai_base = (env.url("OPENAI_BASE_URL", d.openai_base_url) or d.openai_base_url).rstrip("/")
+        prompt_file = env.file("IGW_OPENAI_SYSTEM_PROMPT_FILE")
         if agent == "openai" and openai_key is None:
-            raise SettingsError("OPENAI_API_KEY", "is required with IGW_AGENT=openai; set OPENAI_API_KEY or _FILE")
+            raise SettingsError(
+                "OPENAI_API_KEY", "is not set; IGW_AGENT=openai needs it", "set OPENAI_API_KEY or OPENAI_API_KEY_FILE"
+            )
         human_pause = env.float("IGW_HUMAN_PAUSE_SECONDS", d.human_pause_seconds, min_value=0)
         lease = env.float("IGW_LEDGER_LEASE_SECONDS", d.lease_seconds, min_value=1)
         agent_timeout = env.float("IGW_AGENT_TIMEOUT_SECONDS", d.agent_timeout_seconds, min_value=0.1)
         if agent_timeout >= lease:
-            raise SettingsError("IGW_AGENT_TIMEOUT_SECONDS", f"must stay below IGW_LEDGER_LEASE_SECONDS ({lease:g})")
+            raise SettingsError(
+                "IGW_AGENT_TIMEOUT_SECONDS",
+                f"must stay below IGW_LEDGER_LEASE_SECONDS, {lease:g}; got {agent_timeout:g}",
+                "lower IGW_AGENT_TIMEOUT_SECONDS or raise IGW_LEDGER_LEASE_SECONDS",
+            )
+        send_api = SendApiSettings.from_env(env)
+        if not send_api.accounts:
+            # Without one, the agent would start and fail every send.
+            given = env.optional_str("IGW_ACCOUNTS_FILE")
+            raise SettingsError(
+                "IGW_ACCESS_TOKEN" if given is None else "IGW_ACCOUNTS_FILE",
+                "no account to send replies from: "
+                + ("IGW_ACCESS_TOKEN and IGW_ACCOUNTS_FILE are unset" if given is None else f"{given} lists none"),
+                "set IGW_ACCESS_TOKEN for one Instagram-Login account, or list accounts in IGW_ACCOUNTS_FILE;"
+                " docs/send-api.md",
+            )
+        app_id = env.optional_str("IGW_APP_ID")
+        if app_id is not None and not app_id.isdigit():
+            raise SettingsError("IGW_APP_ID", f"expected the app's numeric id, got {app_id!r}")
         return cls(
             consumer=consumer,
-            send_api=SendApiSettings.from_env(env),
+            send_api=send_api,
             agent=agent,
             rules_file=rules_file,
             agent_url=agent_url,
@@ -116,7 +146,7 @@ class AgentSettings:
             openai_handover_marker=env.str("IGW_OPENAI_HANDOVER_MARKER", d.openai_handover_marker),
             history_turns=env.int("IGW_AGENT_HISTORY_TURNS", d.history_turns, min_value=0),
             history_ttl_seconds=env.float("IGW_AGENT_HISTORY_TTL_SECONDS", d.history_ttl_seconds, min_value=1),
-            redis_url=env.optional_str("REDIS_URL"),
+            redis_url=env.url("REDIS_URL", None, schemes=REDIS_SCHEMES, show=False),
             redis_prefix=env.str("IGW_AGENT_REDIS_PREFIX", d.redis_prefix),
             lease_seconds=lease,
             ledger_ttl_seconds=env.float("IGW_LEDGER_TTL_SECONDS", d.ledger_ttl_seconds, min_value=60),
@@ -124,7 +154,7 @@ class AgentSettings:
             handover_pause_seconds=env.float("IGW_HANDOVER_PAUSE_SECONDS", human_pause, min_value=0),
             account_pause_seconds=env.float("IGW_ACCOUNT_PAUSE_SECONDS", d.account_pause_seconds, min_value=1),
             window_seconds=env.float("IGW_REPLY_WINDOW_SECONDS", d.window_seconds, min_value=1),
-            app_id=env.optional_str("IGW_APP_ID"),
+            app_id=app_id,
             concurrency=env.int("IGW_AGENT_CONCURRENCY", d.concurrency, min_value=1),
             max_in_flight=env.int("IGW_AGENT_MAX_IN_FLIGHT", d.max_in_flight, min_value=1),
             max_retries=env.int("IGW_AGENT_MAX_RETRIES", d.max_retries, min_value=0),
@@ -152,16 +182,6 @@ class AgentSettings:
             "window_seconds": self.window_seconds,
             "human_pause_seconds": self.human_pause_seconds,
         }
-
-
-def _path(env: Env, name: str) -> Path | None:
-    raw = env.optional_str(name)
-    if raw is None:
-        return None
-    path = Path(raw)
-    if not path.is_file():
-        raise SettingsError(name, f"{raw} is not a readable file")
-    return path
 
 
 def _defaults() -> AgentSettings:

@@ -33,6 +33,7 @@ from consumers.analytics.rollup import RollupBuffer
 from consumers.analytics.settings import AnalyticsSettings
 from consumers.analytics.sketch import HyperLogLog
 from consumers.common.children import Tally
+from igw.sealing import Opener
 
 __all__ = ["Aggregator", "inbound_type"]
 
@@ -107,8 +108,11 @@ class Aggregator:
         *,
         rollup: RollupBuffer | None = None,
         clock: Callable[[], float] = time.time,
+        opener: Opener | None = None,
     ) -> None:
         self.settings = settings
+        # Opens sealed content (IGW_CONTENT_KEYS); its keys are fetched per batch before counting.
+        self.opener = opener
         self.metrics = metrics
         self.rollup = rollup
         self.clock = clock
@@ -168,6 +172,11 @@ class Aggregator:
         event_time = _event_time(record, self.clock)
         if not self._first(topic, record["id"], event_time):
             return False
+        if topic == "erasures":
+            self._erasure(record)
+            return True
+        if self.opener is not None and "sealed" in record:
+            record = self.opener.open_cached(record)
         if topic == "replies":
             self._reply(record, event_time)
         else:
@@ -198,6 +207,16 @@ class Aggregator:
     def _account(self, record: Mapping[str, Any]) -> str:
         account = record.get("account_id")
         return self.accounts.label(str(account)) if account else "unknown"
+
+    def _erasure(self, record: Mapping[str, Any]) -> None:
+        """An erased person: drop the per-conversation state. Counts and the unique-user sketches keep no
+        id that could be read back (docs/privacy.md)."""
+        conversation = record.get("conversation_id")
+        if record.get("type") != "erasure" or not isinstance(conversation, str):
+            return
+        self.conversations.forget(conversation)
+        self._early_replies.pop(conversation, None)
+        self.metrics.erasures.inc()
 
     def _dead_letter(self, value: bytes, headers: Mapping[str, bytes]) -> bool:
         reason = headers.get("igw_reason", b"").decode("utf-8", "replace")

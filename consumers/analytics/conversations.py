@@ -57,6 +57,10 @@ class Conversations:
         state.last_inbound_ms = max(state.last_inbound_ms, event_time_ms)
         return None
 
+    def forget(self, conversation_id: str) -> bool:
+        """Drop what is kept about one conversation (an erasure); True when something was kept."""
+        return self._states.pop(conversation_id, None) is not None
+
     def _trim(self) -> None:
         while len(self._states) > self.limit:
             self._states.popitem(last=False)

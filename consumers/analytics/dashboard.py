@@ -3,7 +3,8 @@
 Grafana fills in ``$__rate_interval``, ``$__range`` and the ``$account`` variable before it asks
 Prometheus; :func:`instantiate` does the same with fixed values so any client can run the query.
 :func:`metric_names` lists the series names an expression reads, to check them against what the
-processes actually export.
+processes actually export; :func:`selectors` gives each one's label matchers, to check that it
+reads the job that exports it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PanelQuery", "instantiate", "load_queries", "metric_names"]
+__all__ = ["PanelQuery", "Selector", "instantiate", "load_queries", "metric_names", "selectors"]
 
 # Words that look like metric names in PromQL but are not.
 _KEYWORDS = frozenset(
@@ -25,6 +26,23 @@ _MATCHERS = re.compile(r"\{[^}]*\}")
 _RANGE = re.compile(r"\[[^\]]*\]")
 _LABEL_LIST = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
 _IDENT = re.compile(r"(?<![\w.$])[A-Za-z_:][A-Za-z0-9_:]*")
+_SELECTOR = re.compile(r"(?<![\w.$])([A-Za-z_:][A-Za-z0-9_:]*)\s*(\{(?:[^}\"]|\"(?:[^\"\\]|\\.)*\")*\})?")
+_MATCHER = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"')
+
+
+@dataclass(frozen=True, slots=True)
+class Selector:
+    """One series selector of an expression: ``name{label op "value", ...}``."""
+
+    name: str
+    matchers: tuple[tuple[str, str, str], ...]
+
+    def values(self, label: str) -> set[str] | None:
+        """The values a ``label="v"`` or ``label=~"a|b"`` matcher allows; None without one."""
+        for name, op, value in self.matchers:
+            if name == label and op in ("=", "=~"):
+                return {value} if op == "=" else set(value.split("|"))
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,3 +95,16 @@ def metric_names(expr: str) -> set[str]:
             continue
         names.add(word)
     return names
+
+
+def selectors(expr: str) -> list[Selector]:
+    """Every series selector of an expression, in order, with its label matchers."""
+    text = _RANGE.sub("", expr)
+    text = _LABEL_LIST.sub("", text)
+    found = []
+    for match in _SELECTOR.finditer(text):
+        name, braces = match.group(1), match.group(2) or ""
+        if text[match.end() :].lstrip().startswith("(") or name in _KEYWORDS:
+            continue
+        found.append(Selector(name, tuple(_MATCHER.findall(braces))))
+    return found

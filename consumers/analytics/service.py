@@ -17,13 +17,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client import CollectorRegistry
 
 from consumers.analytics.aggregate import Aggregator
 from consumers.analytics.metrics import AnalyticsMetrics
 from consumers.analytics.rollup import RollupBuffer, RollupStore
 from consumers.analytics.settings import TOPICS, AnalyticsSettings
 from consumers.common.lag import lag_sampler
+from consumers.common.metrics import ConsumerMetrics
 from consumers.common.metrics_server import create_metrics_app, serve_metrics
 from consumers.common.runner import (
     CommitOnRevoke,
@@ -34,6 +35,9 @@ from consumers.common.runner import (
     stop_consumer,
 )
 from consumers.common.tasks import background
+from igw.keystore import open_keystore
+from igw.metrics import process_registry
+from igw.sealing import Opener
 from igw.topics import ensure_topics
 
 __all__ = ["run_analytics"]
@@ -79,19 +83,25 @@ async def run_analytics(
     settings: AnalyticsSettings,
     stop: asyncio.Event,
     *,
-    registry: CollectorRegistry = REGISTRY,
+    registry: CollectorRegistry | None = None,
     started: asyncio.Event | None = None,
 ) -> int:
-    """Consume until ``stop`` is set; returns the exit status. Tests pass a private ``registry``.
+    """Consume until ``stop`` is set; returns the exit status.
 
-    ``started`` is set once the consumer has joined its group and received its partitions.
+    The process's metrics (``igw_biz_*`` and the consumer group's) go to ``registry``, a new one by
+    default, which ``/metrics`` serves. ``started`` is set once the consumer has joined its group
+    and received its partitions.
     """
+    registry = registry if registry is not None else process_registry()
     c = settings.consumer
+    consumer_metrics = ConsumerMetrics(registry, c.group_id)
     log.info("analytics starting: %s", settings.describe())
     if settings.create_topics:
         await ensure_topics(settings.kafka, TOPICS)
     buffer = RollupBuffer() if settings.rollup_path is not None else None
-    aggregator = Aggregator(settings, AnalyticsMetrics(registry), rollup=buffer)
+    keys = open_keystore(settings.content_keys) if settings.content_keys else None
+    opener = Opener(keys) if keys is not None else None
+    aggregator = Aggregator(settings, AnalyticsMetrics(registry), rollup=buffer, opener=opener)
     short_names = settings.topics()
     tracker = OffsetTracker()
     listener = CommitOnRevoke(
@@ -125,7 +135,7 @@ async def run_analytics(
     async def ready() -> bool:
         return bool(consumer.assignment())
 
-    app = create_metrics_app(ready, registry=registry)
+    app = create_metrics_app(registry, ready)
     async with contextlib.AsyncExitStack() as stack:
         await stack.enter_async_context(serve_metrics(app, c.metrics_host, c.metrics_port))
         # Registered first: a stop signal may cancel start-up inside start(), and stop() must follow.
@@ -133,16 +143,20 @@ async def run_analytics(
         await consumer.start()
         if buffer is not None:
             await stack.enter_async_context(rollup_flusher(settings, aggregator, buffer))
-        await stack.enter_async_context(lag_sampler(consumer, c.group_id, c.topics, c.lag_interval_seconds))
+        await stack.enter_async_context(lag_sampler(consumer, consumer_metrics, c.topics, c.lag_interval_seconds))
+        if opener is not None and keys is not None:
+            stack.push_async_callback(keys.close)
+            await stack.enter_async_context(background(opener.watch(), name="analytics-content-keys"))
         await poll_batches(
             consumer,
             tracker,
             handle,
             stop,
-            group=c.group_id,
+            metrics=consumer_metrics,
             max_records=c.max_records_per_poll,
             poll_timeout_ms=c.poll_timeout_ms,
             commit_interval=c.commit_interval_seconds,
+            prepare=(lambda records: opener.prefetch(r.value for r in records)) if opener is not None else None,
         )
         await drain(tracker, c.shutdown_timeout_seconds)
         await commit_finished(consumer, tracker)

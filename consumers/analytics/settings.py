@@ -9,6 +9,8 @@ from pathlib import Path
 from consumers.common.settings import ConsumerSettings
 from igw.config import Env, KafkaSettings
 from igw.envelope import Topic
+from igw.errors import SettingsError
+from igw.keystore import keystore_url
 
 __all__ = ["TOPICS", "AnalyticsSettings"]
 
@@ -49,6 +51,8 @@ class AnalyticsSettings:
     rollup_path: Path | None = None
     rollup_interval: float = 60.0
     create_topics: bool = True
+    # Per-person content keys (docs/privacy.md); None: content arrives in clear.
+    content_keys: str | None = None
 
     @property
     def kafka(self) -> KafkaSettings:
@@ -63,10 +67,19 @@ class AnalyticsSettings:
         return {self.kafka.topic(name): name for name in TOPICS}
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> AnalyticsSettings:
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        metrics_host: str | None = None,
+        metrics_port: int | None = None,
+    ) -> AnalyticsSettings:
+        """``metrics_host``/``metrics_port``: ``--metrics-host``/``--metrics-port``, which win over the variables."""
         env = Env(environ)
         pinned = env.str("IGW_ANALYTICS_PAYLOADS", "")
-        app_ids = env.str("IGW_ANALYTICS_AGENT_APP_IDS", "")
+        app_ids = frozenset(a.strip() for a in env.str("IGW_ANALYTICS_AGENT_APP_IDS", "").split(",") if a.strip())
+        if not all(app_id.isdigit() for app_id in app_ids):
+            raise SettingsError("IGW_ANALYTICS_AGENT_APP_IDS", f"expected numeric app ids, got {sorted(app_ids)}")
         rollup = env.optional_str("IGW_ANALYTICS_ROLLUP_PATH")
         # Defaults come from a plain instance: mypy rejects class access to slotted fields.
         d = _DEFAULTS
@@ -76,6 +89,8 @@ class AnalyticsSettings:
             default_group=DEFAULT_GROUP,
             topic_names=TOPICS,
             default_metrics_port=DEFAULT_METRICS_PORT,
+            metrics_host=metrics_host,
+            metrics_port=metrics_port,
         )
         return cls(
             consumer=consumer,
@@ -87,11 +102,26 @@ class AnalyticsSettings:
             dedup_max_ids=env.int("IGW_ANALYTICS_DEDUP_MAX_IDS", d.dedup_max_ids, min_value=1000),
             session_gap_hours=env.float("IGW_ANALYTICS_SESSION_GAP_HOURS", d.session_gap_hours, min_value=0.01),
             max_conversations=env.int("IGW_ANALYTICS_MAX_CONVERSATIONS", d.max_conversations, min_value=100),
-            agent_app_ids=frozenset(a.strip() for a in app_ids.split(",") if a.strip()),
+            agent_app_ids=app_ids,
             rollup_path=Path(rollup) if rollup else None,
             rollup_interval=env.float("IGW_ANALYTICS_ROLLUP_INTERVAL_SECONDS", d.rollup_interval, min_value=1),
             create_topics=env.bool("IGW_CREATE_TOPICS", d.create_topics),
+            content_keys=keystore_url(env, "IGW_CONTENT_KEYS"),
         )
+
+    def check_rollup_path(self) -> None:
+        """Create the rollup file's directory now, so an unusable path stops the start before anything else."""
+        if self.rollup_path is None:
+            return
+        remedy = "point IGW_ANALYTICS_ROLLUP_PATH at a file, new or an earlier rollup, in a writable directory"
+        if self.rollup_path.is_dir():
+            raise SettingsError("IGW_ANALYTICS_ROLLUP_PATH", f"{self.rollup_path} is a directory", remedy)
+        try:
+            self.rollup_path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SettingsError(
+                "IGW_ANALYTICS_ROLLUP_PATH", f"cannot create {self.rollup_path.parent}: {exc.strerror or exc}", remedy
+            ) from None
 
     def describe(self) -> dict[str, object]:
         return {

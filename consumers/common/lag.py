@@ -12,33 +12,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from prometheus_client import Counter, Gauge
-
+from consumers.common.metrics import ConsumerMetrics
 from consumers.common.tasks import background
 
-__all__ = ["CONSUMER_LAG", "CONSUMER_RECORDS", "count_records", "lag_sampler", "sample_lag"]
+__all__ = ["lag_sampler", "sample_lag"]
 
 log = logging.getLogger(__name__)
 
-CONSUMER_LAG = Gauge(
-    "igw_consumer_lag_messages",
-    "Records between the consumer group's position and the end of the topic (assigned partitions).",
-    ["group", "topic"],
-)
-CONSUMER_RECORDS = Counter(
-    "igw_consumer_records_total",
-    "Records fetched by the consumer group.",
-    ["group", "topic"],
-)
 
-
-def count_records(group: str, topic: str, count: int) -> None:
-    """Add ``count`` fetched records of ``topic`` to the group's counter."""
-    CONSUMER_RECORDS.labels(group=group, topic=topic).inc(count)
-
-
-async def sample_lag(consumer: Any, group: str, topics: tuple[str, ...] = ()) -> dict[str, int]:
-    """Set the lag gauge from ``consumer``'s assignment; returns the lag per topic.
+async def sample_lag(consumer: Any, metrics: ConsumerMetrics, topics: tuple[str, ...] = ()) -> dict[str, int]:
+    """Set the group's lag gauge from ``consumer``'s assignment; returns the lag per topic.
 
     ``consumer`` is an ``AIOKafkaConsumer``; topics in ``topics`` with no assigned partition report
     0, so a gauge does not keep a stale value after a rebalance moved its partitions away.
@@ -55,23 +38,25 @@ async def sample_lag(consumer: Any, group: str, topics: tuple[str, ...] = ()) ->
                 continue
             lag[tp.topic] = lag.get(tp.topic, 0) + max(0, int(end_offsets.get(tp, position)) - int(position))
     for topic, value in lag.items():
-        CONSUMER_LAG.labels(group=group, topic=topic).set(value)
+        metrics.set_lag(topic, value)
     return lag
 
 
 @asynccontextmanager
-async def lag_sampler(consumer: Any, group: str, topics: tuple[str, ...], interval: float) -> AsyncIterator[None]:
+async def lag_sampler(
+    consumer: Any, metrics: ConsumerMetrics, topics: tuple[str, ...], interval: float
+) -> AsyncIterator[None]:
     """Sample lag every ``interval`` seconds while the block runs."""
 
     async def loop() -> None:
         while True:
             try:
-                await sample_lag(consumer, group, topics)
+                await sample_lag(consumer, metrics, topics)
             except asyncio.CancelledError:
                 raise
             except Exception:  # lag is best effort; the next round tries again
                 log.debug("lag sample failed", exc_info=True)
             await asyncio.sleep(interval)
 
-    async with background(loop(), name=f"lag-{group}"):
+    async with background(loop(), name=f"lag-{metrics.group}"):
         yield

@@ -13,8 +13,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from aiohttp import web
-from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
+
+from igw.preflight import METRICS_LISTEN, listen_error
 
 __all__ = ["Readiness", "create_metrics_app", "serve_metrics"]
 
@@ -28,10 +30,9 @@ readiness_key = web.AppKey("readiness", object)
 READINESS_TIMEOUT_SECONDS = 2.0
 
 
-def create_metrics_app(
-    readiness: Readiness | None = None, *, registry: CollectorRegistry = REGISTRY
-) -> web.Application:
-    """``/metrics`` from ``registry``, ``/healthz`` always 200, ``/readyz`` from ``readiness``."""
+def create_metrics_app(registry: CollectorRegistry, readiness: Readiness | None = None) -> web.Application:
+    """``/metrics`` from ``registry`` (the process's own: nothing else), ``/healthz`` always 200,
+    ``/readyz`` from ``readiness``."""
     app = web.Application()
 
     async def healthz(_request: web.Request) -> web.Response:
@@ -62,7 +63,10 @@ async def serve_metrics(app: web.Application, host: str, port: int) -> AsyncIter
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port, reuse_address=True)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:  # taken since the command's check_listen: another process was quicker
+            raise listen_error(host, port, exc, METRICS_LISTEN) from None
         bound = port
         # aiohttp offers no public way to read the port it bound when asked for port 0.
         sockets = getattr(site._server, "sockets", None)

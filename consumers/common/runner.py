@@ -36,7 +36,7 @@ from typing import Any
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 
-from consumers.common.lag import count_records
+from consumers.common.metrics import ConsumerMetrics
 
 __all__ = [
     "BatchHandler",
@@ -442,7 +442,7 @@ async def poll_loop(
     submit: Submit,
     stop: asyncio.Event,
     *,
-    group: str,
+    metrics: ConsumerMetrics,
     max_records: int,
     poll_timeout_ms: int = 500,
     commit_interval: float = 1.0,
@@ -453,7 +453,7 @@ async def poll_loop(
     must arrange for ``ticket.finish()`` once the record's work is done. The caller drains the
     work in hand and commits a last time after this returns.
     """
-    fetched = _fetched(consumer, tracker, stop, group, max_records, poll_timeout_ms, commit_interval)
+    fetched = _fetched(consumer, tracker, stop, metrics, max_records, poll_timeout_ms, commit_interval)
     async with contextlib.aclosing(fetched):
         async for tp, records in fetched:
             for record in records:
@@ -474,10 +474,11 @@ async def poll_batches(
     handle: BatchHandler,
     stop: asyncio.Event,
     *,
-    group: str,
+    metrics: ConsumerMetrics,
     max_records: int,
     poll_timeout_ms: int = 500,
     commit_interval: float = 1.0,
+    prepare: Callable[[list[Any]], Awaitable[None]] | None = None,
 ) -> None:
     """:func:`poll_loop` for synchronous work: ``handle(tp, records)`` once per partition and fetch.
 
@@ -485,10 +486,12 @@ async def poll_batches(
     Nothing can interleave with a synchronous call (a signal, a rebalance), so this skips the
     per-record tickets and checks that :func:`poll_loop` needs for work that waits.
     """
-    fetched = _fetched(consumer, tracker, stop, group, max_records, poll_timeout_ms, commit_interval)
+    fetched = _fetched(consumer, tracker, stop, metrics, max_records, poll_timeout_ms, commit_interval)
     async with contextlib.aclosing(fetched):
         async for tp, records in fetched:
             # A partition revoked while the fetch waited belongs to another replica now.
+            if records and prepare is not None and tracker.owns(tp):
+                await prepare(records)  # e.g. fetch the content keys the records need
             if records and tracker.owns(tp):
                 handle(tp, records)
                 tracker.finished_through(tp, records[-1].offset)
@@ -498,7 +501,7 @@ async def _fetched(
     consumer: Any,
     tracker: OffsetTracker,
     stop: asyncio.Event,
-    group: str,
+    metrics: ConsumerMetrics,
     max_records: int,
     poll_timeout_ms: int,
     commit_interval: float,
@@ -522,7 +525,7 @@ async def _fetched(
             batch = fetch.result()
             fetch = None
             for tp, records in batch.items():
-                count_records(group, tp.topic, len(records))
+                metrics.count_records(tp.topic, len(records))
                 yield tp, records
             if time.monotonic() - last_commit >= commit_interval:
                 await commit_finished(consumer, tracker)

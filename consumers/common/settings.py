@@ -49,21 +49,35 @@ class ConsumerSettings:
         topic_names: tuple[str, ...],
         default_metrics_port: int = 9100,
         kafka: KafkaSettings | None = None,
+        metrics_host: str | None = None,
+        metrics_port: int | None = None,
     ) -> ConsumerSettings:
-        """Read the shared consumer variables; ``topic_names`` are igw's short names (``messages``)."""
+        """Read the shared consumer variables; ``topic_names`` are igw's short names (``messages``).
+
+        ``metrics_host``/``metrics_port`` (``--metrics-host``/``--metrics-port``) win over their
+        variables, which are then not read.
+        """
         kafka_settings = kafka if kafka is not None else KafkaSettings.from_env(env)
         # Defaults come from a plain instance: mypy rejects class access to slotted fields.
         d = _DEFAULTS
         heartbeat = env.int("IGW_CONSUMER_HEARTBEAT_MS", d.heartbeat_interval_ms, min_value=100)
         session = env.int("IGW_CONSUMER_SESSION_TIMEOUT_MS", d.session_timeout_ms, min_value=1000)
         if heartbeat >= session:
-            raise SettingsError("IGW_CONSUMER_HEARTBEAT_MS", f"must be below the session timeout ({session} ms)")
+            raise SettingsError(
+                "IGW_CONSUMER_HEARTBEAT_MS",
+                f"must be below IGW_CONSUMER_SESSION_TIMEOUT_MS, {session} ms; got {heartbeat} ms",
+                "lower IGW_CONSUMER_HEARTBEAT_MS to about a third of the session timeout",
+            )
         return cls(
             group_id=env.str(group_variable, default_group),
             topics=tuple(kafka_settings.topic(name) for name in topic_names),
             kafka=kafka_settings,
-            metrics_host=env.str("IGW_METRICS_HOST", d.metrics_host),
-            metrics_port=env.int("IGW_METRICS_PORT", default_metrics_port, min_value=0),
+            metrics_host=metrics_host if metrics_host is not None else env.host("IGW_METRICS_HOST", d.metrics_host),
+            metrics_port=(
+                metrics_port
+                if metrics_port is not None
+                else env.port("IGW_METRICS_PORT", default_metrics_port, allow_zero=True)
+            ),
             max_records_per_poll=env.int("IGW_CONSUMER_MAX_RECORDS", d.max_records_per_poll, min_value=1),
             poll_timeout_ms=env.int("IGW_CONSUMER_POLL_TIMEOUT_MS", d.poll_timeout_ms, min_value=10),
             session_timeout_ms=session,

@@ -21,11 +21,12 @@ from typing import Any
 
 import aiohttp
 import orjson
+from prometheus_client import CollectorRegistry
 from yarl import URL
 
 from consumers.common.children import Children
-from consumers.send_api import metrics
 from consumers.send_api.errors import ErrorClass, SendError, classify, code_label
+from consumers.send_api.metrics import SendApiMetrics
 from consumers.send_api.model import AccountConfig, Flavour, OutboundMessage, QuickReply, SendResult
 from consumers.send_api.ratelimit import (
     BusinessUsage,
@@ -105,8 +106,12 @@ class SendApiClient:
         limiter: RateLimiter | None = None,
         session: aiohttp.ClientSession | None = None,
         jitter: Callable[[], float] = random.random,
+        metrics: SendApiMetrics | None = None,
     ) -> None:
+        """``metrics``: where the process that uses the client counts its calls (the agent passes the
+        ones its /metrics serves); without it the client keeps them in a registry of its own."""
         self._settings = settings
+        self.metrics = metrics if metrics is not None else SendApiMetrics(CollectorRegistry())
         self._accounts = {account.account_id: account for account in (accounts or settings.accounts)}
         self._limiter = limiter
         self._owns_limiter = limiter is None
@@ -116,10 +121,10 @@ class SendApiClient:
         self._timeout = aiohttp.ClientTimeout(total=settings.timeout_seconds)
         # Per account: the URL (parsed once), query parameters and headers of every call from it.
         self._requests: dict[str, tuple[URL, dict[str, str], dict[str, str]]] = {}
-        self._requests_total = Children(metrics.REQUESTS)
+        self._requests_total = Children(self.metrics.requests)
         # Meta's usage header is the same from call to call while usage does not change.
         self._usage: tuple[str, BusinessUsage] | None = None
-        self._durations = Children(metrics.DURATION)
+        self._durations = Children(self.metrics.duration)
 
     async def start(self) -> None:
         if self._session is None:
@@ -252,7 +257,7 @@ class SendApiClient:
             try:
                 waited = await self._limiter.acquire(key, rate, max_wait=max(0.0, deadline - time.monotonic()))
             except RateLimitExceeded as exc:
-                metrics.ERRORS.labels(error_class=ErrorClass.RATE_LIMITED, code="other").inc()
+                self.metrics.errors.labels(error_class=ErrorClass.RATE_LIMITED, code="other").inc()
                 err = SendError(
                     ErrorClass.RATE_LIMITED,
                     meta_message="account is rate limited beyond the retry deadline",
@@ -262,13 +267,13 @@ class SendApiClient:
                 logger.warning("send from account %s not attempted: %s", account.account_id, err)
                 raise err from None
             if waited > 0:
-                metrics.RATE_LIMITED_SECONDS.labels(flavour=flavour).inc(waited)
+                self.metrics.rate_limited_seconds.labels(flavour=flavour).inc(waited)
             calls += 1
             try:
                 answer = await self._post(account, key, payload)
             except SendError as err:
                 err.attempts = calls
-                metrics.ERRORS.labels(error_class=err.error_class, code=code_label(err.code)).inc()
+                self.metrics.errors.labels(error_class=err.error_class, code=code_label(err.code)).inc()
                 if not err.retriable:
                     self._log_failure(account, err)
                     raise
@@ -281,7 +286,7 @@ class SendApiClient:
                 if calls >= settings.max_attempts or time.monotonic() + delay > deadline:
                     self._log_failure(account, err)
                     raise
-                metrics.RETRIES.labels(error_class=err.error_class).inc()
+                self.metrics.retries.labels(error_class=err.error_class).inc()
                 logger.info(
                     "send from account %s failed (%s), attempt %d of %d, retrying in %.2fs",
                     account.account_id,

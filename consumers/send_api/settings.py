@@ -12,9 +12,11 @@ from consumers.send_api.model import AccountConfig, Flavour
 from igw.config import Env, Secret
 from igw.errors import SettingsError
 
-__all__ = ["SendApiSettings", "load_accounts_file", "parse_accounts"]
+__all__ = ["REDIS_SCHEMES", "SendApiSettings", "load_accounts_file", "parse_accounts"]
 
 _ACCOUNTS_VAR = "IGW_ACCOUNTS_FILE"
+# What redis-py's from_url takes.
+REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +44,9 @@ class SendApiSettings:
         env = env or Env()
         # Class attributes of a slotted dataclass are slot descriptors, not defaults: use an instance.
         defaults = cls()
-        default_secret = _first_secret(env.secret("INSTAGRAM_APP_SECRET"))
+        # INSTAGRAM_APP_SECRET may list several secrets for webhook signatures; the first signs proofs.
+        app_secrets = env.secrets("INSTAGRAM_APP_SECRET")
+        default_secret = app_secrets[0] if app_secrets else None
         if not env.bool("IGW_APPSECRET_PROOF", True):
             default_secret = None
         accounts: list[AccountConfig] = []
@@ -74,7 +78,7 @@ class SendApiSettings:
             backoff_max_seconds=env.float("IGW_SEND_BACKOFF_MAX_SECONDS", defaults.backoff_max_seconds, min_value=0.0),
             ig_rate_per_second=env.float("IGW_SEND_RATE_IG", defaults.ig_rate_per_second, min_value=0.1),
             page_rate_per_second=env.float("IGW_SEND_RATE_PAGE", defaults.page_rate_per_second, min_value=0.1),
-            redis_url=env.optional_str("REDIS_URL"),
+            redis_url=env.url("REDIS_URL", None, schemes=REDIS_SCHEMES, show=False),
             rate_limit_key_prefix=env.str("IGW_SEND_RATE_KEY_PREFIX", defaults.rate_limit_key_prefix),
         )
 
@@ -83,18 +87,7 @@ class SendApiSettings:
 
 
 def _base_url(env: Env, name: str, default: str) -> str:
-    url = env.str(name, default).rstrip("/")
-    if not url.startswith(("http://", "https://")):
-        raise SettingsError(name, f"expected an http(s) URL, got {url!r}")
-    return url
-
-
-def _first_secret(secret: Secret | None) -> Secret | None:
-    # INSTAGRAM_APP_SECRET may list several secrets for webhook signatures; the first signs proofs.
-    if secret is None:
-        return None
-    first = secret.value.split(",")[0].strip()
-    return Secret(first) if first else None
+    return (env.url(name, default) or default).rstrip("/")
 
 
 def load_accounts_file(path: Path, env: Env, *, default_app_secret: Secret | None = None) -> tuple[AccountConfig, ...]:
@@ -112,12 +105,16 @@ def load_accounts_file(path: Path, env: Env, *, default_app_secret: Secret | Non
         try:
             data = yaml.safe_load(raw)
         except yaml.YAMLError as exc:
-            raise SettingsError(_ACCOUNTS_VAR, f"{path} is not valid YAML: {exc}") from None
+            # Only where and what: PyYAML's full message quotes the line, which may hold a token.
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+            problem = getattr(exc, "problem", None) or "cannot be parsed"
+            raise SettingsError(_ACCOUNTS_VAR, f"{where}: not valid YAML: {problem}") from None
     else:
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            raise SettingsError(_ACCOUNTS_VAR, f"{path} is not valid JSON: {exc}") from None
+            raise SettingsError(_ACCOUNTS_VAR, f"{path}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from None
     return parse_accounts(data, env, default_app_secret=default_app_secret)
 
 

@@ -397,13 +397,18 @@ def _ssl_context(cafile: str | None) -> ssl.SSLContext:
 
 def run(args: argparse.Namespace) -> int:
     env = Env()
-    token = args.token or env.required_secret("INSTAGRAM_WEBHOOK_VERIFY_TOKEN", "or pass --token").value
-    if args.secret:
-        secret = args.secret
-    else:
+    token = args.token
+    if not token:
+        token = env.required_secret(
+            "INSTAGRAM_WEBHOOK_VERIFY_TOKEN", "the verify token to check the gateway with", alternative="pass --token"
+        ).value
+    secret = args.secret
+    if not secret:
         # Several comma-separated secrets (rotation): Meta signs with one; check with the first.
-        configured = env.required_secret("INSTAGRAM_APP_SECRET", "or pass --secret").value
-        secret = configured.split(",")[0].strip()
+        configured = env.secrets(
+            "INSTAGRAM_APP_SECRET", required_as="the app secret to sign the test POST with", alternative="pass --secret"
+        )
+        secret = configured[0].value
     checker = WebhookChecker(
         args.url,
         verify_token=token,

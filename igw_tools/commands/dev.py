@@ -12,8 +12,10 @@ from typing import Any
 
 from consumers.agent_replies.settings import SAMPLE_RULES
 from igw.config import Env, KafkaSettings
+from igw.errors import ListenError
 from igw_tools.devenv import DevSecrets, Ports, child_env, write_env_file
 from igw_tools.devstack import Component, DevStack, busy_ports, python_igw
+from igw_tools.localbroker import resolve_broker_binary
 
 
 def register(subparsers: Any) -> None:
@@ -61,16 +63,16 @@ def components(ports: Ports) -> list[Component]:
 
 
 def run(args: argparse.Namespace) -> int:
+    base = dict(os.environ)
+    resolve_broker_binary(base)  # a bad IGW_TANSU_BIN stops here, before anything is written or started
     ports = Ports(args.port, args.emulator_port, args.kafka_port, args.agent_metrics_port, args.analytics_metrics_port)
     busy = busy_ports(ports)
     if busy:
-        print(  # noqa: T201
-            f"igw dev: port {', '.join(busy)} is already in use; choose another with that flag"
-            " (make run ARGS='--port 18080 ...')",
-            file=sys.stderr,
+        ports_are = f"port {busy[0]} is" if len(busy) == 1 else f"ports {', '.join(busy)} are"
+        raise ListenError(
+            f"{ports_are} already in use",
+            "stop what holds them, or choose others with those flags; with make: make run ARGS='--port 18080'",
         )
-        return 2
-    base = dict(os.environ)
     kafka = KafkaSettings.from_env(Env(base))
     kafka = KafkaSettings(
         bootstrap_servers=f"127.0.0.1:{ports.kafka}",

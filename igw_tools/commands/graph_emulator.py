@@ -12,6 +12,7 @@ from aiohttp.log import access_logger
 
 from consumers.send_api.settings import load_accounts_file
 from igw.config import Env
+from igw.preflight import ListenSettings, check_listen
 from igw_tools.graph_emulator import EmulatorAccessLogger, EmulatorConfig, create_emulator_app
 
 __all__ = ["register", "run"]
@@ -94,8 +95,9 @@ def build_config(args: argparse.Namespace, env: Env | None = None) -> EmulatorCo
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     config = build_config(args)
+    check_listen(args.host, args.port, settings=ListenSettings(host="--host", port="--port"))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger(__name__).warning(
         "Graph API emulator on http://%s:%d: a local stand-in for development, not Meta", args.host, args.port
     )

@@ -6,9 +6,12 @@ import argparse
 import asyncio
 import sys
 
+from aiokafka.errors import KafkaConnectionError
+
 from igw.config import Env, KafkaSettings
+from igw.preflight import KAFKA_CHECK_SECONDS, check_kafka, kafka_unreachable
 from igw.topics import TOPIC_NAMES
-from igw_tools.replay import RecordFilter, ReplayPlan, parse_offsets, parse_time_ms, replay
+from igw_tools.replay import RecordFilter, ReplayPlan, ReplayReport, parse_offsets, parse_time_ms, replay
 
 
 def topic_name(kafka: KafkaSettings, name: str) -> str:
@@ -45,8 +48,15 @@ def run(args: argparse.Namespace) -> int:
     if plan.source == plan.target and not plan.dry_run:
         sys.stderr.write(f"igw replay: {plan.source} is both source and target; name another --to\n")
         return 2
+
+    async def main() -> ReplayReport:
+        await check_kafka(kafka, timeout=min(plan.timeout, KAFKA_CHECK_SECONDS))
+        return await replay(kafka, plan)
+
     try:
-        report = asyncio.run(replay(kafka, plan))
+        report = asyncio.run(main())
+    except KafkaConnectionError:
+        raise kafka_unreachable(kafka) from None
     except ValueError as exc:
         sys.stderr.write(f"igw replay: {exc}\n")
         return 1

@@ -23,6 +23,7 @@ import aiohttp
 from gateway.settings import DEFAULT_WEBHOOK_PATH
 from gateway.signature import sign
 from igw.config import Env
+from igw.errors import SettingsError
 from igw_tools.simulator import (
     DEFAULT_HUMAN_ECHO_SHARE,
     DEV_APP_ID,
@@ -66,7 +67,7 @@ class SimulationPlan:
         if not 0.0 <= self.human_echo_share <= 1.0:
             raise ValueError("--human-echoes must be between 0 and 1")
         if not self.app_id.isdigit():
-            raise ValueError("an app id is a number (IGW_APP_ID or --app-id)")
+            raise ValueError(f"--app-id takes the app's numeric id, got {self.app_id!r}")
 
 
 @dataclass(slots=True)
@@ -253,9 +254,11 @@ def _plan_from_args(args: argparse.Namespace) -> SimulationPlan:
     env = Env()
     secret = args.secret
     if not secret:
-        configured = env.required_secret("INSTAGRAM_APP_SECRET", "simulate signs bodies with it; or pass --secret")
         # Several comma-separated secrets (rotation): sign with the first, as Meta signs with one.
-        secret = configured.value.split(",")[0].strip()
+        configured = env.secrets(
+            "INSTAGRAM_APP_SECRET", required_as="the app secret to sign bodies with", alternative="pass --secret"
+        )
+        secret = configured[0].value
     count, duration = args.count, args.duration
     if count is None and duration is None:
         count = 1 if (args.event or args.file) and not args.mix else None
@@ -276,9 +279,17 @@ def _plan_from_args(args: argparse.Namespace) -> SimulationPlan:
         concurrency=args.concurrency,
         timeout=args.timeout,
         seed=args.seed,
-        app_id=args.app_id or env.str("IGW_APP_ID", DEV_APP_ID),
+        app_id=args.app_id or _app_id(env),
         human_echo_share=args.human_echoes,
     )
+
+
+def _app_id(env: Env) -> str:
+    """IGW_APP_ID (as dev.env sets it), else the app id `igw dev` gives its agent."""
+    app_id = env.optional_str("IGW_APP_ID")
+    if app_id is not None and not app_id.isdigit():
+        raise SettingsError("IGW_APP_ID", f"expected the app's numeric id, got {app_id!r}")
+    return app_id or DEV_APP_ID
 
 
 def run(args: argparse.Namespace) -> int:

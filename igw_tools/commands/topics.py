@@ -6,7 +6,10 @@ import argparse
 import asyncio
 import sys
 
+from aiokafka.errors import KafkaConnectionError, KafkaError
+
 from igw.config import Env, KafkaSettings
+from igw.preflight import check_kafka, kafka_unreachable
 from igw.topics import TOPIC_NAMES, describe_topics, ensure_topics
 
 
@@ -41,10 +44,24 @@ async def _describe(kafka: KafkaSettings, timeout: float) -> int:
 def run(args: argparse.Namespace) -> int:
     kafka = KafkaSettings.from_env(Env())
     action = _create if args.action == "create" else _describe
+
+    async def main() -> int:
+        await check_kafka(kafka, timeout=args.timeout)
+        return await action(kafka, args.timeout)
+
     try:
-        return asyncio.run(action(kafka, args.timeout))
+        return asyncio.run(main())
     except TimeoutError:
         sys.stderr.write(f"igw topics: Kafka at {kafka.bootstrap_servers} did not answer within {args.timeout:g} s\n")
+        return 1
+    except KafkaConnectionError:
+        raise kafka_unreachable(kafka) from None
+    except KafkaError as exc:
+        # A refusal (ACLs, a managed service): the topics must be created by someone allowed to.
+        sys.stderr.write(
+            f"igw topics: Kafka refused: {type(exc).__name__}: {exc}"
+            " (create the topics with an account allowed to, with the names and settings of docs/configuration.md)\n"
+        )
         return 1
 
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
+from prometheus_client import CollectorRegistry
 
 from consumers.agent_replies.agent import Agent
 from consumers.agent_replies.service import run_agent
@@ -223,6 +224,11 @@ class RunningAgent:
     settings: AgentSettings
     stop: asyncio.Event
     task: asyncio.Task[None]
+    registry: CollectorRegistry
+
+    def sample(self, name: str, labels: dict[str, str] | None = None) -> float:
+        """A sample of what this agent's /metrics would serve (0 when absent)."""
+        return self.registry.get_sample_value(name, labels or {}) or 0.0
 
     async def shutdown(self) -> None:
         self.stop.set()
@@ -249,8 +255,9 @@ async def start_agent(kafka_settings: KafkaSettings, agent_emulator: Emulator) -
     ) -> RunningAgent:
         settings = AgentSettings.from_env(agent_environ(kafka_settings, agent_emulator, extra))
         stop, started = asyncio.Event(), asyncio.Event()
+        registry = CollectorRegistry()
         task = asyncio.create_task(
-            run_agent(settings, stop, agent=agent, store=store, serve_http=False, started=started)
+            run_agent(settings, stop, agent=agent, store=store, serve_http=False, started=started, registry=registry)
         )
         waiter = asyncio.create_task(started.wait())
         await asyncio.wait({task, waiter}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
@@ -258,7 +265,7 @@ async def start_agent(kafka_settings: KafkaSettings, agent_emulator: Emulator) -
         if task.done():
             task.result()  # raise what went wrong
         assert started.is_set(), "the agent consumer did not join its group in time"
-        handle = RunningAgent(settings, stop, task)
+        handle = RunningAgent(settings, stop, task, registry)
         running.append(handle)
         return handle
 

@@ -11,10 +11,11 @@ import pytest
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway.access_log import RedactedAccessLogger
+from gateway.access_log import access_logger_for
 from gateway.app import create_app
 from gateway.settings import DEFAULT_WEBHOOK_PATH, GatewaySettings
 from gateway.signature import sign
+from gateway.typedefs import state_key
 from igw.config import KafkaSettings, Secret
 
 APP_SECRET = "my_app_secret"
@@ -37,15 +38,25 @@ def gateway_settings(kafka_settings: KafkaSettings) -> GatewaySettings:
 @pytest.fixture
 async def gateway_client(gateway_settings: GatewaySettings) -> AsyncIterator[GatewayClient]:
     """The real app on a loopback test server, run with the same server options as ``igw gateway``."""
-    server = TestServer(create_app(gateway_settings))
+    app = create_app(gateway_settings)
+    server = TestServer(app)
     # Runner options go to start_server(): TestServer's own keyword arguments are not passed on.
-    await server.start_server(auto_decompress=False, access_log_class=RedactedAccessLogger)
+    await server.start_server(
+        auto_decompress=False, access_log_class=access_logger_for(app[state_key].metrics, lines=True)
+    )
     client: GatewayClient = TestClient(server)
     await client.start_server()
     try:
         yield client
     finally:
         await client.close()
+
+
+def metric(client: GatewayClient, name: str, labels: dict[str, str] | None = None) -> float:
+    """A sample of the metrics the app behind ``client`` serves on /metrics (0 when absent)."""
+    app = client.app
+    assert app is not None
+    return app[state_key].metrics.registry.get_sample_value(name, labels or {}) or 0.0
 
 
 async def post_signed(

@@ -15,8 +15,24 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE_DIRS = ("igw", "igw_tools", "gateway", "consumers")
-_ENV_METHODS = {"raw", "str", "optional_str", "int", "float", "bool", "choice", "secret", "required_secret"}
-_SECRET_METHODS = {"secret", "required_secret"}
+_ENV_METHODS = {
+    "raw",
+    "str",
+    "optional_str",
+    "int",
+    "port",
+    "host",
+    "url",
+    "float",
+    "bool",
+    "choice",
+    "file",
+    "directory",
+    "secret",
+    "required_secret",
+    "secrets",
+}
+_SECRET_METHODS = {"secret", "required_secret", "secrets"}
 _NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 
 

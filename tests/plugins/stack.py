@@ -37,6 +37,26 @@ def _http_ok(url: str, timeout: float = 1.0) -> bool:
         return False
 
 
+def stack_env(bootstrap: str, prefix: str) -> dict[str, str]:
+    """What every process of a stack test shares: the broker, a topic prefix, quick consumer timings."""
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "IGW_TOPIC_PREFIX": prefix,
+        # Tansu does not support aiokafka's idempotent producer; production keeps it on.
+        "KAFKA_ENABLE_IDEMPOTENCE": "false",
+        "KAFKA_ACKS": "all",
+        "IGW_TOPIC_PARTITIONS": "3",
+        "IGW_LOG_FORMAT": "text",
+        # Tansu holds a JoinGroup for part of the rebalance timeout: keep joins quick in tests.
+        "IGW_CONSUMER_MAX_POLL_INTERVAL_MS": "2000",
+        "IGW_CONSUMER_SESSION_TIMEOUT_MS": "6000",
+        "IGW_CONSUMER_HEARTBEAT_MS": "500",
+        "IGW_CONSUMER_POLL_TIMEOUT_MS": "100",
+        "IGW_CONSUMER_LAG_INTERVAL_SECONDS": "1",
+        "IGW_SHUTDOWN_TIMEOUT_SECONDS": "3",
+    }
+
+
 IgwStarter = Callable[..., IgwProcess]
 
 
