@@ -16,7 +16,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(RUN_STAMP): setup.cfg pyproject.toml | $(BIN)/python
-	@echo "make run: installing what the local stack needs into $(VENV) (once: 19 packages, about 100 MB, under a minute)"
+	@echo "make run: installing what the local stack needs into $(VENV) (once: 22 packages, about 120 MB, under a minute)"
 	$(BIN)/pip install --disable-pip-version-check --progress-bar on -e '.[fast,yaml,local]'
 	touch $(RUN_STAMP)
 
