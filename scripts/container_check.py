@@ -411,7 +411,7 @@ def run_variant(variant: Variant, broker: str, port: int, values: Secrets) -> bo
             denied = "Permission denied" in logs.stdout + logs.stderr
             if status is not None and status != 0 and denied:
                 line = next(x for x in (logs.stdout + logs.stderr).splitlines() if "Permission denied" in x)
-                say(f"   as expected, it did not start: exit status {status}: {line.strip()[:230]}")
+                say(f"   as expected, it did not start: exit status {status}: {line.strip()[:320]}")
                 return True
             say(f"   FAILED: expected a start-up failure with 'Permission denied', got ready={ready} status={status}")
             say(logs.stdout + logs.stderr)
