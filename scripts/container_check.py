@@ -184,7 +184,7 @@ def tansu_binary() -> str:
 def start_broker(port: int) -> str:
     """Tansu in a container whose network namespace the gateways join; it publishes their port 8080."""
     name = f"{PREFIX}-kafka"
-    podman("rm", "--force", "--ignore", name)
+    podman("rm", "--force", "--ignore", "--volumes", name)
     podman(
         "run",
         "--detach",
@@ -388,7 +388,7 @@ def run_variant(variant: Variant, broker: str, port: int, values: Secrets) -> bo
     env.update(BROKER_ENV)
     say("   broker settings for the stand-in broker: " + ", ".join(f"{k}={v}" for k, v in replaced.items()))
     name = f"{PREFIX}-gateway"
-    podman("rm", "--force", "--ignore", name)
+    podman("rm", "--force", "--ignore", "--volumes", name)
     env_args = [arg for key, value in sorted(env.items()) for arg in ("--env", f"{key}={value}")]
     podman(
         "run",
@@ -430,7 +430,7 @@ def run_variant(variant: Variant, broker: str, port: int, values: Secrets) -> bo
         say(f"   SIGTERM: stopped in {time.monotonic() - started:.1f} s, exit status {code}")
         ok &= code == "0"
     finally:
-        podman("rm", "--force", "--ignore", name, check=False)
+        podman("rm", "--force", "--ignore", "--volumes", name, check=False)
     say(f"   {'OK' if ok else 'FAILED'}")
     return ok
 
@@ -506,7 +506,7 @@ def _check_http(base: str, values: Secrets) -> bool:
 
 def cleanup(work: Path) -> None:
     for name in (f"{PREFIX}-gateway", f"{PREFIX}-kafka"):
-        podman("rm", "--force", "--ignore", name, check=False)
+        podman("rm", "--force", "--ignore", "--volumes", name, check=False)
     for volume in podman("volume", "ls", "--quiet", "--filter", f"name={PREFIX}-", check=False).stdout.split():
         podman("volume", "rm", "--force", volume, check=False)
     shutil.rmtree(work, ignore_errors=True)
