@@ -2,12 +2,15 @@
 
 Pure: ``normalize(body, received_at)`` does no I/O, so it can be fuzzed and timed alone. It never
 raises on input: what cannot be read becomes a dead letter, what is merely unfamiliar becomes an
-``unknown`` event that keeps the raw item.
+``unknown`` event that keeps the raw item. One event is one envelope in whatever form Meta delivers
+it (``messaging[]``, ``standby[]``, a messaging field in ``changes[]``; numbers or numeric strings;
+older key names), and ``event_id`` is the one rule that names it, for other modules too.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
@@ -15,7 +18,17 @@ import orjson
 
 from igw.envelope import ENVELOPE_VERSION, TOPIC_OF, Topic
 
-__all__ = ["DeadLetter", "Event", "Normalized", "Topic", "normalize", "normalize_document"]
+__all__ = [
+    "MESSAGING_FIELDS",
+    "DeadLetter",
+    "Event",
+    "Normalized",
+    "Topic",
+    "event_id",
+    "normalize",
+    "normalize_document",
+    "normalize_item",
+]
 
 
 class Event(NamedTuple):
@@ -58,11 +71,52 @@ _PLAIN_KEYS: Final = (
     "messaging_feedback",
     "order",
 )
+# Older spellings Meta has used for an item's key, and the key they mean (docs/events.md, "Variants").
+_LEGACY_KEYS: Final = {"policy-enforcement": "policy_enforcement"}
+# Webhook fields whose `changes` value is a messaging item (Messenger's and Instagram's field lists):
+# such a change is the same event as the item in `messaging[]`, so it is normalized as that item.
+# Every other field (comments, live_comments, mentions, story_insights, feed, ...) is account-level.
+MESSAGING_FIELDS: Final = frozenset(
+    (
+        "messages",
+        "message_echoes",
+        "message_deliveries",
+        "message_reads",
+        "messaging_seen",
+        "message_reactions",
+        "message_edit",
+        "message_edits",
+        "messaging_postbacks",
+        "messaging_referral",
+        "messaging_referrals",
+        "messaging_optins",
+        "messaging_handover",
+        "messaging_handovers",
+        "messaging_policy_enforcement",
+        "messaging_account_linking",
+        "messaging_feedback",
+        "response_feedback",
+        "messaging_game_plays",
+        "send_cart",
+        "standby",
+    )
+)
 _EVENTS: Final = Topic.EVENTS  # every type not in TOPIC_OF
 # Meta's messaging timestamps are ms; `changes` examples use seconds. Anything below this is seconds.
 _SECONDS_LIMIT: Final = 100_000_000_000
 _INT64: Final = 2**63  # Kafka's record timestamp and the envelope's are signed 64-bit
+_DIGITS_MAX: Final = 19  # a numeric string longer than this is past 64 bits (and int() of it is not free)
 _ITEM_LISTS: Final = ("messaging", "standby", "changes")
+# Ids an attachment's payload carries (numbers in some deliveries, strings in others); the envelope
+# gives each as a string.
+_ATTACHMENT_IDS: Final = ("id", "sticker_id", "reel_video_id", "ig_post_media_id", "booking_id")
+# Types whose id is Meta's message id (docs/events.md, "Ids"), and the item key holding that mid.
+_MID_NAMED: Final = {
+    "message": "message",
+    "message_echo": "message",
+    "message_deleted": "message",
+    "postback": "postback",
+}
 _SIMPLE_ENTRY: Final = frozenset(("id", "time", "messaging"))
 # Event ids are BLAKE2b-128 hex digests; copying an empty state is cheaper than the constructor's keywords.
 _ID_HASH: Final = hashlib.blake2b(digest_size=16)
@@ -140,13 +194,13 @@ def _normalize_entries(platform: str, entries: list[Any], received_at: int) -> N
                     bad.append(f"entry[{e_index}].{list_key}[{i_index}]")
                     reason = reason or "bad_item"
                 elif changes:
-                    append(_change_event(platform, account_id, source, entry_time, item, received_at))
+                    append(_change_or_item(platform, account_id, source, entry_time, item, received_at))
                 else:
                     append(_messaging_event(platform, account_id, source, entry_time, item, standby, received_at))
         if "field" in entry and "value" in entry:
             # The bare form some Instagram examples use: one change directly on the entry.
             bare = {"field": entry["field"], "value": entry["value"]}
-            append(_change_event(platform, account_id, source, entry_time, bare, received_at))
+            append(_change_or_item(platform, account_id, source, entry_time, bare, received_at))
     dead = None
     if bad:
         detail = f"{len(bad)} unreadable entr{'y' if len(bad) == 1 else 'ies or items'}"
@@ -163,11 +217,15 @@ def _as_id(value: Any) -> str | None:
 
 
 def _as_ms(value: Any) -> int | None:
+    """A time as Meta means it, in ms: a number or a numeric string ("1527459824"), seconds below
+    _SECONDS_LIMIT and ms from there; None for anything else."""
     if type(value) is int:
         ms = value
     elif type(value) is float:
         if not 0 <= value < _INT64:  # also NaN and infinities, which orjson never yields but dicts may hold
             return None
+        ms = int(value)
+    elif type(value) is str and 0 < len(value) <= _DIGITS_MAX and value.isascii() and value.isdigit():
         ms = int(value)
     else:
         return None
@@ -178,10 +236,53 @@ def _as_ms(value: Any) -> int | None:
     return ms * 1000 if ms < _SECONDS_LIMIT else ms
 
 
+def _integer(value: Any) -> Any:
+    """A count or a watermark as a number: a numeric string becomes its integer; anything else stays as Meta sent it."""
+    if type(value) is str and 0 < len(value) <= _DIGITS_MAX and value.isascii() and value.isdigit():
+        return int(value)
+    return value
+
+
+def _id_string(value: Any) -> Any:
+    """An id as a string: Meta sends some ids as numbers, others as strings; anything else stays as sent."""
+    return str(value) if type(value) is int else value
+
+
 def _digest(basis: bytes) -> str:
     digest = _ID_HASH.copy()
     digest.update(basis)
     return digest.hexdigest()
+
+
+def _mid_id(type_: str, named_by: str) -> str:
+    """The id of an event that Meta's message id names. Inlined in _messaging_event (the hot path)."""
+    return _digest(f"{type_}\x1f{named_by}".encode())
+
+
+def _canonical_item(item: dict[str, Any]) -> dict[str, Any]:
+    """The item as the `messaging[]` form gives it, so both forms of one event hash alike: the
+    timestamp in ms, party ids as strings, legacy keys under their current name. The item itself
+    when it is already so (every `messaging[]` item Meta documents), else a shallow copy."""
+    fixed: dict[str, Any] | None = None
+    timestamp = item.get("timestamp")
+    if timestamp is not None and type(timestamp) is not int:
+        ms = _as_ms(timestamp)
+        if ms is not None:
+            fixed = dict(item)
+            fixed["timestamp"] = ms
+    elif type(timestamp) is int and 0 <= timestamp < _SECONDS_LIMIT:
+        fixed = dict(item)
+        fixed["timestamp"] = timestamp * 1000
+    for key in ("sender", "recipient"):
+        party = item.get(key)
+        if type(party) is dict and type(party.get("id")) is int:
+            fixed = fixed if fixed is not None else dict(item)
+            fixed[key] = {**party, "id": str(party["id"])}
+    for legacy, current in _LEGACY_KEYS.items():
+        if legacy in item and current not in item:
+            fixed = fixed if fixed is not None else dict(item)
+            fixed[current] = fixed.pop(legacy)
+    return fixed if fixed is not None else item
 
 
 def _canonical_id(platform: str, account_id: str, type_: str, item: dict[str, Any]) -> str:
@@ -192,6 +293,42 @@ def _canonical_id(platform: str, account_id: str, type_: str, item: dict[str, An
     return _digest(f"{platform}\x1f{account_id}\x1f{type_}\x1f".encode() + canonical)
 
 
+def _edit_name(edit: dict[str, Any]) -> str | None:
+    """What names a message_edit: its mid and the edit's number (a numeric string counts as that number)."""
+    mid = edit.get("mid")
+    return f"{mid}\x1f{_integer(edit.get('num_edit'))}" if type(mid) is str and mid else None
+
+
+def event_id(platform: str, account_id: str, type_: str, item: Mapping[str, Any]) -> str:
+    """The envelope id of the event of type ``type_`` that ``item`` is: the one rule for event ids.
+
+    ``item`` is a messaging item as Meta sends it (``sender``, ``recipient``, ``timestamp`` and the
+    type's object: ``message``, ``postback``, ``message_edit``, ``reaction``, ...), from ``messaging[]``,
+    ``standby[]`` or the ``value`` of a ``changes`` item; ``platform`` is ``instagram`` or ``messenger``
+    and ``account_id`` the entry's id. Where Meta's message id names the event (``message``,
+    ``message_echo``, ``message_deleted``, ``postback``; ``message_edit`` adds ``num_edit``) the id is
+    BLAKE2b-128 over the type and the mid, so any delivery of that message, in any form, or rebuilt
+    from the Conversations API, has this id. Otherwise it is BLAKE2b-128 over the platform, the
+    account, the type and the item's canonical JSON (keys sorted; timestamp in ms, party ids as
+    strings, legacy keys renamed). For an account-level ``change``, ``item`` is ``{"field", "value"}``.
+    """
+    item = item if type(item) is dict else dict(item)
+    if type_ == "message_edit":
+        edit = item.get("message_edit")
+        named_by = _edit_name(edit) if type(edit) is dict else None
+        if named_by is not None:
+            return _mid_id(type_, named_by)
+    else:
+        key = _MID_NAMED.get(type_)
+        obj = item.get(key) if key is not None else None
+        mid = obj.get("mid") if type(obj) is dict else None
+        if type(mid) is str and mid:
+            return _mid_id(type_, mid)
+    if type_ == "change":
+        return _canonical_id(platform, account_id, type_, item)
+    return _canonical_id(platform, account_id, type_, _canonical_item(item))
+
+
 def _party(party: Any) -> str | None:
     """The id of a ``{"id": ...}`` party object, or None."""
     if type(party) is not dict:
@@ -200,21 +337,29 @@ def _party(party: Any) -> str | None:
     return (value or None) if type(value) is str else _as_id(value)
 
 
-def _attachments(raw_attachments: list[Any]) -> list[dict[str, Any]]:
+def _attachments(raw_attachments: list[Any], sticker_id: Any) -> list[dict[str, Any]]:
+    """Each attachment as ``type``, ``url`` and (when Meta gives them) ``title`` and the ids its payload carries."""
     attachments: list[dict[str, Any]] = []
     for attachment in raw_attachments:
         if not isinstance(attachment, dict):
             continue
         payload = attachment.get("payload")
         payload = payload if isinstance(payload, dict) else {}
-        # Messenger's `fallback` attachments carry url and title beside an empty payload.
-        out: dict[str, Any] = {"type": attachment.get("type"), "url": payload.get("url", attachment.get("url"))}
+        # Messenger's `fallback` attachments carry url and title beside an empty payload; older ones
+        # spell it `URL`.
+        url = payload.get("url")
+        if url is None:
+            url = attachment.get("url", attachment.get("URL"))
+        out: dict[str, Any] = {"type": attachment.get("type"), "url": url}
         title = payload.get("title", attachment.get("title"))
         if title is not None:
             out["title"] = title
-        for extra in ("id", "sticker_id", "reel_video_id"):
+        for extra in _ATTACHMENT_IDS:
             if extra in payload:
-                out[extra] = payload[extra]
+                out[extra] = _id_string(payload[extra])
+        if sticker_id is not None and "sticker_id" not in out:
+            # A sticker named at the message level only (older Messenger deliveries).
+            out["sticker_id"] = _id_string(sticker_id)
         attachments.append(out)
     return attachments
 
@@ -223,10 +368,8 @@ def _classify(item: dict[str, Any]) -> tuple[str, str, dict[str, Any], str | Non
     """(type, object name, type object, the mid that names this event or None) of an item without a message."""
     edit = item.get("message_edit")
     if isinstance(edit, dict):
-        obj = {"mid": edit.get("mid"), "text": edit.get("text"), "num_edit": edit.get("num_edit")}
-        mid = edit.get("mid")
-        named = f"{mid}\x1f{edit.get('num_edit')}" if isinstance(mid, str) and mid else None
-        return "message_edit", "message_edit", obj, named
+        obj = {"mid": edit.get("mid"), "text": edit.get("text"), "num_edit": _integer(edit.get("num_edit"))}
+        return "message_edit", "message_edit", obj, _edit_name(edit)
     postback = item.get("postback")
     if isinstance(postback, dict):
         obj = {
@@ -240,21 +383,33 @@ def _classify(item: dict[str, Any]) -> tuple[str, str, dict[str, Any], str | Non
     for key in _PLAIN_KEYS:
         value = item.get(key)
         if isinstance(value, dict):
-            if key == "reaction":
-                value = {
-                    "mid": value.get("mid"),
-                    "action": value.get("action"),
-                    "reaction": value.get("reaction"),
-                    "emoji": value.get("emoji"),
-                }
-            elif key == "read":
-                value = {"mid": value.get("mid"), "watermark": value.get("watermark")}
-            return key, key, value, None
+            return key, key, _plain_object(key, value), None
     for key in _HANDOVER_KEYS:
         value = item.get(key)
         if isinstance(value, dict):
             return "handover", "handover", {"kind": key, **value}, None
+    for legacy, key in _LEGACY_KEYS.items():
+        value = item.get(legacy)
+        if isinstance(value, dict):
+            return key, key, _plain_object(key, value), None
     return "unknown", "unknown", {"keys": sorted(item)}, None
+
+
+def _plain_object(key: str, value: dict[str, Any]) -> dict[str, Any]:
+    """The type object of a plain key: the documented fields for reactions, reads and deliveries
+    (watermarks as numbers), Meta's object itself for the others."""
+    if key == "reaction":
+        return {
+            "mid": value.get("mid"),
+            "action": value.get("action"),
+            "reaction": value.get("reaction"),
+            "emoji": value.get("emoji"),
+        }
+    if key == "read":
+        return {"mid": value.get("mid"), "watermark": _integer(value.get("watermark"))}
+    if key == "delivery":
+        return {"mids": value.get("mids"), "watermark": _integer(value.get("watermark"))}
+    return value
 
 
 def _messaging_event(
@@ -281,15 +436,20 @@ def _messaging_event(
         mid = mget("mid")
         raw_attachments = mget("attachments")
         quick_reply = mget("quick_reply")
+        app_id = mget("app_id")
+        if app_id is not None and type(app_id) is int:  # an id: a string, whatever Meta sent
+            app_id = str(app_id)
         type_object = {
             "mid": mid,
             "text": mget("text"),
-            "attachments": _attachments(raw_attachments) if isinstance(raw_attachments, list) else [],
+            "attachments": _attachments(raw_attachments, mget("sticker_id"))
+            if isinstance(raw_attachments, list)
+            else [],
             "quick_reply_payload": quick_reply.get("payload") if isinstance(quick_reply, dict) else None,
             "reply_to": mget("reply_to"),
             "referral": mget("referral"),
             "is_unsupported": bool(mget("is_unsupported", False)),
-            "app_id": mget("app_id"),
+            "app_id": app_id,
             "metadata": mget("metadata"),
         }
         named_by = mid if isinstance(mid, str) and mid else None
@@ -304,14 +464,18 @@ def _messaging_event(
     recipient_id = party.get("id") if type(party) is dict else None
     if type(recipient_id) is not str or not recipient_id:
         recipient_id = _party(party)
-    # An echo's other party is its recipient; the account itself is nobody's conversation.
-    user_id = recipient_id if type_ == "message_echo" else (sender_id if sender_id != account_id else None)
+    # An echo's other party is its recipient; the account itself is nobody's conversation (an
+    # Instagram self-test echo names the account on both sides).
+    user_id = recipient_id if type_ == "message_echo" else sender_id
+    if user_id == account_id:
+        user_id = None
+    # The id as event_id() gives it; _mid_id inline, since nearly every event is named by its mid.
     if named_by is not None:
         digest = _ID_HASH.copy()
         digest.update(f"{type_}\x1f{named_by}".encode())
-        event_id = digest.hexdigest()
+        id_ = digest.hexdigest()
     else:
-        event_id = _canonical_id(platform, account_id, type_, item)
+        id_ = _canonical_id(platform, account_id, type_, _canonical_item(item))
     timestamp = get("timestamp")
     if type(timestamp) is not int or not _SECONDS_LIMIT <= timestamp < _INT64:  # else ms, as _as_ms says
         timestamp = _as_ms(timestamp) or entry_time or received_at
@@ -321,7 +485,7 @@ def _messaging_event(
         conversation_id = f"{platform}:{account_id}:{user_id}"
         envelope: dict[str, Any] = {
             "v": ENVELOPE_VERSION,
-            "id": event_id,
+            "id": id_,
             "type": type_,
             "platform": platform,
             "account_id": account_id,
@@ -338,7 +502,7 @@ def _messaging_event(
         return _tuple_new(
             Event,
             (
-                event_id,
+                id_,
                 type_,
                 TOPIC_OF.get(type_, _EVENTS),
                 conversation_id,
@@ -349,7 +513,7 @@ def _messaging_event(
             ),
         )
     return _event(
-        event_id,
+        id_,
         type_,
         platform,
         account_id,
@@ -366,25 +530,38 @@ def _messaging_event(
     )
 
 
+def _change_or_item(
+    platform: str, account_id: str, source: str, entry_time: int | None, item: dict[str, Any], received_at: int
+) -> Event:
+    """A ``changes`` item: the messaging item it carries when its field is a messaging field (the
+    same event, id and all, as in ``messaging[]``), else an account-level ``change``."""
+    value = item.get("value")
+    field = item.get("field")
+    if type(value) is dict and type(field) is str and field in MESSAGING_FIELDS:
+        return _messaging_event(platform, account_id, source, entry_time, value, field == "standby", received_at)
+    return _change_event(platform, account_id, source, entry_time, item, received_at)
+
+
 def _change_event(
     platform: str, account_id: str, source: str, entry_time: int | None, item: dict[str, Any], received_at: int
 ) -> Event:
     value = item.get("value")
-    user_id: str | None = None
+    sender_id: str | None = None
     timestamp: int | None = None
     if isinstance(value, dict):
-        user_id = _party(value.get("from"))
-        timestamp = _as_ms(value.get("timestamp"))
+        sender_id = _party(value.get("from"))
+        # A Page's `feed` and `leadgen` changes give their time as created_time (seconds).
+        timestamp = _as_ms(value.get("timestamp")) or _as_ms(value.get("created_time"))
     change = {"field": item.get("field"), "value": value}
-    event_id = _canonical_id(platform, account_id, "change", item)
+    id_ = _canonical_id(platform, account_id, "change", item)
     return _event(
-        event_id,
+        id_,
         "change",
         platform,
         account_id,
         source,
-        user_id,
-        user_id,
+        sender_id if sender_id != account_id else None,  # the account's own post or reply is nobody's conversation
+        sender_id,
         None,
         timestamp or entry_time or received_at,
         received_at,
@@ -396,7 +573,7 @@ def _change_event(
 
 
 def _event(
-    event_id: str,
+    id_: str,
     type_: str,
     platform: str,
     account_id: str,
@@ -413,7 +590,7 @@ def _event(
 ) -> Event:
     envelope: dict[str, Any] = {
         "v": ENVELOPE_VERSION,
-        "id": event_id,
+        "id": id_,
         "type": type_,
         "platform": platform,
         "account_id": account_id,
@@ -436,7 +613,7 @@ def _event(
     return _tuple_new(
         Event,
         (
-            event_id,
+            id_,
             type_,
             TOPIC_OF.get(type_, _EVENTS),
             conversation_id or account_id,
@@ -446,3 +623,12 @@ def _event(
             envelope,
         ),
     )
+
+
+def normalize_item(
+    platform: str, account_id: str, item: dict[str, Any], received_at: int, *, standby: bool = False
+) -> Event:
+    """The event one messaging item is, as the gateway would publish it: for a module that rebuilds
+    events from elsewhere (the Conversations API) and needs the envelope, key and id a webhook
+    delivery of the same item gets. ``platform`` is ``instagram`` or ``messenger``."""
+    return _messaging_event(platform, account_id, f"igw/{platform}/{account_id}", None, item, standby, received_at)

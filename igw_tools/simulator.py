@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 __all__ = [
+    "DASHBOARD_TEST_USER_ID",
     "DEFAULT_ACCOUNT_IDS",
     "DEFAULT_HUMAN_ECHO_SHARE",
     "DEV_APP_ID",
@@ -88,6 +89,9 @@ DEV_APP_ID: Final = "1517000000000001"
 PERSON_APP_ID: Final = "1217000000000002"
 DEFAULT_HUMAN_ECHO_SHARE: Final = 0.05
 _USER_ID_BASE: Mapping[Platform, int] = {"instagram": 1_234_567_890_120_000, "messenger": 6_500_000_000_000_000}
+# The user of Meta's App Dashboard test for Instagram's `messages` field; its account is "0", its
+# recipient "23245" (docs/events.md, "Meta's dashboard test").
+DASHBOARD_TEST_USER_ID = "12334"
 
 _TEXTS = (
     "Hi! Are you open on Saturday?",
@@ -195,6 +199,22 @@ class TrafficGenerator:
         obj = {"object": "instagram" if self.platform == "instagram" else "page", "entry": entries}
         ordered = tuple(k for k in kinds if k != "comment") + tuple(k for k in kinds if k == "comment")
         return SimulatedBody(body=meta_dumps(obj), kinds=ordered)
+
+    def dashboard_test(self) -> SimulatedBody:
+        """The body the App Dashboard's "Test" button sends for Instagram's ``messages`` field: one
+        ``changes`` item whose value is a DM, its timestamp a string of seconds. As Meta sends it but
+        for two fields: the generator's account stands for Meta's "0" and "23245", so the agent of the
+        local stack has a token to answer with, and the time is now, not Meta's fixed 1527459824
+        (May 2018), so the 24-hour window is open."""
+        now = self._clock_ms()
+        value = {
+            "sender": {"id": DASHBOARD_TEST_USER_ID},
+            "recipient": {"id": self.account_id},
+            "timestamp": str(now // 1000),
+            "message": {"mid": "random_mid", "text": "random_text"},
+        }
+        entry = {"id": self.account_id, "time": now, "changes": [{"field": "messages", "value": value}]}
+        return SimulatedBody(body=meta_dumps({"object": "instagram", "entry": [entry]}), kinds=("message",))
 
     # -- items -----------------------------------------------------------------------------------
 

@@ -16,7 +16,14 @@ def test_defaults_read_every_topic_in_its_own_group_on_port_9102() -> None:
     settings = AnalyticsSettings.from_env({})
     assert settings.group_id == "igw-analytics"
     assert settings.consumer.metrics_port == 9102
-    assert sorted(settings.topics().values()) == ["deadletter", "events", "messages", "postbacks", "replies"]
+    assert sorted(settings.topics().values()) == [
+        "deadletter",
+        "erasures",
+        "events",
+        "messages",
+        "postbacks",
+        "replies",
+    ]
     assert settings.consumer.topics == tuple(settings.topics())
     assert settings.rollup_path is None
 

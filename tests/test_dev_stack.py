@@ -110,7 +110,8 @@ class _Output:
 
 
 async def test_dev_stack_serves_the_readme_walkthrough(tmp_path: Path) -> None:
-    """The handshake works, a signed DM is answered once, and SIGHUP (terminal closed) leaves no process or port."""
+    """The handshake works, a signed DM and the App Dashboard's test DM (`igw simulate --dashboard-test`) are
+    each answered once, and SIGHUP (the terminal closed) leaves no process or port behind."""
     ports = {name: free_port() for name in ("gateway", "emulator", "kafka", "agent", "analytics")}
     environ = {**os.environ, "INSTAGRAM_APP_SECRET": ENV_APP_SECRET}
     environ.pop("INSTAGRAM_WEBHOOK_VERIFY_TOKEN", None)
@@ -148,8 +149,18 @@ async def test_dev_stack_serves_the_readme_walkthrough(tmp_path: Path) -> None:
                 sent = await resp.json()
             assert len(sent) == 1, output.text
             assert sent[0]["recipient_id"] == "1234567890123456"
+            # The App Dashboard's "Test" DM (a `changes` item) is a message the agent answers too.
+            simulate = [
+                sys.executable, "-m", "igw_tools.cli", "simulate", "--dashboard-test", "--quiet",
+                "--url", url, "--secret", ENV_APP_SECRET,
+            ]  # fmt: skip
+            result = await asyncio.to_thread(subprocess.run, simulate, capture_output=True, text=True, timeout=60)
+            assert result.returncode == 0, result.stdout + result.stderr
+            async with session.get(messages, params={"recipient": "12334", "wait": "30"}) as resp:
+                sent += await resp.json()
+            assert [s["recipient_id"] for s in sent] == ["1234567890123456", "12334"], output.text
             async with session.get(f"http://127.0.0.1:{ports['agent']}/metrics") as resp:
-                assert 'igw_agent_replies_total{outcome="sent",reason="replied"} 1.0' in await resp.text()
+                assert 'igw_agent_replies_total{outcome="sent",reason="replied"} 2.0' in await resp.text()
         # A shell that sources dev.env reaches the broker (igw topics: the tools' settings are there).
         topics = subprocess.run(
             [

@@ -60,12 +60,6 @@ def test_ids_survive_reencoding(name: str) -> None:
     assert [e.id for e in reencoded.events] == [e.id for e in original.events]
 
 
-def test_ids_are_distinct_across_all_recorded_events() -> None:
-    """No two different recorded events share an id."""
-    ids = [e.id for name in payload_names() for e in normalize(read_payload(name), RECEIVED_AT).events]
-    assert len(ids) == len(set(ids))
-
-
 def test_message_fields() -> None:
     """A DM carries text, attachments, quick-reply payload and reply_to in its message object."""
     item = {

@@ -1,4 +1,4 @@
-"""The recorded Meta bodies in tests/payloads/ are well formed, escaped as Meta escapes, and match EXPECTED.json."""
+"""The recorded Meta bodies in tests/payloads/ are well formed, escaped as Meta escapes, and listed in MANIFEST.json."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
+from igw.normalize import MESSAGING_FIELDS
 from igw.schemas import load_envelope_schema
-from tests.plugins.payloads import PAYLOAD_DIR, payload_names, read_expected, read_payload
+from tests.plugins.payloads import PAYLOAD_DIR, payload_names, read_expected, read_manifest, read_payload
 
 NAMES = payload_names()
 ITEM_ARRAYS = ("messaging", "standby", "changes")
@@ -21,13 +22,24 @@ def meta_encode(document: Any) -> bytes:
 
 def items_of(body: dict[str, Any]) -> list[tuple[str, bool, dict[str, Any]]]:
     """(account_id, standby, item) for every item of a body, in the order Meta lists them."""
-    found = []
+    found: list[tuple[str, bool, dict[str, Any]]] = []
     for entry in body["entry"]:
         for key in ITEM_ARRAYS:
             found.extend((entry["id"], key == "standby", item) for item in entry.get(key, []))
         if "field" in entry:
             found.append((entry["id"], False, {"field": entry["field"], "value": entry["value"]}))
     return found
+
+
+def user_of(account_id: str, item: dict[str, Any]) -> str | None:
+    """The conversation's other party as Meta's pages describe it, restated from the item itself."""
+    if "field" in item and item["field"] not in MESSAGING_FIELDS:
+        user = item["value"].get("from", {}).get("id")  # a comment's author; the account's own is nobody
+    else:
+        item = item.get("value", item)  # a messaging item in `changes` form is the same item
+        party = "recipient" if item.get("message", {}).get("is_echo") else "sender"
+        user = item.get(party, {}).get("id")  # a sender known only by user_ref has no id
+    return None if user == account_id else user
 
 
 def has_non_ascii(value: Any) -> bool:
@@ -41,9 +53,34 @@ def has_non_ascii(value: Any) -> bool:
 
 
 def test_payload_directory_is_populated() -> None:
-    """There is a fixture for each of the 44 Meta events the brief lists."""
-    assert len(NAMES) == 44
-    assert (PAYLOAD_DIR / "EXPECTED.json").is_file()
+    """Most fixtures are real bodies from Meta's documentation or other projects; a few are igw's own."""
+    origins = [entry["origin"] for entry in read_manifest()["bodies"].values()]
+    assert origins.count("meta-docs") + origins.count("open-source") >= 60
+    assert set(origins) == {"meta-docs", "open-source", "hand-made"}
+    assert (PAYLOAD_DIR / "MANIFEST.json").is_file()
+
+
+def test_every_sourced_body_names_its_source_and_licence() -> None:
+    """Each body says where it comes from (a Meta page, or a repository, commit and path under a permissive
+    licence) and what was filled in for placeholders."""
+    for name, entry in read_manifest()["bodies"].items():
+        assert entry["shapes"], name
+        assert entry["placeholders"], name
+        if entry["origin"] == "meta-docs":
+            assert entry["source"].startswith("https://developers.facebook.com/"), name
+        elif entry["origin"] == "open-source":
+            source = entry["source"]
+            assert {"repo", "commit", "path"} <= source.keys(), name
+            assert len(source["commit"]) == 40, name
+            assert entry["licence"].startswith(("MIT", "Apache-2.0", "BSD")), name
+
+
+def test_same_event_links_name_existing_bodies() -> None:
+    """A body declared to be the same event as another names a body of the manifest."""
+    bodies = read_manifest()["bodies"]
+    for entry in bodies.values():
+        if "same_event_as" in entry:
+            assert entry["same_event_as"] in bodies
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -76,14 +113,14 @@ def test_non_ascii_fixtures_carry_unicode_escapes() -> None:
     assert len(astral) >= 5
 
 
-def test_expected_names_exactly_the_fixture_files() -> None:
-    """Every EXPECTED.json entry has a file and every file has an EXPECTED.json entry."""
+def test_manifest_names_exactly_the_fixture_files() -> None:
+    """Every MANIFEST.json entry has a file and every file has a MANIFEST.json entry."""
     assert sorted(read_expected()) == NAMES
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_expected_matches_the_fixture_items(name: str) -> None:
-    """EXPECTED.json lists one envelope per item, with the item's account, standby flag, platform and user."""
+    """MANIFEST.json lists one envelope per item, with the item's account, standby flag, platform and user."""
     body = json.loads(read_payload(name))
     expected = read_expected()[name]
     items = items_of(body)
@@ -91,16 +128,11 @@ def test_expected_matches_the_fixture_items(name: str) -> None:
     platform = "instagram" if body["object"] == "instagram" else "messenger"
     for want, (account_id, standby, item) in zip(expected, items, strict=True):
         assert want["account_id"] == account_id
-        assert want["standby"] is standby
+        assert want["standby"] is (standby or item.get("field") == "standby")
         assert want["platform"] == platform
         assert isinstance(want["timestamp"], int)
         assert want["timestamp"] > 10**12  # ms, also for changes whose entry.time is in seconds
-        if want["type"] == "change":
-            assert want["user_id"] == item["value"].get("from", {}).get("id")
-        elif item.get("message", {}).get("is_echo"):
-            assert want["user_id"] == item["recipient"]["id"]
-        else:
-            assert want["user_id"] == item.get("sender", {}).get("id")
+        assert want["user_id"] == user_of(account_id, item)
 
 
 def test_expected_covers_every_envelope_type() -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from igw.normalize import normalize
 from igw_tools.simulator import EVENT_KINDS, MIX_WEIGHTS, TrafficGenerator, meta_dumps, topic_for
+from tests.plugins.payloads import read_payload
 
 _TYPE_OF_KIND = {
     "message": "message",
@@ -117,3 +118,21 @@ def test_echoes_carry_the_apps_id_and_a_small_share_a_persons() -> None:
     assert _echo_app_ids(TrafficGenerator(seed=3, human_echo_share=1.0), 50) == {PERSON_APP_ID: 50}
     with pytest.raises(ValueError, match="between 0 and 1"):
         TrafficGenerator(human_echo_share=1.5)
+
+
+def test_dashboard_test_is_metas_sample_for_the_local_account() -> None:
+    """--dashboard-test's body is Meta's dashboard DM in changes form (timestamp a string of seconds), for the
+    generator's account and stamped now: one message from the dashboard's user, the id of Meta's own sample."""
+    generator = TrafficGenerator(account_id="17841400000000000", clock_ms=lambda: 1_764_000_000_500)
+    simulated = generator.dashboard_test()
+    body = json.loads(simulated.body)
+    [entry] = body["entry"]
+    [change] = entry["changes"]
+    assert (body["object"], entry["id"], change["field"]) == ("instagram", "17841400000000000", "messages")
+    assert change["value"]["timestamp"] == "1764000000"
+    [event] = normalize(simulated.body, 1).events
+    assert (event.type, event.topic.value, event.key) == ("message", "messages", "instagram:17841400000000000:12334")
+    assert event.timestamp == 1_764_000_000_000
+    assert simulated.topic_counts() == Counter({"messages": 1})
+    [metas] = normalize(read_payload("instagram_dashboard_test_changes.json"), 1).events
+    assert event.id == metas.id

@@ -44,6 +44,7 @@ class SimulationPlan:
     secret: str = ""
     event: str | None = None  # None: a realistic mix
     file_body: bytes | None = None  # sent byte for byte instead of generated bodies
+    dashboard_test: bool = False  # Meta's App Dashboard test DM instead of generated bodies
     platform: Platform = "instagram"
     account_id: str | None = None
     conversations: int = 100
@@ -68,6 +69,8 @@ class SimulationPlan:
             raise ValueError("--human-echoes must be between 0 and 1")
         if not self.app_id.isdigit():
             raise ValueError(f"--app-id takes the app's numeric id, got {self.app_id!r}")
+        if self.dashboard_test and self.platform != "instagram":
+            raise ValueError("--dashboard-test sends Instagram's dashboard test; leave out --platform messenger")
 
 
 @dataclass(slots=True)
@@ -177,6 +180,8 @@ async def simulate(
     def next_body() -> SimulatedBody:
         if plan.file_body is not None:
             return SimulatedBody(body=plan.file_body, kinds=())
+        if plan.dashboard_test:
+            return generator.dashboard_test()
         return generator.next(plan.event, batch=plan.batch)
 
     connector = aiohttp.TCPConnector(limit=plan.concurrency, force_close=False)
@@ -261,7 +266,7 @@ def _plan_from_args(args: argparse.Namespace) -> SimulationPlan:
         secret = configured[0].value
     count, duration = args.count, args.duration
     if count is None and duration is None:
-        count = 1 if (args.event or args.file) and not args.mix else None
+        count = 1 if (args.event or args.file or args.dashboard_test) and not args.mix else None
         duration = None if count is not None else 10.0
     file_body = Path(args.file).read_bytes() if args.file else None
     return SimulationPlan(
@@ -269,6 +274,7 @@ def _plan_from_args(args: argparse.Namespace) -> SimulationPlan:
         secret=secret,
         event=args.event,
         file_body=file_body,
+        dashboard_test=args.dashboard_test,
         platform=args.platform,
         account_id=args.account_id,
         conversations=args.conversations,
@@ -320,12 +326,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "simulate",
         help="send realistic signed webhook traffic to a gateway",
         description="Send signed Meta-style webhooks to a gateway and report status codes and latency. "
-        "With neither --count nor --duration: one request for --event/--file, 10 s for --mix.",
+        "With neither --count nor --duration: one request for --event/--file/--dashboard-test, 10 s for --mix.",
     )
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--event", choices=EVENT_KINDS, help="send this event type")
     what.add_argument("--file", metavar="BODY.json", help="send this file's bytes as the body, unchanged")
     what.add_argument("--mix", action="store_true", help="send a realistic mix of event types")
+    what.add_argument(
+        "--dashboard-test",
+        action="store_true",
+        help="send the DM Meta's App Dashboard 'Test' button sends for Instagram's messages field (a changes "
+        "item), for --account-id and stamped now, so the local agent answers it",
+    )
     parser.add_argument("--url", default=DEFAULT_URL, help="the webhook URL (default %(default)s)")
     parser.add_argument("--secret", help="app secret to sign with (default: INSTAGRAM_APP_SECRET or its _FILE)")
     parser.add_argument("--platform", choices=("instagram", "messenger"), default="instagram")
