@@ -20,8 +20,9 @@ from gateway.acks import all_acknowledged, settle_stragglers
 from gateway.batching import Batch, Lanes
 from gateway.metrics import UNCOUNTED, Incrementer
 from igw.config import KafkaSettings
-from igw.errors import BrokerUnavailable, PublishError, PublishTimeout
+from igw.errors import BrokerUnavailable, IdempotenceRefused, PublishError, PublishTimeout
 from igw.partitioning import key_hasher
+from igw.producers import start_producer
 from igw.records import OutRecord
 
 __all__ = ["AiokafkaPublisher", "Publisher"]
@@ -91,7 +92,12 @@ class AiokafkaPublisher:
     async def _try_connect(self) -> bool:
         producer = self._new_producer()
         try:
-            await producer.start()
+            await start_producer(producer, self._settings)
+        except IdempotenceRefused as exc:
+            log.error(
+                "Kafka producer not started, retrying every %.0fs: %s (%s)", self._reconnect_interval, exc, exc.remedy
+            )
+            return False
         except (KafkaError, OSError) as exc:
             log.warning(
                 "Kafka is not reachable at %s (%s); retrying every %.0fs. Check KAFKA_BOOTSTRAP_SERVERS.",

@@ -179,6 +179,14 @@ class Env:
             remedy = f"point {name}_FILE at a readable file that holds it, or set {name} instead"
             try:
                 text = Path(file_name).read_text(encoding="utf-8").strip()
+            except PermissionError as exc:
+                # The usual cause in a container: a secret mounted for another user (deploy/README.md).
+                raise SettingsError(
+                    f"{name}_FILE",
+                    f"cannot read {file_name}: {exc.strerror or exc}; "
+                    f"this process runs as uid {os.getuid()}, gid {os.getgid()}",
+                    "make the file readable by that user or group: deploy/README.md, Secrets",
+                ) from None
             except (OSError, UnicodeDecodeError) as exc:
                 reason = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else exc.strerror or str(exc)
                 raise SettingsError(f"{name}_FILE", f"cannot read {file_name}: {reason}", remedy) from None

@@ -5,6 +5,8 @@
     IgwError
     ├── StartupError         the process cannot start: ``igw`` prints one line and exits 2
     │   ├── SettingsError    a setting is missing or invalid; names the variable
+    │   │   └── IdempotenceRefused  the broker answers but refuses idempotent producers:
+    │   │                    KAFKA_ENABLE_IDEMPOTENCE (the gateway logs it and keeps retrying)
     │   ├── ListenError      the address or port to listen on is taken or not this host's
     │   └── KafkaUnreachable no broker answers at start (consumers and tools; the gateway
     │                        starts without Kafka and spools, docs/durability.md)
@@ -46,6 +48,22 @@ class SettingsError(StartupError):
         )
         self.variable = variable
         self.problem = problem
+
+
+class IdempotenceRefused(SettingsError):
+    """The broker answered a producer's start with an error: it refuses idempotent producers.
+
+    A setting problem, not an outage: the broker is reachable, and retrying changes nothing until
+    ``KAFKA_ENABLE_IDEMPOTENCE`` (or the broker's support or ACLs) does.
+    """
+
+    def __init__(self, bootstrap_servers: str, error: str) -> None:
+        super().__init__(
+            "KAFKA_ENABLE_IDEMPOTENCE",
+            f"the broker at {bootstrap_servers} answers but refused an idempotent producer ({error})",
+            "set KAFKA_ENABLE_IDEMPOTENCE=false for a broker without idempotent producers "
+            "(Tansu, the local broker of igw dev), or grant IdempotentWrite where ACLs refuse it",
+        )
 
 
 class ListenError(StartupError):

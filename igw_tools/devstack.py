@@ -1,8 +1,10 @@
 """The local stack behind ``igw dev``: a broker and every igw process, in one terminal.
 
-Development only. Secrets are generated once and kept in ``<state dir>/dev.env`` (mode 600) so
-the curl and ``igw simulate`` examples can ``source`` them; ``INSTAGRAM_*`` values from the
-environment win when set.
+Development only. Each process runs in a session of its own, so a Ctrl-C in the terminal reaches
+``igw dev`` alone, which stops them in order: on SIGINT, SIGTERM and SIGHUP (the terminal closed),
+at any moment, start-up included. On Linux the children also get SIGTERM when ``igw dev`` dies
+outright (``igw_tools.parentdeath``), so no broker or process is left holding the ports.
+The settings and secrets the processes get are in ``igw_tools.devenv``.
 """
 
 from __future__ import annotations
@@ -10,91 +12,41 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import secrets
 import signal
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Final
+from typing import IO, Final, TypeVar
 
 import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from igw.config import Env, KafkaSettings
+from igw.config import KafkaSettings
 from igw.topics import TOPIC_NAMES, ensure_topics
+from igw_tools.devenv import DEV_INSTAGRAM_ACCOUNT, DEV_PAGE_ACCOUNT, Ports
 from igw_tools.localbroker import LocalBroker, port_is_open
+from igw_tools.parentdeath import die_with_parent
+
+__all__ = [
+    "DEV_INSTAGRAM_ACCOUNT",
+    "DEV_PAGE_ACCOUNT",
+    "Component",
+    "DevStack",
+    "busy_ports",
+    "python_igw",
+]
 
 log = logging.getLogger(__name__)
 
-# The account the README, `igw simulate` and the emulator agree on for local runs.
-DEV_INSTAGRAM_ACCOUNT: Final = "17841400000000000"
-DEV_PAGE_ACCOUNT: Final = "106000000000001"
 _COLOURS: Final = ("36", "35", "33", "32", "34", "31")
+# How often a line says what the stack is still waiting for.
+_PROGRESS_EVERY_SECONDS: Final = 3.0
+_STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
-
-@dataclass(frozen=True, slots=True)
-class Ports:
-    gateway: int = 8080
-    emulator: int = 8081
-    kafka: int = 9092
-    agent_metrics: int = 9101
-    analytics_metrics: int = 9102
-    reconcile_metrics: int = 9103
-
-
-@dataclass(frozen=True, slots=True)
-class DevSecrets:
-    verify_token: str
-    app_secret: str
-    instagram_token: str
-    page_token: str
-
-    @classmethod
-    def load_or_create(cls, state_dir: Path, environ: Mapping[str, str]) -> DevSecrets:
-        path = state_dir / "dev.env"
-        saved: dict[str, str] = {}
-        if path.exists():
-            for line in path.read_text().splitlines():
-                key, sep, value = line.removeprefix("export ").partition("=")
-                if sep:
-                    saved[key.strip()] = value.strip().strip("'")
-        env = Env(environ)
-        given_token = env.secret("INSTAGRAM_WEBHOOK_VERIFY_TOKEN")
-        given_secret = env.secret("INSTAGRAM_APP_SECRET")
-        values = cls(
-            verify_token=(given_token.value if given_token else None)
-            or saved.get("INSTAGRAM_WEBHOOK_VERIFY_TOKEN")
-            or secrets.token_urlsafe(18),
-            app_secret=(given_secret.value if given_secret else None)
-            or saved.get("INSTAGRAM_APP_SECRET")
-            or secrets.token_hex(16),
-            instagram_token=saved.get("IGW_DEV_INSTAGRAM_TOKEN") or "IGdev" + secrets.token_urlsafe(24),
-            page_token=saved.get("IGW_DEV_PAGE_TOKEN") or "EAAdev" + secrets.token_urlsafe(24),
-        )
-        state_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(
-            "# Local secrets of `igw dev` (development only). Use with: source .igw/dev.env\n"
-            f"export INSTAGRAM_WEBHOOK_VERIFY_TOKEN='{values.verify_token}'\n"
-            f"export INSTAGRAM_APP_SECRET='{values.app_secret}'\n"
-            f"export IGW_DEV_INSTAGRAM_TOKEN='{values.instagram_token}'\n"
-            f"export IGW_DEV_PAGE_TOKEN='{values.page_token}'\n"
-        )
-        path.chmod(0o600)
-        return values
-
-    def accounts_file(self, state_dir: Path) -> Path:
-        """The accounts the agent sends as and the emulator accepts."""
-        path = state_dir / "dev-accounts.json"
-        accounts = [
-            {"account_id": DEV_INSTAGRAM_ACCOUNT, "flavour": "ig_ig", "token_env": "IGW_DEV_INSTAGRAM_TOKEN"},
-            {"account_id": DEV_PAGE_ACCOUNT, "flavour": "messenger", "token_env": "IGW_DEV_PAGE_TOKEN"},
-        ]
-        path.write_bytes(orjson.dumps(accounts, option=orjson.OPT_INDENT_2))
-        return path
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +55,8 @@ class Component:
     argv: tuple[str, ...]
     port: int
     ready_path: str
+    # What it does until ready, for the progress lines ("joining its consumer group").
+    starting: str = "starting"
 
 
 @dataclass
@@ -113,14 +67,14 @@ class Running:
 
 
 class DevStack:
-    """Starts the broker and the components, relays their output, stops everything on Ctrl-C."""
+    """Starts the broker and the components, relays their output, stops everything on a signal."""
 
     def __init__(
         self,
         components: Sequence[Component],
         *,
         kafka: KafkaSettings,
-        env: Mapping[str, str],
+        env: dict[str, str],
         state_dir: Path,
         ports: Ports,
         out: IO[str] = sys.stdout,
@@ -130,55 +84,100 @@ class DevStack:
         self._env = dict(env)
         self._state_dir = state_dir
         self._ports = ports
-        self._out = out
+        self._out: IO[str] | None = out
         self._colour = out.isatty()
         self._running: list[Running] = []
         self._stop = asyncio.Event()
+        self._bridge: asyncio.Task[None] | None = None
 
     def say(self, name: str, line: str, colour: str = "1") -> None:
+        if self._out is None:
+            return
         prefix = f"{name:>10} |"
         if self._colour:
             prefix = f"\033[{colour}m{prefix}\033[0m"
-        self._out.write(f"{prefix} {line}\n")
-        self._out.flush()
+        try:
+            self._out.write(f"{prefix} {line}\n")
+            self._out.flush()
+        except (OSError, ValueError):
+            # The terminal is gone (SIGHUP: it was closed). Stopping the stack matters more than telling it.
+            self._out = None
 
     async def run(self, banner: Sequence[str]) -> int:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self._stop.set)
-        broker = LocalBroker(port=self._ports.kafka, log_path=self._state_dir / "tansu.log")
+        for sig in _STOP_SIGNALS:
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        broker = LocalBroker(port=self._ports.kafka, log_path=self._state_dir / "tansu.log", die_with_parent=True)
         status = 0
         try:
-            await asyncio.to_thread(broker.start)
-            self.say("broker", f"Tansu (local Kafka-protocol broker) on {broker.bootstrap_servers}")
-            created = await ensure_topics(self._kafka, TOPIC_NAMES)
-            self.say(
-                "broker",
-                "topics: " + ", ".join(self._kafka.topic(t) for t in TOPIC_NAMES) + (" (created)" if created else ""),
-            )
-            for index, component in enumerate(self._components):
-                await self._start(component, _COLOURS[index % len(_COLOURS)])
-            await self._wait_ready()
-            for line in banner:
-                self.say("igw dev", line)
-            bridge = asyncio.create_task(self._window_bridge(), name="igw-dev-window-bridge")
-            status = await self._supervise()
-            bridge.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await bridge
+            if await self._unless_stopped(self._start(broker)):
+                for line in banner:
+                    self.say("igw dev", line)
+                status = await self._supervise()
         finally:
+            if self._bridge is not None:
+                self._bridge.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._bridge
             await self._stop_all()
-            await asyncio.to_thread(broker.stop)
+            # In memory, nothing to keep: no need to wait while Tansu finishes a group join it holds.
+            await asyncio.to_thread(broker.stop, 1.0)
+            for sig in _STOP_SIGNALS:
+                loop.remove_signal_handler(sig)
             self.say("igw dev", "stopped")
         return status
 
-    async def _start(self, component: Component, colour: str) -> None:
+    def _on_signal(self, sig: signal.Signals) -> None:
+        if not self._stop.is_set():
+            self.say("igw dev", f"{sig.name}: stopping everything")
+        self._stop.set()
+
+    async def _unless_stopped(self, work: Awaitable[T]) -> bool:
+        """Run ``work`` unless a stop signal comes first (then cancel it); True when it finished."""
+        task = asyncio.ensure_future(work)
+        stopped = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait((task, stopped), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if task.cancelled():
+            return False
+        task.result()  # a failed start-up raises here
+        return True
+
+    async def _start(self, broker: LocalBroker) -> None:
+        started = time.monotonic()
+        names = ", ".join(c.name for c in self._components)
+        self.say("igw dev", f"starting the local broker and {names}")
+        # On this thread, the loop's: the broker's death signal follows the thread that started it.
+        broker.launch()
+        listen_by = time.monotonic() + 15
+        while not broker.listening():  # the broker has no readiness to wait on: poll its port
+            if time.monotonic() > listen_by:
+                raise RuntimeError(f"the local broker did not listen on {broker.bootstrap_servers} within 15 s")
+            await asyncio.sleep(0.05)
+        self.say("broker", f"Tansu (local Kafka-protocol broker) on {broker.bootstrap_servers}")
+        created = await ensure_topics(self._kafka, TOPIC_NAMES)
+        self.say(
+            "broker",
+            "topics: " + ", ".join(self._kafka.topic(t) for t in TOPIC_NAMES) + (" (created)" if created else ""),
+        )
+        for index, component in enumerate(self._components):
+            await self._launch(component, _COLOURS[index % len(_COLOURS)])
+        await self._wait_ready(started)
+
+    async def _launch(self, component: Component, colour: str) -> None:
         process = await asyncio.create_subprocess_exec(
             *component.argv,
             env=self._env,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches igw dev only; it stops the children in order
+            preexec_fn=die_with_parent(),  # and they end with igw dev, even if it is killed outright
         )
         running = Running(component, process)
         running.pump = asyncio.create_task(self._relay(component.name, process, colour))
@@ -189,27 +188,37 @@ class DevStack:
         async for raw in process.stdout:
             self.say(name, _readable(raw.decode(errors="replace").rstrip()), colour)
 
-    async def _wait_ready(self, timeout: float = 120.0) -> None:
+    async def _wait_ready(self, started: float, timeout: float = 120.0) -> None:
+        """Wait for each component's readiness, saying what is awaited every few seconds."""
         deadline = time.monotonic() + timeout
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
             for running in self._running:
-                url = f"http://127.0.0.1:{running.component.port}{running.component.ready_path}"
-                while True:
+                component = running.component
+                url = f"http://127.0.0.1:{component.port}{component.ready_path}"
+                next_progress = time.monotonic() + _PROGRESS_EVERY_SECONDS
+                while not await _answers(session, url):
                     if running.process.returncode is not None:
-                        raise RuntimeError(f"{running.component.name} exited with status {running.process.returncode}")
-                    with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                        async with session.get(url) as resp:
-                            if resp.status == 200:
-                                break
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"{running.component.name} did not answer {url} within {timeout:.0f}s")
-                    await asyncio.sleep(0.2)
+                        raise RuntimeError(f"{component.name} exited with status {running.process.returncode}")
+                    now = time.monotonic()
+                    if now > deadline:
+                        raise RuntimeError(f"{component.name} did not answer {url} within {timeout:.0f}s")
+                    if now >= next_progress:
+                        waited = f"{now - started:.0f} s"
+                        self.say("igw dev", f"waiting for {component.name}: {component.starting} ({waited})")
+                        next_progress = now + _PROGRESS_EVERY_SECONDS
+                    await asyncio.sleep(0.1)
+                self.say("igw dev", f"{component.name} ready ({time.monotonic() - started:.1f} s)")
+                if component.name == "emulator":
+                    # Before the agent can answer anything: the emulator must hear of every inbound message.
+                    self._bridge = asyncio.create_task(self._window_bridge(component), name="igw-dev-window-bridge")
 
     async def _supervise(self) -> int:
         waiters = {asyncio.create_task(r.process.wait()): r for r in self._running}
         stop = asyncio.create_task(self._stop.wait())
         done, _ = await asyncio.wait({stop, *waiters}, return_when=asyncio.FIRST_COMPLETED)
         stop.cancel()
+        for task in waiters:
+            task.cancel()
         for task, running in waiters.items():
             if task in done:
                 self.say("igw dev", f"{running.component.name} exited with status {task.result()}; stopping the stack")
@@ -230,11 +239,8 @@ class DevStack:
             with contextlib.suppress(asyncio.CancelledError):
                 await running.pump
 
-    async def _window_bridge(self) -> None:
+    async def _window_bridge(self, emulator: Component) -> None:
         """Tell the Graph emulator about inbound messages, so its 24 h window opens as Meta's would."""
-        emulator = next((r.component for r in self._running if r.component.name == "emulator"), None)
-        if emulator is None:
-            return
         url = f"http://127.0.0.1:{emulator.port}/_emulator/inbound"
         consumer = AIOKafkaConsumer(
             self._kafka.topic("messages"),
@@ -264,6 +270,13 @@ class DevStack:
             await consumer.stop()
 
 
+async def _answers(session: aiohttp.ClientSession, url: str) -> bool:
+    with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+        async with session.get(url) as resp:
+            return resp.status == 200
+    return False
+
+
 def _readable(line: str) -> str:
     """JSON log lines from the children, shown as ``level logger: message``."""
     if not line.startswith("{"):
@@ -289,42 +302,5 @@ def busy_ports(ports: Ports) -> list[str]:
     return [f"{port} ({flag})" for flag, port in named.items() if port_is_open("127.0.0.1", port)]
 
 
-def child_env(
-    base: Mapping[str, str],
-    dev: DevSecrets,
-    kafka: KafkaSettings,
-    ports: Ports,
-    accounts: Path,
-    *,
-    spool_dir: Path | None = None,
-) -> dict[str, str]:
-    emulator = f"http://127.0.0.1:{ports.emulator}"
-    env = dict(base)
-    env.update(
-        {
-            "INSTAGRAM_WEBHOOK_VERIFY_TOKEN": dev.verify_token,
-            "INSTAGRAM_APP_SECRET": dev.app_secret,
-            "IGW_DEV_INSTAGRAM_TOKEN": dev.instagram_token,
-            "IGW_DEV_PAGE_TOKEN": dev.page_token,
-            "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-            # Tansu does not support aiokafka's idempotent producer.
-            "KAFKA_ENABLE_IDEMPOTENCE": "false",
-            "IGW_TOPIC_PREFIX": kafka.topic_prefix,
-            "IGW_GRAPH_BASE_URL": emulator,
-            "IGW_INSTAGRAM_GRAPH_BASE_URL": emulator,
-            "IGW_ACCOUNTS_FILE": str(accounts),
-            "IGW_LOG_FORMAT": "json",
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    if spool_dir is not None and Env(base).raw("IGW_SPOOL_DIR") is None:
-        env["IGW_SPOOL_DIR"] = str(spool_dir)  # beside dev.env, whatever the working directory
-    return env
-
-
 def python_igw(*args: str) -> tuple[str, ...]:
     return (sys.executable, "-m", "igw_tools.cli", *args)
-
-
-def environ() -> dict[str, str]:
-    return dict(os.environ)

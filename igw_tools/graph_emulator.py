@@ -12,6 +12,7 @@ failures injected on demand. Control endpoints live under ``/_emulator/`` (docs/
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import re
@@ -141,11 +142,16 @@ class EmulatorState:
     first_accepted_at: float | None = None
     last_accepted_at: float | None = None
 
+    # Set and replaced on every accepted send: wakes listings that wait for one (?wait=).
+    news: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+
     def count_accepted(self, when: float) -> None:
         self.accepted += 1
         if self.first_accepted_at is None:
             self.first_accepted_at = when
         self.last_accepted_at = when
+        self.news.set()
+        self.news = asyncio.Event()
 
     def clear_records(self) -> None:
         self.messages.clear()
@@ -537,8 +543,34 @@ async def _clear_failures(request: web.Request) -> web.Response:
     return _json({"ok": True})
 
 
+# The longest a listing may wait for a send (?wait=), so a forgotten client does not hold a request for ever.
+MAX_LISTING_WAIT_SECONDS = 60.0
+
+
 async def _list_messages(request: web.Request) -> web.Response:
-    return _json([asdict(sent) for sent in request.app[state_key].messages])
+    """Accepted sends, optionally only to ``recipient`` and ``since`` (ms); ``wait`` seconds for one to come."""
+    state = request.app[state_key]
+    recipient = request.query.get("recipient")
+    try:
+        since = float(request.query["since"]) / 1000.0 if "since" in request.query else None
+        wait = min(float(request.query.get("wait", "0")), MAX_LISTING_WAIT_SECONDS)
+    except ValueError:
+        return _bad_request("since is milliseconds since the epoch, wait a number of seconds")
+
+    def chosen() -> list[AcceptedSend]:
+        return [
+            sent
+            for sent in state.messages
+            if (recipient is None or sent.recipient_id == recipient) and (since is None or sent.time >= since)
+        ]
+
+    found = chosen()
+    deadline = time.monotonic() + wait
+    while not found and (remaining := deadline - time.monotonic()) > 0:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(state.news.wait(), remaining)
+        found = chosen()
+    return _json([asdict(sent) for sent in found])
 
 
 async def _clear_messages(request: web.Request) -> web.Response:

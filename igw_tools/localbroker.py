@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO
 
 from igw.config import Env
+from igw_tools.parentdeath import die_with_parent
 
 __all__ = ["LocalBroker", "free_port", "resolve_broker_binary", "running_broker"]
 
@@ -54,6 +55,8 @@ class LocalBroker:
     host: str = "127.0.0.1"
     port: int = 0
     log_path: Path | None = None
+    # Linux: the broker is killed when its launcher dies, even by SIGKILL (igw dev).
+    die_with_parent: bool = False
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
     _log: IO[bytes] | None = field(default=None, init=False, repr=False)
 
@@ -62,6 +65,11 @@ class LocalBroker:
         return f"{self.host}:{self.port}"
 
     def start(self, timeout: float = 15.0) -> None:
+        self.launch()
+        self.wait_listening(timeout)
+
+    def launch(self) -> None:
+        """Start the process without waiting for it to listen (see :meth:`wait_listening`)."""
         if self.port == 0:
             self.port = free_port(self.host)
         elif port_is_open(self.host, self.port):
@@ -84,12 +92,22 @@ class LocalBroker:
             stdout=self._log or subprocess.DEVNULL,
             stderr=subprocess.STDOUT if self._log else subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C in a terminal reaches igw, which stops the broker itself
+            # The broker ends with the process that launched it, even one killed outright. SIGKILL: in
+            # memory, it has nothing to keep, and it may hold a group join for seconds before a SIGTERM.
+            preexec_fn=die_with_parent(signal.SIGKILL) if self.die_with_parent else None,
         )
+
+    def listening(self) -> bool:
+        """True once the broker accepts connections; raises when its process has exited."""
+        if self.process is None or self.process.poll() is not None:
+            status = None if self.process is None else self.process.returncode
+            raise RuntimeError(f"the local broker exited with status {status}")
+        return port_is_open(self.host, self.port)
+
+    def wait_listening(self, timeout: float = 15.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the local broker exited with status {self.process.returncode}")
-            if port_is_open(self.host, self.port):
+            if self.listening():
                 return
             time.sleep(0.05)
         self.stop()

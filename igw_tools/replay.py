@@ -20,6 +20,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from igw.config import KafkaSettings
+from igw.producers import start_producer
 from igw.topics import end_offsets
 
 __all__ = ["RecordFilter", "ReplayPlan", "ReplayReport", "parse_offsets", "parse_time_ms", "replay"]
@@ -146,6 +147,7 @@ class _TopicSink:
 
     def __init__(self, kafka: KafkaSettings, topic: str) -> None:
         self.topic = topic
+        self.kafka = kafka
         self.producer = AIOKafkaProducer(
             client_id=f"{kafka.client_id}-replay",
             acks="all" if kafka.acks == "all" else 1,
@@ -157,7 +159,7 @@ class _TopicSink:
         self.sends: list[asyncio.Future[Any]] = []
 
     async def start(self) -> None:
-        await self.producer.start()
+        await start_producer(self.producer, self.kafka)
 
     async def put(self, record: ConsumerRecord[bytes, bytes], report: ReplayReport) -> None:
         self.sends.append(

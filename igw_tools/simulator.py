@@ -14,13 +14,16 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 __all__ = [
     "DASHBOARD_TEST_USER_ID",
     "DEFAULT_ACCOUNT_IDS",
+    "DEFAULT_HUMAN_ECHO_SHARE",
+    "DEV_APP_ID",
     "EVENT_KINDS",
     "MIX_WEIGHTS",
+    "PERSON_APP_ID",
     "Platform",
     "SimulatedBody",
     "TrafficGenerator",
@@ -76,8 +79,15 @@ MIX_WEIGHTS: Mapping[Platform, Mapping[str, int]] = {
     },
 }
 
-# The same accounts as `igw dev` and its Graph API emulator (igw_tools/devstack.py).
+# The same accounts as `igw dev` and its Graph API emulator (igw_tools/devenv.py).
 DEFAULT_ACCOUNT_IDS: Mapping[Platform, str] = {"instagram": "17841400000000000", "messenger": "106000000000001"}
+
+# Echoes carry the id of the app that sent the message. Most are of the agent's own replies (this
+# app: `igw dev` gives its agent IGW_APP_ID=DEV_APP_ID); a few were typed by a person in the
+# Instagram app or the Page inbox (another app's id), which pauses the agent in that conversation.
+DEV_APP_ID: Final = "1517000000000001"
+PERSON_APP_ID: Final = "1217000000000002"
+DEFAULT_HUMAN_ECHO_SHARE: Final = 0.05
 _USER_ID_BASE: Mapping[Platform, int] = {"instagram": 1_234_567_890_120_000, "messenger": 6_500_000_000_000_000}
 # The user of Meta's App Dashboard test for Instagram's `messages` field; its account is "0", its
 # recipient "23245" (docs/events.md, "Meta's dashboard test").
@@ -136,9 +146,15 @@ class TrafficGenerator:
         conversations: int = 100,
         seed: int | None = None,
         clock_ms: Callable[[], int] | None = None,
+        app_id: str = DEV_APP_ID,
+        human_echo_share: float = DEFAULT_HUMAN_ECHO_SHARE,
     ) -> None:
         if conversations < 1:
             raise ValueError("conversations must be at least 1")
+        if not 0.0 <= human_echo_share <= 1.0:
+            raise ValueError("the share of echoes typed by a person must be between 0 and 1")
+        self.app_id = app_id
+        self.human_echo_share = human_echo_share
         self.platform: Platform = platform
         self.account_id = account_id or DEFAULT_ACCOUNT_IDS[platform]
         self.conversations = conversations
@@ -243,13 +259,14 @@ class TrafficGenerator:
                 "attachments": [{"type": "story_mention", "payload": {"url": self._cdn_url()}}],
             }
         elif kind == "echo":
-            # Sent by the business: sender and recipient swap.
+            # Sent by the business: sender and recipient swap. Meta gives the sending app's id as a number.
             item["sender"], item["recipient"] = {"id": self.account_id}, {"id": user}
+            by_person = rng.random() < self.human_echo_share
             item["message"] = {
                 "mid": self._mid(),
                 "text": rng.choice(_REPLIES),
                 "is_echo": True,
-                "app_id": 1_517_000_000_000_001,
+                "app_id": int(PERSON_APP_ID if by_person else self.app_id),
             }
         elif kind == "edit":
             item["message_edit"] = {"mid": self._mid(), "text": rng.choice(_TEXTS), "num_edit": rng.randint(1, 3)}

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -380,3 +382,125 @@ def test_compose_grafana_mounts_match_the_provisioning(compose: dict[str, Any]) 
         for source in yaml.safe_load(source_file.read_text())["datasources"]:
             if source["type"] == "prometheus":
                 assert source["url"] == "http://prometheus:9090", source_file
+
+
+# -- Secrets readable by the image's user ---------------------------------------------------------
+
+
+def image_user() -> tuple[int, int]:
+    """The numeric uid and gid of the image's final USER."""
+    [user] = [a for k, a in dockerfile_instructions() if k == "USER"][-1:]
+    uid, _, gid = user.partition(":")
+    return int(uid), int(gid or uid)
+
+
+@pytest.mark.parametrize("name", ["gateway", "agent", "analytics"])
+def test_kubernetes_secret_files_are_readable_by_the_image_user(name: str, manifests: list[dict[str, Any]]) -> None:
+    """Pods run as the image's user with fsGroup its group; secret volumes are group-readable, not world-readable."""
+    uid, gid = image_user()
+    pod = of_kind(manifests, "Deployment")[f"igw-{name}"]["spec"]["template"]["spec"]
+    security = pod["securityContext"]
+    assert (security["runAsUser"], security["runAsGroup"]) == (uid, gid)
+    assert security["fsGroup"] == gid, "without fsGroup the secret files are root's alone (mode 0400 or 0440)"
+    for volume in pod.get("volumes", []):
+        if "secret" in volume:
+            mode = volume["secret"]["defaultMode"]
+            assert mode & 0o040, f"{name}: defaultMode {mode:o} does not let group {gid} read"
+            assert not mode & 0o007, f"{name}: defaultMode {mode:o} lets every user read"
+
+
+def readable_by(path: Path, uid: int, gid: int) -> bool:
+    """What the kernel checks on the file itself for a process of ``uid``/``gid`` (no ACLs here)."""
+    st = path.stat()
+    if st.st_uid == uid:
+        return bool(st.st_mode & 0o400)
+    if st.st_gid == gid:
+        return bool(st.st_mode & 0o040)
+    return bool(st.st_mode & 0o004)
+
+
+def test_compose_secret_recipe_makes_files_the_image_user_can_read(tmp_path: Path) -> None:
+    """deploy/secrets/README.md's shell block, run as written, leaves files uid 10001 can read in a 0700 dir."""
+    text = (DEPLOY / "secrets" / "README.md").read_text()
+    [block] = re.findall(r"```sh\n(.*?)```", text, re.S)
+    secrets_dir = tmp_path / "deploy" / "secrets"
+    secrets_dir.mkdir(parents=True)
+    subprocess.run(["bash", "-euc", block], cwd=tmp_path, check=True, timeout=30)  # noqa: S607
+    assert secrets_dir.stat().st_mode & 0o777 == 0o700, "the directory keeps the files private on the host"
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    assert sorted(p.name for p in secrets_dir.iterdir()) == sorted(
+        Path(s["file"]).name for s in compose["secrets"].values()
+    )
+    uid, gid = image_user()
+    grafana = 472  # the grafana/grafana image's user
+    for path in secrets_dir.iterdir():
+        assert path.stat().st_uid not in (uid, grafana), "the test must not pass by owning the files"
+        # Compose mounts the file alone: inside the container only the file's own mode counts.
+        assert readable_by(path, uid, gid), f"uid {uid} cannot read {path.name}"
+        assert readable_by(path, grafana, grafana), f"Grafana cannot read {path.name}"
+    # The control: a file made with umask 077 alone, as this README said before, is not readable.
+    private = tmp_path / "private"
+    private.write_text("x")
+    private.chmod(0o600)
+    assert not readable_by(private, uid, gid)
+
+
+def test_unreadable_secret_file_names_the_user(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A secret file the process may not read stops start-up with one line naming the file, uid and gid."""
+    from igw.config import Env
+    from igw.errors import SettingsError
+
+    secret = tmp_path / "app_secret"
+    secret.write_text("s")
+
+    def refuse(self: Path, *args: Any, **kwargs: Any) -> str:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_text", refuse)
+    with pytest.raises(SettingsError) as caught:
+        Env({"INSTAGRAM_APP_SECRET_FILE": str(secret)}).secret("INSTAGRAM_APP_SECRET")
+    message = str(caught.value)
+    assert message.startswith(f"INSTAGRAM_APP_SECRET_FILE: cannot read {secret}: Permission denied")
+    assert f"uid {os.getuid()}, gid {os.getgid()}" in message
+    assert "deploy/README.md" in caught.value.remedy
+
+
+# -- ECS: the task definition and the Terraform agree --------------------------------------------
+
+
+def terraform_container() -> str:
+    text = (DEPLOY / "aws" / "igw-gateway.tf").read_text()
+    return text[text.index("container_definitions") : text.index('resource "aws_lb_target_group"')]
+
+
+def test_ecs_json_and_terraform_run_the_gateway_alike() -> None:
+    """User, read-only root, mount points, stop timeout, health check and command are the same in both."""
+    task = json.loads((DEPLOY / "aws" / "ecs-task-definition.json").read_text())
+    [container] = task["containerDefinitions"]
+    tf = terraform_container()
+    uid, gid = image_user()
+    assert container["user"] == f"{uid}:{gid}"
+    assert f'user                   = "{uid}:{gid}"' in tf
+    assert container["readonlyRootFilesystem"] is True
+    assert re.search(r"readonlyRootFilesystem\s*=\s*true", tf)
+    for mount in container["mountPoints"]:
+        assert f'{{ sourceVolume = "{mount["sourceVolume"]}", containerPath = "{mount["containerPath"]}" }}' in tf
+        assert re.search(rf'volume \{{\s*name = "{mount["sourceVolume"]}"\s*\}}', tf)
+    assert re.search(rf"stopTimeout\s*=\s*{container['stopTimeout']}\b", tf)
+    assert json.dumps(container["healthCheck"]["command"]).replace(" ", "") in tf.replace(" ", "")
+    assert json.dumps(container["command"]).replace(" ", "") in tf.replace(" ", "")
+    # The spool's mount is the image's VOLUME, which Fargate fills from the image (owner included).
+    volumes = [a for k, a in dockerfile_instructions() if k == "VOLUME"]
+    assert any("/var/lib/igw/spool" in v for v in volumes)
+
+
+def test_load_balancer_health_check_is_what_the_docs_say() -> None:
+    """The ALB checks /healthz (ECS replaces tasks it fails); docs/scaling.md and deploy/README.md say so."""
+    text = (DEPLOY / "aws" / "igw-gateway.tf").read_text()
+    [path] = re.findall(r'health_check \{\s*path\s*=\s*"([^"]+)"', text)
+    assert path == "/healthz"
+    scaling = (ROOT / "docs" / "scaling.md").read_text()
+    [health] = [line for line in scaling.split("\n- ") if line.startswith("Health:")]
+    assert "ECS" in health
+    assert "`/healthz`" in health
+    assert "target group checks `/healthz`" in " ".join((DEPLOY / "README.md").read_text().split())

@@ -7,6 +7,7 @@ import asyncio
 import json
 import socket
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -338,6 +339,29 @@ async def test_messages_listing_and_clearing(graph_emulator: RunningEmulator, ht
         assert response.status == 200
     async with http.get(f"{graph_emulator.base_url}/_emulator/messages") as response:
         assert await response.json() == []
+
+
+async def test_messages_listing_waits_for_a_send(graph_emulator: RunningEmulator, http: aiohttp.ClientSession) -> None:
+    """?recipient=&since=&wait= answers as soon as a matching send arrives, and [] once the wait is over."""
+    graph_emulator.open_window(IG_ACCOUNT.account_id, USER)
+    since = int(time.time() * 1000)
+    url = f"{graph_emulator.base_url}/_emulator/messages"
+    waiting = asyncio.ensure_future(http.get(url, params={"recipient": USER, "since": str(since), "wait": "10"}))
+    await asyncio.sleep(0.2)
+    assert not waiting.done()
+    started = time.monotonic()
+    await post_ig(http, graph_emulator, text_body("awaited"))
+    async with await waiting as response:
+        listed = await response.json()
+    assert time.monotonic() - started < 2
+    assert [sent["body"]["message"]["text"] for sent in listed] == ["awaited"]
+    later = int(time.time() * 1000) + 1
+    async with http.get(url, params={"since": str(later), "wait": "0.3"}) as response:
+        assert await response.json() == []
+    async with http.get(url, params={"recipient": "someone-else"}) as response:
+        assert await response.json() == []
+    async with http.get(url, params={"wait": "soon"}) as response:
+        assert response.status == 400
 
 
 async def test_stats_count_every_accepted_send(

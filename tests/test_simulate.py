@@ -89,3 +89,19 @@ async def test_unreachable_gateway_fails_fast() -> None:
     assert time.monotonic() - started < 5.0
     assert report.statuses == Counter({"connection-error": 3})
     assert report.failed == 3
+
+
+def test_echo_flags_reach_the_plan(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--app-id and --human-echoes shape the echoes; without --app-id, IGW_APP_ID (as dev.env sets it) is used."""
+    from igw_tools.cli import build_parser
+    from igw_tools.commands.simulate import _plan_from_args
+
+    monkeypatch.setenv("IGW_APP_ID", "4242")
+    args = build_parser().parse_args(["simulate", "--mix", "--secret", "s", "--human-echoes", "0.2"])
+    plan = _plan_from_args(args)
+    assert (plan.app_id, plan.human_echo_share) == ("4242", 0.2)
+    args = build_parser().parse_args(["simulate", "--mix", "--secret", "s", "--app-id", "77"])
+    assert _plan_from_args(args).app_id == "77"
+    args = build_parser().parse_args(["simulate", "--mix", "--secret", "s", "--human-echoes", "2"])
+    with pytest.raises(ValueError, match="--human-echoes"):
+        _plan_from_args(args)

@@ -100,6 +100,26 @@ def test_default_accounts_are_the_dev_stacks() -> None:
     assert DEFAULT_ACCOUNT_IDS == {"instagram": DEV_INSTAGRAM_ACCOUNT, "messenger": DEV_PAGE_ACCOUNT}
 
 
+def _echo_app_ids(generator: TrafficGenerator, count: int) -> Counter[str]:
+    app_ids: Counter[str] = Counter()
+    for event in normalize(generator.next("echo", batch=count).body, 1_764_000_000_000).events:
+        app_ids[str(event.envelope["message"]["app_id"])] += 1
+    return app_ids
+
+
+def test_echoes_carry_the_apps_id_and_a_small_share_a_persons() -> None:
+    """Most echoes are of the agent's own replies (this app's id); about the configured share are a person's."""
+    from igw_tools.simulator import DEFAULT_HUMAN_ECHO_SHARE, DEV_APP_ID, PERSON_APP_ID
+
+    app_ids = _echo_app_ids(TrafficGenerator(seed=3), 2000)
+    assert set(app_ids) == {DEV_APP_ID, PERSON_APP_ID}
+    assert abs(app_ids[PERSON_APP_ID] / 2000 - DEFAULT_HUMAN_ECHO_SHARE) < 0.02
+    assert _echo_app_ids(TrafficGenerator(seed=3, human_echo_share=0.0, app_id="555"), 200) == {"555": 200}
+    assert _echo_app_ids(TrafficGenerator(seed=3, human_echo_share=1.0), 50) == {PERSON_APP_ID: 50}
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        TrafficGenerator(human_echo_share=1.5)
+
+
 def test_dashboard_test_is_metas_sample_for_the_local_account() -> None:
     """--dashboard-test's body is Meta's dashboard DM in changes form (timestamp a string of seconds), for the
     generator's account and stamped now: one message from the dashboard's user, the id of Meta's own sample."""

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 from typing import Any
 
 from aiokafka.errors import KafkaConnectionError
 
 from consumers.agent_replies.settings import AgentSettings
-from consumers.common.runner import run_main, stop_on_signals
+from consumers.common.runner import run_consumer
 from igw.config import LOG_FORMATS, LOG_LEVELS, Env, LogSettings
 from igw.logs import configure_logging
 from igw.preflight import METRICS_LISTEN, check_kafka, check_listen, kafka_unreachable
@@ -48,25 +47,16 @@ def run(args: argparse.Namespace) -> int:
     consumer = settings.consumer
     check_listen(consumer.metrics_host, consumer.metrics_port, settings=METRICS_LISTEN)
 
-    async def main() -> int:
+    async def main(stop: asyncio.Event, started: asyncio.Event) -> int:
         from consumers.agent_replies.service import run_agent
 
         await check_kafka(consumer.kafka)
         configure_logging(logs.level, logs.format)
-        stop = asyncio.Event()
-        undo = stop_on_signals(stop, asyncio.current_task())
         try:
-            await run_agent(settings, stop)
+            await run_agent(settings, stop, started=started)
         except KafkaConnectionError:
             # Kafka went away between the check and the start; aiokafka raises this only while connecting.
             raise kafka_unreachable(consumer.kafka) from None
-        finally:
-            undo()
         return 0
 
-    try:
-        return run_main(main)
-    except asyncio.CancelledError:
-        # A second signal: the events in hand stay uncommitted and are replayed on the next start.
-        logging.getLogger(__name__).warning("stopped before the work in hand finished")
-        return 1
+    return run_consumer(main)

@@ -38,12 +38,21 @@ from consumers.common.lag import lag_sampler
 from consumers.common.metrics import ConsumerMetrics
 from consumers.common.metrics_server import create_metrics_app, serve_metrics
 from consumers.common.partitioner import CachedPartitioner
-from consumers.common.runner import CommitOnRevoke, OffsetTracker, Ticket, commit_finished, drain, poll_loop
+from consumers.common.runner import (
+    CommitOnRevoke,
+    OffsetTracker,
+    Ticket,
+    commit_finished,
+    drain,
+    poll_loop,
+    stop_consumer,
+)
 from consumers.common.tasks import background
 from consumers.send_api.client import SendApiClient
 from consumers.send_api.metrics import SendApiMetrics
 from igw.envelope import Topic
 from igw.metrics import process_registry
+from igw.producers import start_producer
 from igw.topics import ensure_topics
 
 __all__ = ["build_agent", "build_store", "run_agent"]
@@ -143,7 +152,7 @@ async def run_agent(
             compression_type=None if kafka.compression == "none" else kafka.compression,
             partitioner=CachedPartitioner(),
         )
-        await producer.start()
+        await start_producer(producer, kafka)
         stack.push_async_callback(producer.stop)
         publisher = OutcomePublisher(producer, kafka.topic(Topic.REPLIES), kafka.topic(Topic.DEADLETTER), metrics)
         wake_gauges = asyncio.Event()
@@ -198,9 +207,9 @@ async def run_agent(
                 serve_metrics(app, settings.consumer.metrics_host, settings.consumer.metrics_port)
             )
         consumer.subscribe(list(settings.consumer.topics), listener=listener)
-        await consumer.start()
-        log.info("agent consumer started: %s", settings.describe())
         try:
+            await consumer.start()  # inside: a stop signal may cancel start-up here, and stop() must follow
+            log.info("agent consumer started: %s", settings.describe())
             async with lag_sampler(
                 consumer, consumer_metrics, settings.consumer.topics, settings.consumer.lag_interval_seconds
             ):
@@ -220,4 +229,4 @@ async def run_agent(
         finally:
             await scheduler.close()
             await commit_finished(consumer, tracker)
-            await consumer.stop()
+            await stop_consumer(consumer)

@@ -9,7 +9,7 @@ from aiokafka.errors import KafkaConnectionError
 
 from consumers.analytics.service import run_analytics
 from consumers.analytics.settings import AnalyticsSettings
-from consumers.common.runner import run_main, stop_on_signals
+from consumers.common.runner import run_consumer
 from igw.config import LOG_FORMATS, LOG_LEVELS, Env, LogSettings
 from igw.logs import configure_logging
 from igw.preflight import METRICS_LISTEN, check_kafka, check_listen, kafka_unreachable
@@ -45,17 +45,13 @@ def main(args: argparse.Namespace) -> int:
         settings=METRICS_LISTEN,
     )
 
-    async def run() -> int:
+    async def run(stop: asyncio.Event, started: asyncio.Event) -> int:
         await check_kafka(consumer.kafka)
         configure_logging(logs.level, logs.format)
-        stop = asyncio.Event()
-        undo = stop_on_signals(stop, asyncio.current_task())
         try:
-            return await run_analytics(settings, stop)
+            return await run_analytics(settings, stop, started=started)
         except KafkaConnectionError:
             # Kafka went away between the check and the start; aiokafka raises this only while connecting.
             raise kafka_unreachable(consumer.kafka) from None
-        finally:
-            undo()
 
-    return run_main(run)
+    return run_consumer(run)

@@ -26,7 +26,14 @@ from consumers.analytics.settings import TOPICS, AnalyticsSettings
 from consumers.common.lag import lag_sampler
 from consumers.common.metrics import ConsumerMetrics
 from consumers.common.metrics_server import create_metrics_app, serve_metrics
-from consumers.common.runner import CommitOnRevoke, OffsetTracker, commit_finished, drain, poll_batches
+from consumers.common.runner import (
+    CommitOnRevoke,
+    OffsetTracker,
+    commit_finished,
+    drain,
+    poll_batches,
+    stop_consumer,
+)
 from consumers.common.tasks import background
 from igw.keystore import open_keystore
 from igw.metrics import process_registry
@@ -73,12 +80,17 @@ def _day_label(day: int) -> str:
 
 
 async def run_analytics(
-    settings: AnalyticsSettings, stop: asyncio.Event, *, registry: CollectorRegistry | None = None
+    settings: AnalyticsSettings,
+    stop: asyncio.Event,
+    *,
+    registry: CollectorRegistry | None = None,
+    started: asyncio.Event | None = None,
 ) -> int:
     """Consume until ``stop`` is set; returns the exit status.
 
     The process's metrics (``igw_biz_*`` and the consumer group's) go to ``registry``, a new one by
-    default, which ``/metrics`` serves.
+    default, which ``/metrics`` serves. ``started`` is set once the consumer has joined its group
+    and received its partitions.
     """
     registry = registry if registry is not None else process_registry()
     c = settings.consumer
@@ -92,7 +104,11 @@ async def run_analytics(
     aggregator = Aggregator(settings, AnalyticsMetrics(registry), rollup=buffer, opener=opener)
     short_names = settings.topics()
     tracker = OffsetTracker()
-    listener = CommitOnRevoke(tracker, drain_timeout=c.shutdown_timeout_seconds)
+    listener = CommitOnRevoke(
+        tracker,
+        drain_timeout=c.shutdown_timeout_seconds,
+        on_assigned=None if started is None else (lambda _partitions: started.set()),
+    )
     consumer = AIOKafkaConsumer(**c.consumer_kwargs())
     listener.consumer = consumer
     consumer.subscribe(list(short_names), listener=listener)
@@ -122,8 +138,9 @@ async def run_analytics(
     app = create_metrics_app(registry, ready)
     async with contextlib.AsyncExitStack() as stack:
         await stack.enter_async_context(serve_metrics(app, c.metrics_host, c.metrics_port))
+        # Registered first: a stop signal may cancel start-up inside start(), and stop() must follow.
+        stack.push_async_callback(stop_consumer, consumer)
         await consumer.start()
-        stack.push_async_callback(consumer.stop)
         if buffer is not None:
             await stack.enter_async_context(rollup_flusher(settings, aggregator, buffer))
         await stack.enter_async_context(lag_sampler(consumer, consumer_metrics, c.topics, c.lag_interval_seconds))

@@ -4,8 +4,11 @@ The pieces, used together by each consumer:
 
 - :func:`run_main` runs the process's main coroutine as every igw process runs (``igw.runtime``):
   uvloop when installed, garbage collections rarer.
-- :func:`stop_on_signals`: the first SIGTERM or SIGINT asks the consumer to stop polling, finish
-  the work in hand and commit; a second one cancels the main task (the impatient operator).
+- :func:`run_consumer` runs a consumer's main coroutine with :class:`StopSignals`: the first SIGTERM
+  or SIGINT asks the consumer to stop polling, finish the work in hand and commit; a second one
+  cancels the main task (the impatient operator). Before the consumer has joined its group there
+  is no work in hand: the first signal cancels start-up at once.
+- :func:`stop_consumer` closes the Kafka consumer within a bound, whatever the group or broker do.
 - :class:`OffsetTracker` knows, per partition, the lowest offset whose work is not finished:
   records may finish out of order (independent conversations run concurrently), and the group may
   only commit up to the first unfinished one, so a crash replays unfinished work and nothing else.
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import signal
 import time
@@ -39,13 +43,16 @@ __all__ = [
     "CommitOnRevoke",
     "OffsetTracker",
     "PartitionOffsets",
+    "StopSignals",
+    "Stopping",
     "Submit",
     "Ticket",
     "commit_finished",
     "poll_batches",
     "poll_loop",
+    "run_consumer",
     "run_main",
-    "stop_on_signals",
+    "stop_consumer",
 ]
 
 log = logging.getLogger(__name__)
@@ -57,27 +64,115 @@ def run_main(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
     return run(main())
 
 
-def stop_on_signals(stop: asyncio.Event, task: asyncio.Task[Any] | None = None) -> Callable[[], None]:
-    """SIGTERM/SIGINT set ``stop``; a second signal cancels ``task``. Returns a function undoing it."""
-    loop = asyncio.get_running_loop()
-    signals = (signal.SIGTERM, signal.SIGINT)
+class Stopping(enum.Enum):
+    """Where a consumer process is in stopping; :class:`StopSignals` moves it on each signal.
 
-    def handle(signame: str) -> None:
-        if not stop.is_set():
-            log.info("%s received: finishing the work in hand, then stopping", signame)
-            stop.set()
-        elif task is not None:
-            log.warning("%s received again: stopping now without waiting for work in hand", signame)
-            task.cancel()
+    ::
 
-    for sig in signals:
-        loop.add_signal_handler(sig, handle, sig.name)
+        RUNNING ──signal, group not joined yet──▶ START_CANCELLED   main task cancelled; exit 0
+           │
+           └──signal, joined──▶ DRAINING ──signal──▶ HALTED         stop set; then task cancelled; exit 1
+    """
 
-    def undo() -> None:
-        for sig in signals:
+    RUNNING = "running"
+    START_CANCELLED = "start_cancelled"  # start-up (topics, connecting, the group join) abandoned: nothing in hand
+    DRAINING = "draining"  # no new work; the work in hand finishes and is committed
+    HALTED = "halted"  # a second signal: work in hand is left uncommitted, to be replayed
+
+
+class StopSignals:
+    """What SIGTERM and SIGINT do to a consumer process, by phase (:class:`Stopping`).
+
+    Until ``started`` is set (the consumer joined its group and got its partitions) there is no
+    work in hand, and start-up can take seconds (a group join waits on the broker; with the broker
+    gone, for ever): the first signal cancels ``task`` at once. Afterwards it sets ``stop`` so the
+    work in hand finishes, and a second one cancels ``task`` (the impatient operator).
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self, stop: asyncio.Event, task: asyncio.Task[Any], started: asyncio.Event) -> None:
+        self.stop = stop
+        self.task = task
+        self.started = started
+        self.state = Stopping.RUNNING
+
+    def install(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in self.SIGNALS:
+            loop.add_signal_handler(sig, self.handle, sig.name)
+
+    def uninstall(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in self.SIGNALS:
             loop.remove_signal_handler(sig)
 
-    return undo
+    def handle(self, signame: str) -> None:
+        if self.state is Stopping.RUNNING and not self.started.is_set():
+            log.info("%s received during start-up: stopping now", signame)
+            self.state = Stopping.START_CANCELLED
+            self.stop.set()
+            self.task.cancel()
+        elif self.state is Stopping.RUNNING:
+            log.info("%s received: finishing the work in hand, then stopping", signame)
+            self.state = Stopping.DRAINING
+            self.stop.set()
+        elif self.state is Stopping.DRAINING:
+            log.warning("%s received again: stopping now without waiting for work in hand", signame)
+            self.state = Stopping.HALTED
+            self.task.cancel()
+
+    def exit_status(self) -> int:
+        """The process's exit status once its main task was cancelled by a signal."""
+        if self.state is Stopping.START_CANCELLED:
+            log.info("stopped during start-up")
+            return 0
+        # A second signal: the events in hand stay uncommitted and are replayed on the next start.
+        log.warning("stopped before the work in hand finished")
+        return 1
+
+
+def run_consumer(main: Callable[[asyncio.Event, asyncio.Event], Coroutine[Any, Any, int]]) -> int:
+    """Run a consumer's ``main(stop, started)`` with :class:`StopSignals`; returns the exit status."""
+    signals: StopSignals | None = None
+
+    async def guarded() -> int:
+        nonlocal signals
+        task = asyncio.current_task()
+        assert task is not None
+        signals = StopSignals(asyncio.Event(), task, asyncio.Event())
+        signals.install()
+        try:
+            return await main(signals.stop, signals.started)
+        finally:
+            signals.uninstall()
+
+    try:
+        return run_main(guarded)
+    except asyncio.CancelledError:
+        if signals is None:  # pragma: no cover - cancelled before main began
+            raise
+        return signals.exit_status()
+
+
+async def stop_consumer(consumer: Any, timeout: float = 3.0) -> None:
+    """``consumer.stop()``, waiting at most ``timeout`` seconds.
+
+    aiokafka's ``stop()`` lets a group join in progress finish first (a broker holds a join for up
+    to the rebalance timeout; Tansu for half the session timeout) and then sends LeaveGroup, which
+    waits out the request timeout when the broker is gone. A stopping process must not sit out its
+    orchestrator's grace period for either: past ``timeout``, it leaves without them (the broker
+    drops the member after its session timeout).
+    """
+    stopping = asyncio.ensure_future(consumer.stop())
+    done, _ = await asyncio.wait({stopping}, timeout=timeout)
+    if done:
+        stopping.result()
+        return
+    log.warning("the Kafka consumer did not close within %.0f s (a group join, or the broker gone); leaving", timeout)
+    stopping.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await stopping
 
 
 class PartitionOffsets:
@@ -396,16 +491,35 @@ async def _fetched(
     commit_interval: float,
 ) -> AsyncGenerator[tuple[TopicPartition, list[Any]], None]:
     """Each partition's records of each fetch until ``stop`` is set, counted; between fetches,
-    the finished offsets are committed every ``commit_interval`` seconds."""
+    the finished offsets are committed every ``commit_interval`` seconds.
+
+    Each fetch races ``stop``: while the group rebalances, aiokafka's ``getmany`` waits for the
+    new assignment however long the join takes (seconds; for ever with the broker gone), and a
+    stop signal must not wait for that. A fetch cancelled there has handed out nothing.
+    """
     last_commit = time.monotonic()
-    while not stop.is_set():
-        batch = await consumer.getmany(timeout_ms=poll_timeout_ms, max_records=max_records)
-        for tp, records in batch.items():
-            metrics.count_records(tp.topic, len(records))
-            yield tp, records
-        if time.monotonic() - last_commit >= commit_interval:
-            await commit_finished(consumer, tracker)
-            last_commit = time.monotonic()
+    stopped = asyncio.ensure_future(stop.wait())
+    fetch: asyncio.Future[dict[TopicPartition, list[Any]]] | None = None
+    try:
+        while not stop.is_set():
+            fetch = asyncio.ensure_future(consumer.getmany(timeout_ms=poll_timeout_ms, max_records=max_records))
+            await asyncio.wait((fetch, stopped), return_when=asyncio.FIRST_COMPLETED)
+            if not fetch.done():
+                break
+            batch = fetch.result()
+            fetch = None
+            for tp, records in batch.items():
+                metrics.count_records(tp.topic, len(records))
+                yield tp, records
+            if time.monotonic() - last_commit >= commit_interval:
+                await commit_finished(consumer, tracker)
+                last_commit = time.monotonic()
+    finally:
+        stopped.cancel()
+        if fetch is not None and not fetch.done():
+            fetch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await fetch
 
 
 async def drain(tracker: OffsetTracker, timeout: float) -> bool:

@@ -10,7 +10,7 @@ from typing import Any
 
 from aiokafka.errors import KafkaConnectionError
 
-from consumers.common.runner import run_main, stop_on_signals
+from consumers.common.runner import run_consumer
 from consumers.reconcile.settings import ReconcileSettings
 from igw.config import LOG_FORMATS, LOG_LEVELS, Env, LogSettings
 from igw.errors import StartupError
@@ -57,15 +57,20 @@ def run(args: argparse.Namespace) -> int:
     if not args.once:
         check_listen(settings.metrics_host, settings.metrics_port, settings=METRICS_LISTEN)
 
-    async def main() -> int:
+    async def main(stop: asyncio.Event, started: asyncio.Event) -> int:
         from consumers.reconcile.service import run_reconcile
 
         await check_kafka(settings.kafka)
         configure_logging(logs.level, logs.format)
-        stop = asyncio.Event()
-        undo = stop_on_signals(stop, asyncio.current_task())
+        # ``started`` stays unset: reconcile holds nothing a stop could lose (a pass publishes by event
+        # id and the next pass finds what this one did not), so a signal at any moment ends it at once.
         try:
             report = await run_reconcile(settings, stop, once=args.once)
+        except asyncio.CancelledError:
+            if not args.once:
+                raise
+            logging.getLogger(__name__).warning("stopped during a pass; the next pass finds what this one did not")
+            return EXIT_INCOMPLETE
         except KafkaConnectionError:
             # Kafka went away between the check and the start; aiokafka raises this only while connecting.
             raise kafka_unreachable(settings.kafka) from None
@@ -75,8 +80,6 @@ def run(args: argparse.Namespace) -> int:
             logging.getLogger(__name__).debug("reconcile failed", exc_info=True)
             sys.stderr.write(f"igw reconcile: failed: {type(exc).__name__}: {exc}\n")
             return EXIT_INCOMPLETE
-        finally:
-            undo()
         if report is None:
             return 0
         sys.stdout.write(f"igw reconcile: {report.summary()}\n")
@@ -85,8 +88,4 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_INCOMPLETE
         return 0
 
-    try:
-        return run_main(main)
-    except asyncio.CancelledError:
-        logging.getLogger(__name__).warning("stopped during a pass; the next pass finds what this one did not")
-        return EXIT_INCOMPLETE
+    return run_consumer(main)

@@ -29,9 +29,11 @@ from consumers.reconcile.reconciler import PassReport, Reconciler
 from consumers.reconcile.settings import ReconcileSettings
 from igw.config import KafkaSettings
 from igw.envelope import Topic
-from igw.errors import BrokerUnavailable
+from igw.errors import BrokerUnavailable, KeyStoreUnavailable
+from igw.keystore import open_keystore
 from igw.normalize import Event
 from igw.records import event_record
+from igw.sealing import Sealer
 from igw.topics import ensure_topics
 
 __all__ = ["KafkaPublisher", "run_reconcile"]
@@ -44,8 +46,10 @@ TAIL_SECONDS = 2.0
 class KafkaPublisher:
     """Recovered events as the gateway's records (same topic, key, headers); Kafka errors as igw's own."""
 
-    def __init__(self, kafka: KafkaSettings) -> None:
+    def __init__(self, kafka: KafkaSettings, sealer: Sealer | None = None) -> None:
         self._kafka = kafka
+        # With IGW_CONTENT_KEYS, each person's content is sealed as the gateway seals it.
+        self._sealer = sealer
         self._producer = AIOKafkaProducer(
             **kafka.client_kwargs(),
             client_id=f"{kafka.client_id}-reconcile",
@@ -65,6 +69,12 @@ class KafkaPublisher:
         await self._producer.stop()
 
     async def publish(self, events: Sequence[Event]) -> None:
+        if self._sealer is not None:
+            try:
+                await self._sealer.prepare(events)
+            except Exception as exc:  # the store did not answer: the next pass tries again
+                raise KeyStoreUnavailable(f"content key store: {type(exc).__name__}") from exc
+            events = [self._sealer.seal(event) for event in events]
         try:
             futures = []
             for event in events:
@@ -126,7 +136,15 @@ async def run_reconcile(
         index = DeliveredIndex(kafka, kafka.topic(Topic.MESSAGES))
         await index.start()
         stack.push_async_callback(index.stop)
-        publisher = KafkaPublisher(kafka)
+        sealer: Sealer | None = None
+        if settings.content_keys is not None:
+            keys = open_keystore(settings.content_keys)
+            stack.push_async_callback(keys.close)
+            sealer = Sealer(keys)
+            await sealer.refresh()
+            watch = asyncio.create_task(sealer.watch(), name="reconcile-content-keys")
+            stack.callback(watch.cancel)
+        publisher = KafkaPublisher(kafka, sealer)
         await publisher.start()
         stack.push_async_callback(publisher.stop)
         reconciler = Reconciler(settings, reader, index, publisher, metrics)

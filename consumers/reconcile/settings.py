@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from consumers.send_api.settings import SendApiSettings
 from igw.config import Env, KafkaSettings, Secret
 from igw.errors import SettingsError
+from igw.keystore import keystore_url
 
 __all__ = ["DEFAULT_METRICS_PORT", "MAX_MESSAGES_PER_CONVERSATION", "ReconcileSettings"]
 
@@ -51,6 +52,8 @@ class ReconcileSettings:
     metrics_host: str = "0.0.0.0"  # noqa: S104 - the metrics port is scraped from outside the container
     metrics_port: int = DEFAULT_METRICS_PORT
     create_topics: bool = True
+    # Per-person content keys (docs/privacy.md): recovered envelopes are sealed like the gateway's.
+    content_keys: str | None = None
     shutdown_timeout_seconds: float = 20.0
 
     @classmethod
@@ -129,6 +132,7 @@ class ReconcileSettings:
                 else env.port("IGW_METRICS_PORT", d.metrics_port, allow_zero=True)
             ),
             create_topics=env.bool("IGW_CREATE_TOPICS", d.create_topics),
+            content_keys=keystore_url(env, "IGW_CONTENT_KEYS"),
             shutdown_timeout_seconds=env.float("IGW_SHUTDOWN_TIMEOUT_SECONDS", d.shutdown_timeout_seconds, min_value=0),
         )
 

@@ -97,7 +97,15 @@ resource "aws_ecs_task_definition" "gateway" {
         startPeriod = 20
       }
       # Above IGW_SHUTDOWN_TIMEOUT_SECONDS (20 s), so in-flight webhooks are drained and flushed.
-      stopTimeout = 30
+      stopTimeout            = 30
+      user                   = "10001:10001"
+      readonlyRootFilesystem = true
+      # Task storage. The spool's path is the image's VOLUME: Fargate copies the image's directory
+      # (owner 10001) there. /tmp stays root-owned; the gateway writes nothing to it (deploy/README.md).
+      mountPoints = [
+        { sourceVolume = "tmp", containerPath = "/tmp" },
+        { sourceVolume = "spool", containerPath = "/var/lib/igw/spool" },
+      ]
       logConfiguration = {
         logDriver = "awslogs"
         options = {
@@ -108,6 +116,13 @@ resource "aws_ecs_task_definition" "gateway" {
       }
     }
   ])
+
+  volume {
+    name = "tmp"
+  }
+  volume {
+    name = "spool"
+  }
 }
 
 resource "aws_lb_target_group" "gateway" {
@@ -116,8 +131,9 @@ resource "aws_lb_target_group" "gateway" {
   protocol    = "HTTP"
   target_type = "ip"
   vpc_id      = var.vpc_id
-  # /healthz, not /readyz: during a Kafka outage the gateway keeps answering (503, so Meta
-  # retries); replacing every task then would only add restarts to the outage.
+  # /healthz, not /readyz: ECS replaces a task its load balancer calls unhealthy, so this check
+  # is a liveness check. During a Kafka outage the gateway keeps answering (from its spool, or 503
+  # so Meta retries); replacing every task then would only add restarts to the outage.
   health_check {
     path                = "/healthz"
     matcher             = "200"

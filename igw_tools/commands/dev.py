@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,17 +13,8 @@ from typing import Any
 from consumers.agent_replies.settings import SAMPLE_RULES
 from igw.config import Env, KafkaSettings
 from igw.errors import ListenError
-from igw_tools.devstack import (
-    DEV_INSTAGRAM_ACCOUNT,
-    Component,
-    DevSecrets,
-    DevStack,
-    Ports,
-    busy_ports,
-    child_env,
-    environ,
-    python_igw,
-)
+from igw_tools.devenv import DevSecrets, Ports, child_env, write_env_file
+from igw_tools.devstack import Component, DevStack, busy_ports, python_igw
 from igw_tools.localbroker import resolve_broker_binary
 
 
@@ -30,7 +23,8 @@ def register(subparsers: Any) -> None:
         "dev",
         help="run the local stack: broker, gateway, agent, analytics, reconcile and the Graph API emulator",
         description="Development only. Starts a local Kafka-protocol broker (Tansu) and every igw process "
-        "with prefixed logs; Ctrl-C stops all of it. Secrets are generated once into <state-dir>/dev.env.",
+        "with prefixed logs; Ctrl-C (or SIGTERM, or closing the terminal) stops all of it. Secrets are generated "
+        "once into <state-dir>/dev.env, with the settings a tool needs to reach the stack (source it).",
     )
     defaults = Ports()
     parser.add_argument("--port", type=int, default=defaults.gateway, help="gateway port (default 8080)")
@@ -53,25 +47,31 @@ def components(ports: Ports) -> list[Component]:
         ),
         Component("gateway", python_igw("gateway", "--port", str(ports.gateway)), ports.gateway, "/readyz"),
         Component(
-            "agent", python_igw("agent", "--metrics-port", str(ports.agent_metrics)), ports.agent_metrics, "/readyz"
+            "agent",
+            python_igw("agent", "--metrics-port", str(ports.agent_metrics)),
+            ports.agent_metrics,
+            "/readyz",
+            "joining its consumer group",
         ),
         Component(
             "analytics",
             python_igw("analytics", "--metrics-port", str(ports.analytics_metrics)),
             ports.analytics_metrics,
             "/readyz",
+            "joining its consumer group",
         ),
         Component(
             "reconcile",
             python_igw("reconcile", "--metrics-port", str(ports.reconcile_metrics)),
             ports.reconcile_metrics,
             "/readyz",
+            "reading what Kafka holds",
         ),
     ]
 
 
 def run(args: argparse.Namespace) -> int:
-    base = environ()
+    base = dict(os.environ)
     resolve_broker_binary(base)  # a bad IGW_TANSU_BIN stops here, before anything is written or started
     ports = Ports(
         args.port,
@@ -84,7 +84,10 @@ def run(args: argparse.Namespace) -> int:
     busy = busy_ports(ports)
     if busy:
         ports_are = f"port {busy[0]} is" if len(busy) == 1 else f"ports {', '.join(busy)} are"
-        raise ListenError(f"{ports_are} already in use", "stop what holds them, or choose others with those flags")
+        raise ListenError(
+            f"{ports_are} already in use",
+            "stop what holds them, or choose others with those flags; with make: make run ARGS='--port 18080'",
+        )
     kafka = KafkaSettings.from_env(Env(base))
     kafka = KafkaSettings(
         bootstrap_servers=f"127.0.0.1:{ports.kafka}",
@@ -94,36 +97,41 @@ def run(args: argparse.Namespace) -> int:
     )
     state_dir: Path = args.state_dir
     dev = DevSecrets.load_or_create(state_dir, base)
+    state_dir.mkdir(parents=True, exist_ok=True)
     accounts = dev.accounts_file(state_dir)
     env = child_env(base, dev, kafka, ports, accounts, spool_dir=state_dir / "spool")
     env.setdefault("IGW_RULES_FILE", str(SAMPLE_RULES))  # the clinic sample, unless you name your own
-    # Tansu holds a group join for about half the rebalance timeout: keep it short on a laptop.
-    env.setdefault("IGW_CONSUMER_MAX_POLL_INTERVAL_MS", "10000")
     # A pass every 30 s; a message 10 s old that no webhook brought counts as dropped (igw simulate --drop).
     env.setdefault("IGW_RECONCILE_INTERVAL_SECONDS", "30")
     env.setdefault("IGW_RECONCILE_MIN_AGE_SECONDS", "10")
+    env_file = state_dir / "dev.env"
+    write_env_file(env_file, dev, env)
     url = f"http://127.0.0.1:{ports.gateway}/api/v1/instagram/webhook"
+    igw = Path(sys.executable).with_name("igw")
     banner = [
-        f"gateway   {url}",
-        f"emulator  http://127.0.0.1:{ports.emulator}/_emulator/messages (what the agent sent)",
-        f"metrics   gateway http://127.0.0.1:{ports.gateway}/metrics, agent http://127.0.0.1:{ports.agent_metrics}"
-        f"/metrics, analytics http://127.0.0.1:{ports.analytics_metrics}/metrics",
-        f"agent     rules from {env['IGW_RULES_FILE']}",
-        f"verify token {dev.verify_token}   app secret {dev.app_secret}   (saved in {state_dir / 'dev.env'})",
-        f"try: source {state_dir / 'dev.env'} && igw simulate --event message --account-id {DEV_INSTAGRAM_ACCOUNT}",
-        f"     add --emulator http://127.0.0.1:{ports.emulator} --drop 0.1 --count 50: reconcile recovers the dropped"
-        f" (http://127.0.0.1:{ports.reconcile_metrics}/metrics, igw_reconcile_recovered_total)",
+        f"gateway    {url}",
+        f"emulator   http://127.0.0.1:{ports.emulator}/_emulator/messages (what the agent sent)",
+        f"metrics    gateway http://127.0.0.1:{ports.gateway}/metrics, agent http://127.0.0.1:{ports.agent_metrics}"
+        f"/metrics, analytics http://127.0.0.1:{ports.analytics_metrics}/metrics, reconcile"
+        f" http://127.0.0.1:{ports.reconcile_metrics}/metrics",
+        f"agent      rules from {env['IGW_RULES_FILE']}",
+        *dev.banner_lines(env_file),
+        f"tools      source {env_file} (secrets, broker address, settings), then for example:",
+        f"           {_shown_path(igw) if igw.exists() else 'igw'} simulate --event message --url {url}",
+        f"           add --emulator http://127.0.0.1:{ports.emulator} --drop 0.1 --count 50: reconcile recovers"
+        " the dropped ones (igw_reconcile_recovered_total)",
         "Ctrl-C stops everything",
     ]
-    stack = DevStack(
-        components(ports),
-        kafka=kafka,
-        env=env,
-        state_dir=state_dir,
-        ports=ports,
-    )
+    stack = DevStack(components(ports), kafka=kafka, env=env, state_dir=state_dir, ports=ports)
     try:
         return asyncio.run(stack.run(banner))
     except RuntimeError as exc:
         print(f"igw dev: {exc}", file=sys.stderr)  # noqa: T201
         return 1
+
+
+def _shown_path(path: Path) -> str:
+    """``path`` relative to the working directory when it is below it (.venv/bin/igw), else absolute."""
+    with contextlib.suppress(ValueError):
+        return str(path.relative_to(Path.cwd()))
+    return str(path)

@@ -29,7 +29,15 @@ import orjson
 from gateway.settings import DEFAULT_WEBHOOK_PATH
 from gateway.signature import sign
 from igw.config import Env
-from igw_tools.simulator import EVENT_KINDS, Platform, SimulatedBody, TrafficGenerator
+from igw.errors import SettingsError
+from igw_tools.simulator import (
+    DEFAULT_HUMAN_ECHO_SHARE,
+    DEV_APP_ID,
+    EVENT_KINDS,
+    Platform,
+    SimulatedBody,
+    TrafficGenerator,
+)
 
 DEFAULT_URL = f"http://127.0.0.1:8080{DEFAULT_WEBHOOK_PATH}"
 
@@ -56,6 +64,8 @@ class SimulationPlan:
     # The Graph API emulator that keeps the conversations, and the share of bodies not delivered.
     emulator_url: str | None = None
     drop: float = 0.0
+    app_id: str = DEV_APP_ID  # echoes of the agent's replies carry it
+    human_echo_share: float = DEFAULT_HUMAN_ECHO_SHARE  # of the echoes, typed by a person
 
     def __post_init__(self) -> None:
         if self.count is None and self.duration is None:
@@ -66,6 +76,10 @@ class SimulationPlan:
             raise ValueError("duration must be positive")
         if not 0.0 <= self.drop < 1.0:
             raise ValueError("drop must be at least 0 and below 1")
+        if not 0.0 <= self.human_echo_share <= 1.0:
+            raise ValueError("--human-echoes must be between 0 and 1")
+        if not self.app_id.isdigit():
+            raise ValueError(f"--app-id takes the app's numeric id, got {self.app_id!r}")
         if self.dashboard_test and self.platform != "instagram":
             raise ValueError("--dashboard-test sends Instagram's dashboard test; leave out --platform messenger")
 
@@ -185,7 +199,12 @@ async def simulate(
 ) -> SimulationReport:
     """Run ``plan`` against the gateway and return the report. Never runs past its deadline."""
     generator = TrafficGenerator(
-        platform=plan.platform, account_id=plan.account_id, conversations=plan.conversations, seed=plan.seed
+        platform=plan.platform,
+        account_id=plan.account_id,
+        conversations=plan.conversations,
+        seed=plan.seed,
+        app_id=plan.app_id,
+        human_echo_share=plan.human_echo_share,
     )
     report = SimulationReport()
     limit = asyncio.Semaphore(plan.concurrency)
@@ -311,10 +330,11 @@ class ProgressPrinter:
 
 
 def _plan_from_args(args: argparse.Namespace) -> SimulationPlan:
+    env = Env()
     secret = args.secret
     if not secret:
         # Several comma-separated secrets (rotation): sign with the first, as Meta signs with one.
-        configured = Env().secrets(
+        configured = env.secrets(
             "INSTAGRAM_APP_SECRET", required_as="the app secret to sign bodies with", alternative="pass --secret"
         )
         secret = configured[0].value
@@ -341,7 +361,17 @@ def _plan_from_args(args: argparse.Namespace) -> SimulationPlan:
         seed=args.seed,
         emulator_url=args.emulator.rstrip("/") if args.emulator else None,
         drop=args.drop,
+        app_id=args.app_id or _app_id(env),
+        human_echo_share=args.human_echoes,
     )
+
+
+def _app_id(env: Env) -> str:
+    """IGW_APP_ID (as dev.env sets it), else the app id `igw dev` gives its agent."""
+    app_id = env.optional_str("IGW_APP_ID")
+    if app_id is not None and not app_id.isdigit():
+        raise SettingsError("IGW_APP_ID", f"expected the app's numeric id, got {app_id!r}")
+    return app_id or DEV_APP_ID
 
 
 def run(args: argparse.Namespace) -> int:
@@ -407,6 +437,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=0.0,
         help="share of bodies (0 to below 1) not delivered, as Meta sometimes loses webhooks; with --emulator,"
         " igw reconcile finds them (default 0)",
+    )
+    parser.add_argument(
+        "--app-id",
+        help=f"the app id echoes of the agent's replies carry (default: IGW_APP_ID, else igw dev's {DEV_APP_ID})",
+    )
+    parser.add_argument(
+        "--human-echoes",
+        type=float,
+        default=DEFAULT_HUMAN_ECHO_SHARE,
+        metavar="SHARE",
+        help="share of echoes typed by a person in the app, which pause the agent in that conversation "
+        f"(default {DEFAULT_HUMAN_ECHO_SHARE:g})",
     )
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
