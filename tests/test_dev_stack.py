@@ -193,6 +193,7 @@ async def test_dev_stack_serves_the_readme_walkthrough(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not DIES_WITH_PARENT, reason="PR_SET_PDEATHSIG is Linux only")
+@pytest.mark.kafka
 async def test_children_end_when_igw_dev_is_killed(tmp_path: Path) -> None:
     """SIGKILL to igw dev, which cannot clean up: the broker and every process still end and free their ports."""
     ports = {name: free_port() for name in ("gateway", "emulator", "kafka", "agent", "analytics", "reconcile")}
@@ -211,6 +212,7 @@ async def test_children_end_when_igw_dev_is_killed(tmp_path: Path) -> None:
     assert not open_ports, f"ports still open: {open_ports}"
 
 
+@pytest.mark.kafka
 async def test_sigterm_during_start_up_stops_everything(tmp_path: Path) -> None:
     """SIGTERM while the consumers join their groups (before the banner) stops everything within seconds."""
     ports = {name: free_port() for name in ("gateway", "emulator", "kafka", "agent", "analytics", "reconcile")}
