@@ -7,8 +7,8 @@ the load generator run natively, uncounted). Each measurement is two runs of the
 answering n signed one-message DMs and one answering 3n, after the same warm-up; the difference
 of their instruction totals over 2n is what one request costs, start-up and shutdown cancelled out.
 Every request must be answered 200. A wall-clock benchmark on a shared machine moves by several
-per cent from run to run; this figure by about 0.3 %, so it can tell whether a change of a
-microsecond (~6,000 instructions) pays (bench/README.md).
+per cent from run to run; this figure by under 1 % (mostly 0.1-0.3 %), and a microsecond is
+~6,000 instructions, so a few runs tell whether a change of a microsecond pays (bench/README.md).
 """
 
 from __future__ import annotations
