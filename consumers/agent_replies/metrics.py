@@ -6,13 +6,19 @@ from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
     "AGENT_CALL_DURATION",
+    "AMBIGUOUS_SENDS",
+    "DEAD_LETTERS",
+    "DEAD_LETTER_FAILURES",
     "IN_FLIGHT",
+    "LEASES_LOST",
     "LEDGER_HITS",
     "PAUSED_ACCOUNTS",
     "PAUSED_CONVERSATIONS",
     "REPLIES",
     "REPLY_LATENCY",
+    "RESUMED",
     "RETRIES",
+    "STORE_UP",
     "TAKEOVERS",
 ]
 
@@ -57,4 +63,34 @@ RETRIES = Counter(
 IN_FLIGHT = Gauge(
     "igw_agent_in_flight_events",
     "Inbound events fetched and not yet finished (queued, running or waiting to retry).",
+)
+STORE_UP = Gauge(
+    "igw_agent_store_up",
+    "1 while the ledger's store answers; 0 while it does not, and sending is paused (never without the ledger).",
+)
+AMBIGUOUS_SENDS = Counter(
+    "igw_agent_ambiguous_sends_total",
+    "Sends whose answer was lost (Meta may have taken them), by resolution: 'echo_confirmed' (Meta's echo "
+    "showed it arrived: not sent again), 'resent' (no echo within IGW_AGENT_ECHO_WAIT_SECONDS: sent again), "
+    "'late_echo' (an echo came after it was sent again: the user got it twice).",
+    ["resolution"],
+)
+RESUMED = Counter(
+    "igw_agent_resumed_total",
+    "Replies taken up again at a step of the ledger (after a crash, a lost lease or a rebalance), by step.",
+    ["step"],
+)
+LEASES_LOST = Counter(
+    "igw_agent_leases_lost_total",
+    "Events whose lease another worker took while this one still had them in hand (it was stalled past the lease).",
+)
+DEAD_LETTERS = Counter(
+    "igw_agent_dead_letters_total",
+    "Records sent to the dead-letter topic, by reason and form: 'verbatim', or 'truncated' (too large for the "
+    "topic: an envelope with the record's coordinates; the record itself stays in its topic until retention).",
+    ["reason", "form"],
+)
+DEAD_LETTER_FAILURES = Counter(
+    "igw_agent_dead_letter_failures_total",
+    "Dead letters Kafka did not take; the record is kept (uncommitted) and tried again.",
 )

@@ -49,13 +49,16 @@ class ConsumerSettings:
         topic_names: tuple[str, ...],
         default_metrics_port: int = 9100,
         kafka: KafkaSettings | None = None,
+        default_session_timeout_ms: int | None = None,
     ) -> ConsumerSettings:
         """Read the shared consumer variables; ``topic_names`` are igw's short names (``messages``)."""
         kafka_settings = kafka if kafka is not None else KafkaSettings.from_env(env)
         # Defaults come from a plain instance: mypy rejects class access to slotted fields.
         d = _DEFAULTS
         heartbeat = env.int("IGW_CONSUMER_HEARTBEAT_MS", d.heartbeat_interval_ms, min_value=100)
-        session = env.int("IGW_CONSUMER_SESSION_TIMEOUT_MS", d.session_timeout_ms, min_value=1000)
+        session = env.int(
+            "IGW_CONSUMER_SESSION_TIMEOUT_MS", default_session_timeout_ms or d.session_timeout_ms, min_value=1000
+        )
         if heartbeat >= session:
             raise SettingsError("IGW_CONSUMER_HEARTBEAT_MS", f"must be below the session timeout ({session} ms)")
         return cls(

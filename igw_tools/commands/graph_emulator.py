@@ -11,7 +11,8 @@ from aiohttp import web
 from aiohttp.log import access_logger
 
 from consumers.send_api.settings import load_accounts_file
-from igw.config import Env
+from igw.config import Env, Secret
+from igw.errors import SettingsError
 from igw_tools.graph_emulator import EmulatorAccessLogger, EmulatorConfig, create_emulator_app
 
 __all__ = ["register", "run"]
@@ -20,7 +21,7 @@ _DESCRIPTION = (
     "Run a LOCAL stand-in for Meta's Graph API Send endpoints, for development and tests. It is not "
     "Meta and never a production path: nothing it accepts reaches anyone. Point IGW_GRAPH_BASE_URL and "
     "IGW_INSTAGRAM_GRAPH_BASE_URL at it. Control endpoints: POST /_emulator/inbound, POST "
-    "/_emulator/failures, GET|DELETE /_emulator/messages, GET /healthz."
+    "/_emulator/failures, GET|DELETE /_emulator/messages, GET /_emulator/stats, GET /healthz."
 )
 
 
@@ -66,6 +67,18 @@ def register(subparsers: Any) -> None:
         default=defaults.max_records,
         help=f"newest sends kept for GET /_emulator/messages (default {defaults.max_records})",
     )
+    parser.add_argument(
+        "--echo-webhook",
+        default=None,
+        metavar="URL",
+        help="post the echo of every accepted message to this webhook URL (a gateway's), signed with "
+        "INSTAGRAM_APP_SECRET as Meta signs it",
+    )
+    parser.add_argument(
+        "--app-id",
+        default=defaults.app_id,
+        help=f"the app id in Messenger echoes (default {defaults.app_id}; set IGW_APP_ID of the agent to it)",
+    )
     parser.add_argument("--no-access-log", action="store_true", help="do not log every request")
     parser.set_defaults(func=run)
 
@@ -81,6 +94,14 @@ def build_config(args: argparse.Namespace, env: Env | None = None) -> EmulatorCo
     env = env or Env()
     accounts = load_accounts_file(args.accounts_file, env) if args.accounts_file is not None else ()
     defaults = EmulatorConfig()
+    echo_webhook = getattr(args, "echo_webhook", None)
+    echo_secret: Secret | None = None
+    if echo_webhook:
+        secrets = env.secret("INSTAGRAM_APP_SECRET")
+        if secrets is None:
+            raise SettingsError("INSTAGRAM_APP_SECRET", "is required with --echo-webhook: echoes are signed with it")
+        # The gateway accepts any of a comma-separated list; the first one signs.
+        echo_secret = Secret(secrets.value.split(",")[0].strip())
     return EmulatorConfig(
         accounts=accounts,
         enforce_window=not args.no_window,
@@ -90,6 +111,9 @@ def build_config(args: argparse.Namespace, env: Env | None = None) -> EmulatorCo
         ig_rate_per_second=getattr(args, "rate_ig", defaults.ig_rate_per_second),
         page_rate_per_second=getattr(args, "rate_page", defaults.page_rate_per_second),
         max_records=getattr(args, "max_records", defaults.max_records),
+        echo_webhook_url=echo_webhook,
+        echo_app_secret=echo_secret,
+        app_id=getattr(args, "app_id", defaults.app_id),
     )
 
 
