@@ -101,7 +101,7 @@ async def test_a_messenger_echo_confirms_the_part_in_flight(store: Store) -> Non
 
 
 async def test_an_instagram_echo_is_matched_by_recipient_and_text(store: Store) -> None:
-    """On Instagram the echo is matched by text to the oldest part in flight; other texts and stale entries do not match."""
+    """On Instagram an echo is matched by text to the oldest part in flight; other texts and stale entries are not."""
     index = ("acct", "user")
     fingerprint = text_fingerprint(ANSWER.parts[0])
     for event_id in ("ev7", "ev8"):
