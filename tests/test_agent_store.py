@@ -11,7 +11,7 @@ import pytest
 from consumers.agent_replies.ledger import Answer, Entry, Step, text_fingerprint
 from consumers.agent_replies.model import Button, Turn
 from consumers.agent_replies.redisstore import RedisStore
-from consumers.agent_replies.store import BeginKind, MemoryStore, SaveResult, Store, pending_member
+from consumers.agent_replies.store import BeginKind, MemoryStore, SaveResult, Store, Witnessed, pending_member
 from tests.plugins.agent import REDIS_URL
 
 ANSWER = Answer(("Hello!", "We open at 8."), (Button("Book", "BOOK"),), handover=False)
@@ -101,26 +101,28 @@ async def test_a_messenger_echo_confirms_the_part_in_flight(store: Store) -> Non
 
 
 async def test_an_instagram_echo_is_matched_by_recipient_and_text(store: Store) -> None:
-    """On Instagram an echo is matched by text to the oldest part in flight; other texts and stale entries are not."""
+    """On Instagram an echo is matched by text to the oldest part being sent; a finished reply's match is late."""
     index = ("acct", "user")
     fingerprint = text_fingerprint(ANSWER.parts[0])
     for event_id in ("ev7", "ev8"):
         await begin(store, event_id, "A")
         member = pending_member(event_id, 0, fingerprint)
         await store.save(event_id, "A", Entry(Step.SENDING, ANSWER, ()), lease=5, ttl=TTL, index=index, add=member)
-    # ev7's part came back with its id (finished): its index entry is gone, so the echo goes to ev8.
-    member7 = pending_member("ev7", 0, fingerprint)
-    await store.finish("ev7", Entry(Step.DONE, ANSWER, ("m_7",), outcome="sent"), ttl=TTL, index=index, remove=member7)
+    # ev7's part came back with its id and the reply is done: the next echo with that text is ev8's.
+    await store.finish("ev7", Entry(Step.DONE, ANSWER, ("m_7",), outcome="sent"), ttl=TTL)
     now = time.time()
-    other = text_fingerprint("something a person typed")
-    assert not await store.witness("acct", "user", "m_person", token=None, fingerprint=other, timestamp=now, ttl=TTL)
-    assert await store.witness("acct", "user", "m_7", token=None, fingerprint=fingerprint, timestamp=now, ttl=TTL)
-    assert await store.witness("acct", "user", "m_8", token=None, fingerprint=fingerprint, timestamp=now, ttl=TTL)
+
+    async def witness(mid: str, text_print: str) -> Witnessed:
+        return await store.witness("acct", "user", mid, token=None, fingerprint=text_print, timestamp=now, ttl=TTL)
+
+    assert await witness("m_person", text_fingerprint("something a person typed")) is Witnessed.NOT_OURS
+    assert await witness("m_7", fingerprint) is Witnessed.OURS  # ev7's own id
+    assert await witness("m_8", fingerprint) is Witnessed.OURS
     entry, _ = await store.peek("ev8")
     assert entry is not None
     assert entry.echoed == "m_8"
-    # Nothing left in flight with that text: a third identical echo is not ours.
-    assert not await store.witness("acct", "user", "m_x", token=None, fingerprint=fingerprint, timestamp=now, ttl=TTL)
+    # Nothing left being sent with that text and both replies done with other ids: this one is late.
+    assert await witness("m_x", fingerprint) is Witnessed.LATE
 
 
 async def test_pauses_stop_new_replies_not_replies_in_flight(store: Store) -> None:

@@ -14,10 +14,12 @@ in consumers/agent_replies/ledger.py, and docs/agent.md has the table of faults.
 - ``CONFIRM``: Meta echoes every message the app sends. The echo of part N (matched by the
   Messenger metadata token, or on Instagram by recipient and text) counts it as sent; no echo
   within ``IGW_AGENT_ECHO_WAIT_SECONDS`` -> ``SEND`` it again (counted: it may arrive twice).
+- ``PUBLISH``: the reply record (before the ledger's done, so that a crash between the two
+  publishes it twice, with one id, rather than never).
 - ``RECORD``: the ledger's ``done`` with Meta's ids (or the lease released), the history, the
-  handover pause. Only this is retried once ids came back: never the send.
-- ``PUBLISH``: the reply record. ``DEADLETTER``: the record to the dead-letter topic, until Kafka
-  takes it (nothing is dropped silently). Then ``FINISHED``: the offset may be committed.
+  handover pause. Only these are retried once ids came back: never the send.
+- ``DEADLETTER``: the record to the dead-letter topic, until Kafka takes it (nothing is dropped
+  silently). Then ``FINISHED``: the offset may be committed.
 - ``WITNESS`` (echoes only): an echo of a message the business sent is matched to the part it
   confirms; an echo that is not ours is a person answering, which pauses the conversation.
 
@@ -61,7 +63,7 @@ from consumers.agent_replies.model import InboundEvent, Turn
 from consumers.agent_replies.outcomes import Outcome, OutcomePublisher, Reason, ReplyRecord
 from consumers.agent_replies.scheduler import GiveUp
 from consumers.agent_replies.settings import AgentSettings
-from consumers.agent_replies.store import BeginKind, SaveResult, Store, StoreUnavailable, pending_member
+from consumers.agent_replies.store import BeginKind, SaveResult, Store, StoreUnavailable, Witnessed, pending_member
 from consumers.common.runner import Ticket
 from consumers.send_api.errors import ErrorClass, SendError
 from consumers.send_api.model import OutboundMessage, QuickReply, SendResult
@@ -140,10 +142,12 @@ class Job:
     mids: list[str] = field(default_factory=list)
     # CONFIRM: the store's time after which, without an echo, the part is sent again.
     confirm_until: float = 0.0
-    # The Instagram echo index entry of the part in flight, and an echo of it seen in this process.
+    # The part being sent: its echo key, its Instagram index entry, an echo of it seen in this
+    # process, and whether it is being sent again after no echo came.
+    watch_key: str | None = None
     pending: str | None = None
     echoed: str | None = None
-    watch_key: str | None = None
+    resent: bool = False
     decision: Decision | None = None
     # RECORD's writes done so far (ledger, history, pause), so that a retry does not repeat them.
     recorded: int = 0
@@ -202,6 +206,8 @@ class ReplyProcessor:
         self._in_flight: dict[str, deque[Job]] = {}
         self._ours: dict[str, None] = {}
         self._resent: dict[str, None] = {}
+        # Ids of replies recorded done by this process: their echoes need no store call.
+        self._recorded: dict[str, None] = {}
 
     def job(
         self, event: InboundEvent, ticket: Ticket, value: bytes | None, key: bytes | None, source: tuple[str, int, int]
@@ -302,7 +308,7 @@ class ReplyProcessor:
         else:
             # A part was handed to Meta and nobody knows whether it arrived: ask its echo first.
             log.info("event %s: part %d may have been sent before; looking for its echo", job.event.id, entry.cursor)
-            self._watch(job, entry.cursor)
+            self._watch(job, *self._echo_key(job, entry.cursor))
             job.confirm_until = entry.intent_at + self.settings.echo_wait_seconds
             job.phase = Phase.CONFIRM
         return None
@@ -365,6 +371,10 @@ class ReplyProcessor:
         assert event.user_id is not None
         part_no = len(job.mids)
         key, member = self._echo_key(job, part_no)
+        self._watch(job, key, member)
+        if job.echoed is not None:
+            # An earlier try of this part did arrive (its echo came while this one waited): not again.
+            return self._confirmed(job, job.echoed)
         settings = self.settings
         # The intent first: should this process die with the call in flight, whoever takes over
         # knows a part may have reached the user and asks for its echo before sending it again.
@@ -376,18 +386,14 @@ class ReplyProcessor:
             ttl=settings.ledger_ttl_seconds,
             index=self._index(job),
             add=member,
-            remove=job.pending if job.pending != member else None,
+            # The part sent last is ours from now on, even should this process die before done.
+            ours=tuple(job.mids[-1:]),
         )
         if saved.result is SaveResult.LOST or saved.result is SaveResult.DONE:
             return self._lost(job)
         if saved.result is SaveResult.ECHOED:
             assert saved.echoed is not None
-            AMBIGUOUS_SENDS.labels(resolution="echo_confirmed").inc()
-            self._unwatch(job)
-            self._part_sent(job, saved.echoed)
-            return None
-        job.pending = member
-        self._watch(job, part_no, key)
+            return self._confirmed(job, saved.echoed)
         last = part_no == len(answer.parts) - 1
         part = OutboundMessage(
             event.user_id,
@@ -403,16 +409,20 @@ class ReplyProcessor:
                 job.confirm_until = saved.now + settings.echo_wait_seconds
                 job.phase = Phase.CONFIRM
                 return None
-            self._unwatch(job)
             return await self._refused(job, err)
-        self._unwatch(job)
+        if job.resent and job.echoed is not None and job.echoed != result.message_id:
+            # The echo of the earlier try came while this one was on its way: the user has both.
+            AMBIGUOUS_SENDS.labels(resolution="late_echo").inc()
+            log.warning("event %s: part %d reached the user twice (its echo came too late)", event.id, part_no)
         self._part_sent(job, result.message_id)
         return None
 
     def _part_sent(self, job: Job, mid: str) -> None:
         """Meta has the part (its id came back, or its echo did): the next part, or record the reply."""
         job.mids.append(mid)
-        job.echoed = None
+        self._unwatch(job)
+        job.pending = None
+        job.resent = False
         self._remember(self._ours, mid)
         answer = job.answer
         assert answer is not None
@@ -429,17 +439,18 @@ class ReplyProcessor:
         if entry is not None:
             if entry.step is Step.DONE:
                 return self._lost(job)  # another worker finished it meanwhile
-            if entry.step is Step.SENDING and entry.cursor == len(job.mids) and entry.echoed:
+            if entry.cursor == len(job.mids) and entry.echoed:
                 return self._confirmed(job, entry.echoed)
         if job.echoed is not None:
             return self._confirmed(job, job.echoed)
         if now < job.confirm_until:
             return min(CONFIRM_POLL_SECONDS, job.confirm_until - now)
-        # No echo: most likely Meta never took it. Sent again; an echo arriving later would mean twice.
+        # No echo: most likely Meta never took it. Sent again; should its echo come after all, before
+        # the new try goes out, that try is not made (the job still watches for it).
         AMBIGUOUS_SENDS.labels(resolution="resent").inc()
         if job.watch_key is not None:
             self._remember(self._resent, job.watch_key)
-        self._unwatch(job)
+        job.resent = True
         log.warning(
             "event %s: no echo of part %d within %.0f s; sending it again",
             job.event.id,
@@ -457,7 +468,6 @@ class ReplyProcessor:
     def _confirmed(self, job: Job, mid: str) -> Wait:
         AMBIGUOUS_SENDS.labels(resolution="echo_confirmed").inc()
         log.info("event %s: Meta's echo shows part %d arrived; not sent again", job.event.id, len(job.mids))
-        self._unwatch(job)
         self._part_sent(job, mid)
         return None
 
@@ -482,10 +492,7 @@ class ReplyProcessor:
                     Entry(Step.CHOSEN, job.answer, tuple(job.mids)),
                     lease=settings.lease_seconds,
                     ttl=settings.ledger_ttl_seconds,
-                    index=self._index(job),
-                    remove=job.pending,
                 )
-                job.pending = None
                 job.phase = Phase.SEND
             return self._retry_later(
                 job, Reason.SEND_FAILED, str(err), min_delay=err.retry_after or 0.0, error_code=err.code
@@ -579,8 +586,12 @@ class ReplyProcessor:
     # -- RECORD, PUBLISH, DEADLETTER --------------------------------------------------------
 
     def _decide(self, job: Job, decision: Decision) -> Wait:
+        self._unwatch(job)
         job.decision = decision
-        job.phase = Phase.RECORD
+        # The reply record before the ledger's done: a crash between the two replays the event,
+        # which publishes the record again with the same id (consumers drop exact repeats) rather
+        # than never.
+        job.phase = Phase.PUBLISH
         return None
 
     async def _record(self, job: Job) -> Wait:
@@ -590,9 +601,9 @@ class ReplyProcessor:
         if job.recorded < 1:
             if decision.ledger is LedgerWrite.FINISH:
                 entry = Entry(Step.DONE, job.answer, tuple(job.mids), outcome=str(decision.outcome))
-                await self.store.finish(
-                    event.id, entry, ttl=self.settings.ledger_ttl_seconds, index=self._index(job), remove=job.pending
-                )
+                await self.store.finish(event.id, entry, ttl=self.settings.ledger_ttl_seconds)
+                for mid in job.mids:
+                    self._remember(self._recorded, mid)
             elif decision.ledger is LedgerWrite.RELEASE:
                 await self.store.release(self._owner, [event.id])
             self.leases.let_go(event.id)
@@ -605,7 +616,7 @@ class ReplyProcessor:
             if decision.handover:
                 await self._pause_conversation(event, self._clock() + self.settings.handover_pause_seconds, "handover")
             job.recorded = 3
-        job.phase = Phase.PUBLISH
+        job.phase = Phase.DEADLETTER if decision.deadletter else Phase.FINISHED
         return None
 
     async def _publish(self, job: Job) -> Wait:
@@ -623,7 +634,7 @@ class ReplyProcessor:
             attempts,
         )
         await self.publisher.record(record)
-        job.phase = Phase.DEADLETTER if decision.deadletter else Phase.FINISHED
+        job.phase = Phase.RECORD
         return None
 
     async def _deadletter(self, job: Job) -> Wait:
@@ -646,13 +657,13 @@ class ReplyProcessor:
 
     # -- echoes -----------------------------------------------------------------------------
 
-    def _watch(self, job: Job, part: int, key: str | None = None) -> None:
-        """Expect the echo of ``part``: an echo seen in this process confirms it without the store."""
-        if key is None:
-            key, member = self._echo_key(job, part)
-            job.pending = member
+    def _watch(self, job: Job, key: str, member: str | None) -> None:
+        """Expect the echo of the part keyed ``key`` until it is known sent: an echo seen here confirms it."""
+        if job.watch_key == key:
+            return
         self._unwatch(job)
         job.watch_key = key
+        job.pending = member
         job.echoed = None
         self._in_flight.setdefault(key, deque()).append(job)
 
@@ -677,16 +688,15 @@ class ReplyProcessor:
     async def _witness(self, job: Job) -> Wait:
         """An echo: confirm the part it shows arrived, or (not ours) a person answered."""
         event = job.event
-        job.phase = Phase.FINISHED
-        if not event.mid or not event.conversation_id or not event.user_id:
+        if not event.mid or not event.conversation_id or not event.user_id or event.mid in self._recorded:
+            # Nothing to match, or the echo of a reply recorded done with this very id.
+            job.phase = Phase.FINISHED
             return None
-        if event.mid in self._ours:
-            return None  # the echo of a reply whose id came back: recorded already
         token = parse_echo_token(event.metadata)
         fingerprint = text_fingerprint(event.text) if token is None and event.text else None
         ours = self._witness_here(event, token, fingerprint)
         # In the store too: a worker elsewhere (or this one after a restart) may be waiting for it.
-        stored = await self.store.witness(
+        witnessed = await self.store.witness(
             event.account_id,
             event.user_id,
             event.mid,
@@ -695,14 +705,20 @@ class ReplyProcessor:
             timestamp=event.timestamp_ms / 1000,
             ttl=self.settings.ledger_ttl_seconds,
         )
-        if ours or stored or token is not None or (self.settings.app_id and event.app_id == self.settings.app_id):
-            return None
-        await self._takeover(event)
+        if witnessed is Witnessed.LATE and not ours:
+            AMBIGUOUS_SENDS.labels(resolution="late_echo").inc()
+            log.warning("an echo arrived after its part was sent again (%s): that reply went out twice", event.mid)
+        ours = ours or witnessed is not Witnessed.NOT_OURS or token is not None
+        if not ours and not (self.settings.app_id and event.app_id == self.settings.app_id):
+            await self._takeover(event)
+        job.phase = Phase.FINISHED
         return None
 
     def _witness_here(self, event: InboundEvent, token: tuple[str, int] | None, fingerprint: str | None) -> bool:
-        """The echo matched against the parts in flight in this process (and those sent again)."""
+        """The echo matched against the parts being sent in this process, and the ids it got."""
         assert event.mid is not None
+        if event.mid in self._ours:
+            return True
         key = event.metadata if token is not None else f"{event.account_id}|{event.user_id}|{fingerprint}"
         if key is None or (token is None and fingerprint is None):
             return False

@@ -25,6 +25,7 @@ from consumers.agent_replies.store import (
     Saved,
     SaveResult,
     StoreUnavailable,
+    Witnessed,
 )
 from consumers.common.redisbatch import LuaScript, RedisBatcher
 
@@ -64,39 +65,41 @@ return {'claimed', now}
 """
 )
 
-# KEYS: ledger, pending index. ARGV: owner, lease ms, ttl ms, step, part, data, member to add,
-# member to remove, index ttl ms.
+# KEYS: ledger, pending index, ours:<mid> of parts sent. ARGV: owner, lease ms, ttl ms, step,
+# part, data, member to add, index ttl ms. An echo already seen for this very part (field e)
+# wins: the part is then not sent again ('echoed'); e is kept while the part stays the same.
 _SAVE = LuaScript(
     _NOW
     + """
 local v = redis.call('HMGET', KEYS[1], 's', 'o', 'u', 'p', 'e')
 if v[1] == 'done' then return {'done', now} end
 if v[1] and v[2] ~= ARGV[1] and tonumber(v[3] or '0') > now then return {'lost', now} end
-if ARGV[4] == 'sending' and v[1] == 'sending' and v[4] == ARGV[5] and v[5] then
+local same = v[4] == ARGV[5]
+if ARGV[4] == 'sending' and same and v[5] then
   redis.call('HSET', KEYS[1], 'o', ARGV[1], 'u', now + tonumber(ARGV[2]))
   return {'echoed', now, v[5]}
 end
 redis.call('HSET', KEYS[1], 's', ARGV[4], 'o', ARGV[1], 'u', now + tonumber(ARGV[2]), 'p', ARGV[5], 't', now,
   'd', ARGV[6])
-redis.call('HDEL', KEYS[1], 'e')
+if not same then redis.call('HDEL', KEYS[1], 'e') end
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
-if ARGV[8] ~= '' then redis.call('ZREM', KEYS[2], ARGV[8]) end
+for i = 3, #KEYS do redis.call('SET', KEYS[i], '1', 'PX', tonumber(ARGV[3])) end
 if ARGV[7] ~= '' then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[8]))
   redis.call('ZADD', KEYS[2], now, ARGV[7])
-  redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[9]))
+  redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[8]))
 end
 return {'ok', now}
 """
 )
 
-# KEYS: ledger, pending index, ours:<mid>... ARGV: ttl ms, data, member to remove.
+# KEYS: ledger, ours:<mid>... ARGV: ttl ms, data.
 _FINISH = LuaScript(
     """
 redis.call('HSET', KEYS[1], 's', 'done', 'd', ARGV[2])
 redis.call('HDEL', KEYS[1], 'o', 'u', 'p', 't', 'e')
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]))
-if ARGV[3] ~= '' then redis.call('ZREM', KEYS[2], ARGV[3]) end
-for i = 3, #KEYS do redis.call('SET', KEYS[i], '1', 'PX', tonumber(ARGV[1])) end
+for i = 2, #KEYS do redis.call('SET', KEYS[i], '1', 'PX', tonumber(ARGV[1])) end
 return 1
 """
 )
@@ -140,33 +143,46 @@ return 1
 )
 
 # KEYS: ours:<mid>, then the ledger (ARGV[1] 'meta': the echo names its event) or the pending
-# index ('text': matched by fingerprint, oldest first). ARGV: mode, mid, ttl ms, part or
-# fingerprint, earliest intent time (ms), ledger key prefix. Returns 1 when the echo is ours.
-# The 'text' branch takes the oldest entry with the same text whose part is still in flight (an
-# entry whose part is not is stale, and dropped); it builds ledger keys from the index (a single
-# Redis, not a cluster).
+# index ('text': matched by fingerprint). ARGV: mode, mid, ttl ms, part or fingerprint, earliest
+# intent time (ms), ledger key prefix. Returns 1 (ours; a part being sent and not yet confirmed
+# is marked as arrived), 2 (ours, but its part had arrived already, or was sent another time:
+# the user got it twice) or 0 (not ours). Index entries stay until they expire, so that a late
+# echo is still known. The 'text' branch builds ledger keys from the index (a single Redis, not a
+# cluster).
 _WITNESS = LuaScript(
     """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 1 end
+local function mark(ledger, part)
+  local v = redis.call('HMGET', ledger, 's', 'p', 'e')
+  if not v[1] then return 0 end
+  if v[1] ~= 'done' and v[2] == part and not v[3] then
+    redis.call('HSET', ledger, 'e', ARGV[2])
+    return 1
+  end
+  return 2
+end
 if ARGV[1] == 'meta' then
-  local v = redis.call('HMGET', KEYS[2], 's', 'p')
-  if v[1] == 'sending' and v[2] == ARGV[4] then redis.call('HSET', KEYS[2], 'e', ARGV[2]) end
+  local found = mark(KEYS[2], ARGV[4])
   redis.call('SET', KEYS[1], '1', 'PX', tonumber(ARGV[3]))
-  return 1
+  if found == 0 then return 1 end
+  return found
 end
 local members = redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[5], '+inf')
+local late = false
 for _, m in ipairs(members) do
   local ev, part, fp = string.match(m, '^(.*)|(%d+)|(%x+)$')
   if fp == ARGV[4] then
-    local lk = ARGV[6] .. ev
-    local v = redis.call('HMGET', lk, 's', 'p')
-    redis.call('ZREM', KEYS[2], m)
-    if v[1] == 'sending' and v[2] == part then
-      redis.call('HSET', lk, 'e', ARGV[2])
+    local found = mark(ARGV[6] .. ev, part)
+    if found == 1 then
       redis.call('SET', KEYS[1], '1', 'PX', tonumber(ARGV[3]))
       return 1
     end
+    if found == 2 then late = true end
   end
+end
+if late then
+  redis.call('SET', KEYS[1], '1', 'PX', tonumber(ARGV[3]))
+  return 2
 end
 return 0
 """
@@ -268,12 +284,14 @@ class RedisStore:
         ttl: float,
         index: tuple[str, str] | None = None,
         add: str | None = None,
-        remove: str | None = None,
+        ours: tuple[str, ...] = (),
     ) -> Saved:
         ledger = self._key("ledger", event_id)
+        keys = [ledger, self._key("pending", *index) if index is not None else ledger]
+        keys.extend(self._key("ours", mid) for mid in ours)
         reply = await self._eval(
             _SAVE,
-            [ledger, self._key("pending", *index) if index is not None else ledger],
+            keys,
             [
                 owner,
                 _ms(lease),
@@ -281,27 +299,16 @@ class RedisStore:
                 str(entry.step),
                 entry.cursor,
                 entry.data(),
-                add or "",
-                remove or "",
+                add if index is not None and add else "",
                 _ms(PENDING_TTL_SECONDS),
             ],
         )
         result = SaveResult(_text(reply[0]))
         return Saved(result, int(reply[1]) / 1000.0, _text(reply[2]) if result is SaveResult.ECHOED else None)
 
-    async def finish(
-        self,
-        event_id: str,
-        entry: Entry,
-        *,
-        ttl: float,
-        index: tuple[str, str] | None = None,
-        remove: str | None = None,
-    ) -> None:
-        ledger = self._key("ledger", event_id)
-        keys = [ledger, self._key("pending", *index) if index is not None else ledger]
-        keys.extend(self._key("ours", mid) for mid in entry.mids)
-        await self._eval(_FINISH, keys, [_ms(ttl), entry.data(), remove or ""])
+    async def finish(self, event_id: str, entry: Entry, *, ttl: float) -> None:
+        keys = [self._key("ledger", event_id), *(self._key("ours", mid) for mid in entry.mids)]
+        await self._eval(_FINISH, keys, [_ms(ttl), entry.data()])
 
     async def peek(self, event_id: str) -> tuple[Entry | None, float]:
         reply = await self._eval(_PEEK, [self._key("ledger", event_id)], [])
@@ -331,7 +338,7 @@ class RedisStore:
         fingerprint: str | None,
         timestamp: float,
         ttl: float,
-    ) -> bool:
+    ) -> Witnessed:
         ours = self._key("ours", mid)
         if token is not None:
             keys = [ours, self._key("ledger", token[0])]
@@ -340,7 +347,8 @@ class RedisStore:
             keys = [ours, self._key("pending", account_id, user_id)]
             since = int((timestamp - ECHO_CLOCK_SKEW_SECONDS) * 1000)
             args = ["text", mid, _ms(ttl), fingerprint or "-", since, self._key("ledger", "")]
-        return bool(await self._eval(_WITNESS, keys, args))
+        found = int(await self._eval(_WITNESS, keys, args))
+        return (Witnessed.NOT_OURS, Witnessed.OURS, Witnessed.LATE)[found]
 
     async def _pause(self, table: str, member: str, until: float) -> None:
         # GT: a shorter pause never shortens a longer one already set.

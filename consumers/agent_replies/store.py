@@ -10,12 +10,14 @@ Redis's clock so that replicas agree on when a lease ends):
   Otherwise take the lease: a fresh claim, or the entry to resume at its step.
 - :meth:`Store.save`: move the entry on (answer chosen, a part in flight, a part sent), while
   no one else holds the lease. A part in flight on Instagram is also indexed by its text, so
-  that its echo can be matched (:meth:`Store.witness`).
+  that its echo can be matched (:meth:`Store.witness`); the index keeps it for an hour. The ids
+  of parts sent so far are remembered as ours.
 - :meth:`Store.finish`: the outcome with Meta's message ids; those ids are remembered as ours.
 - :meth:`Store.renew` / :meth:`Store.release`: many leases in one call.
 - :meth:`Store.peek`: the entry as it is (has an echo confirmed the part in flight?).
 - :meth:`Store.witness`: an echo of a message sent by the business account: ours (and which
-  part of which reply it confirms) or not (a person answered from the app).
+  part of which reply it confirms), ours but late (its part was sent again meanwhile: the user
+  got it twice), or not ours (a person answered from the app).
 
 Redis being unreachable raises :class:`StoreUnavailable` from every operation; nothing is
 retried here (the reply state machine decides what to do). The Redis store is in
@@ -44,6 +46,7 @@ __all__ = [
     "Saved",
     "Store",
     "StoreUnavailable",
+    "Witnessed",
     "pending_member",
 ]
 
@@ -73,6 +76,12 @@ class Begin:
     retry_after: float = 0.0
     account_paused: bool = False
     conversation_paused: bool = False
+
+
+class Witnessed(StrEnum):
+    NOT_OURS = "not_ours"  # a person (or another app) sent it
+    OURS = "ours"  # the echo of a reply of ours; a part in flight is marked as arrived
+    LATE = "late"  # ours, for a part already sent another time: it reached the user twice
 
 
 class SaveResult(StrEnum):
@@ -115,17 +124,9 @@ class Store(Protocol):
         ttl: float,
         index: tuple[str, str] | None = None,
         add: str | None = None,
-        remove: str | None = None,
+        ours: tuple[str, ...] = (),
     ) -> Saved: ...
-    async def finish(
-        self,
-        event_id: str,
-        entry: Entry,
-        *,
-        ttl: float,
-        index: tuple[str, str] | None = None,
-        remove: str | None = None,
-    ) -> None: ...
+    async def finish(self, event_id: str, entry: Entry, *, ttl: float) -> None: ...
     async def peek(self, event_id: str) -> tuple[Entry | None, float]: ...
     async def renew(self, owner: str, event_ids: list[str], lease: float) -> set[str]: ...
     async def release(self, owner: str, event_ids: list[str]) -> None: ...
@@ -139,7 +140,7 @@ class Store(Protocol):
         fingerprint: str | None,
         timestamp: float,
         ttl: float,
-    ) -> bool: ...
+    ) -> Witnessed: ...
     async def pause_conversation(self, conversation_id: str, until: float) -> None: ...
     async def conversation_paused_until(self, conversation_id: str) -> float | None: ...
     async def paused_conversations(self) -> int: ...
@@ -240,7 +241,7 @@ class MemoryStore:
         ttl: float,
         index: tuple[str, str] | None = None,
         add: str | None = None,
-        remove: str | None = None,
+        ours: tuple[str, ...] = (),
     ) -> Saved:
         now = self._clock()
         record = self._record(event_id, now)
@@ -249,36 +250,23 @@ class MemoryStore:
                 return Saved(SaveResult.DONE, now)
             if record.owner != owner and record.lease_until > now:
                 return Saved(SaveResult.LOST, now)
-            if (
-                entry.step is Step.SENDING
-                and record.step is Step.SENDING
-                and record.part == entry.cursor
-                and record.echoed
-            ):
+            same = record.part == entry.cursor
+            if entry.step is Step.SENDING and same and record.echoed:
                 record.owner, record.lease_until = owner, now + lease
                 return Saved(SaveResult.ECHOED, now, record.echoed)
-        self._ledger[event_id] = _Record(entry.step, owner, now + lease, now + ttl, entry.data(), entry.cursor, now)
-        if index is not None:
-            members = self._pending.setdefault(index, {})
-            if remove:
-                members.pop(remove, None)
-            if add:
-                members[add] = now
+        echoed = record.echoed if record is not None and record.part == entry.cursor else None
+        self._ledger[event_id] = _Record(
+            entry.step, owner, now + lease, now + ttl, entry.data(), entry.cursor, now, echoed
+        )
+        for mid in ours:
+            self._ours[mid] = now + ttl
+        if index is not None and add:
+            self._pending.setdefault(index, {})[add] = now
         return Saved(SaveResult.OK, now)
 
-    async def finish(
-        self,
-        event_id: str,
-        entry: Entry,
-        *,
-        ttl: float,
-        index: tuple[str, str] | None = None,
-        remove: str | None = None,
-    ) -> None:
+    async def finish(self, event_id: str, entry: Entry, *, ttl: float) -> None:
         now = self._clock()
         self._ledger[event_id] = _Record(Step.DONE, None, 0.0, now + ttl, entry.data())
-        if index is not None and remove:
-            self._pending.get(index, {}).pop(remove, None)
         for mid in entry.mids:
             self._ours[mid] = now + ttl
 
@@ -316,32 +304,41 @@ class MemoryStore:
         fingerprint: str | None,
         timestamp: float,
         ttl: float,
-    ) -> bool:
+    ) -> Witnessed:
         now = self._clock()
         if self._ours.get(mid, 0.0) > now:
-            return True
-        target: tuple[str, int] | None = token
-        if target is None and fingerprint is not None:
-            members = self._pending.get((account_id, user_id), {})
-            since = timestamp - ECHO_CLOCK_SKEW_SECONDS
-            for member, at in sorted(members.items(), key=lambda item: item[1]):
-                parsed = _parse_member(member)
-                if at < since or parsed is None or parsed[2] != fingerprint:
-                    continue
-                del members[member]
-                record = self._record(parsed[0], now)
-                if record is not None and record.step is Step.SENDING and record.part == parsed[1]:
-                    record.echoed = mid
-                    self._ours[mid] = now + ttl
-                    return True
-            return False
-        if target is None:
-            return False
-        record = self._record(target[0], now)
-        if record is not None and record.step is Step.SENDING and record.part == target[1]:
-            record.echoed = mid
-        self._ours[mid] = now + ttl
-        return True
+            return Witnessed.OURS
+
+        def mark(event_id: str, part: int) -> Witnessed | None:
+            record = self._record(event_id, now)
+            if record is None:
+                return None
+            if record.step is not Step.DONE and record.part == part and record.echoed is None:
+                record.echoed = mid
+                return Witnessed.OURS
+            return Witnessed.LATE
+
+        if token is not None:
+            self._ours[mid] = now + ttl
+            return mark(*token) or Witnessed.OURS
+        if fingerprint is None:
+            return Witnessed.NOT_OURS
+        since = timestamp - ECHO_CLOCK_SKEW_SECONDS
+        late = False
+        members = self._pending.get((account_id, user_id), {})
+        for member, at in sorted(members.items(), key=lambda item: item[1]):
+            parsed = _parse_member(member)
+            if at < since or parsed is None or parsed[2] != fingerprint:
+                continue
+            found = mark(parsed[0], parsed[1])
+            if found is Witnessed.OURS:
+                self._ours[mid] = now + ttl
+                return found
+            late = late or found is Witnessed.LATE
+        if late:
+            self._ours[mid] = now + ttl
+            return Witnessed.LATE
+        return Witnessed.NOT_OURS
 
     async def pause_conversation(self, conversation_id: str, until: float) -> None:
         self._paused[conversation_id] = max(until, self._paused.get(conversation_id, 0.0))
