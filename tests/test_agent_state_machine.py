@@ -24,11 +24,12 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from consumers.agent_replies.agent import AgentError
+from consumers.agent_replies.job import Job, Phase
 from consumers.agent_replies.leases import LeaseKeeper, StoreHealth
 from consumers.agent_replies.ledger import Step, parse_echo_token
 from consumers.agent_replies.model import AgentReply, InboundEvent, Turn
 from consumers.agent_replies.outcomes import Outcome, Reason, ReplyRecord
-from consumers.agent_replies.processor import Job, Phase, ReplyProcessor
+from consumers.agent_replies.processor import ReplyProcessor
 from consumers.agent_replies.settings import AgentSettings
 from consumers.agent_replies.store import MemoryStore, StoreUnavailable
 from consumers.common.runner import OffsetTracker

@@ -37,17 +37,15 @@ Faults, and what happens:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any, Protocol
 
 from consumers.agent_replies.agent import Agent, AgentError
+from consumers.agent_replies.echoes import LocalEchoes, Seen, echo_key
+from consumers.agent_replies.job import Decision, Job, LedgerWrite, Phase
 from consumers.agent_replies.leases import LeaseKeeper, StoreHealth
 from consumers.agent_replies.ledger import Answer, Entry, Step, echo_token, parse_echo_token, text_fingerprint
 from consumers.agent_replies.metrics import (
@@ -63,12 +61,12 @@ from consumers.agent_replies.model import InboundEvent, Turn
 from consumers.agent_replies.outcomes import Outcome, OutcomePublisher, Reason, ReplyRecord
 from consumers.agent_replies.scheduler import GiveUp
 from consumers.agent_replies.settings import AgentSettings
-from consumers.agent_replies.store import BeginKind, SaveResult, Store, StoreUnavailable, Witnessed, pending_member
+from consumers.agent_replies.store import BeginKind, SaveResult, Store, StoreUnavailable, Witnessed
 from consumers.common.runner import Ticket
 from consumers.send_api.errors import ErrorClass, SendError
 from consumers.send_api.model import OutboundMessage, QuickReply, SendResult
 
-__all__ = ["Decision", "Job", "Phase", "ReplyProcessor", "Sender"]
+__all__ = ["ReplyProcessor", "Sender"]
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +75,6 @@ Wait = float | None
 
 # How often a reply waiting for an echo looks at the ledger.
 CONFIRM_POLL_SECONDS = 0.25
-# Echo fingerprints and message ids this process keeps in memory (they also live in the store).
-LOCAL_MEMORY = 100_000
 
 
 class Sender(Protocol):
@@ -86,72 +82,8 @@ class Sender(Protocol):
     async def send_once(self, account_id: str, part: OutboundMessage) -> SendResult: ...
 
 
-class Phase(StrEnum):
-    ADMIT = "admit"
-    CHOOSE = "choose"
-    SEND = "send"
-    CONFIRM = "confirm"
-    RECORD = "record"
-    PUBLISH = "publish"
-    DEADLETTER = "deadletter"
-    WITNESS = "witness"
-    FINISHED = "finished"
-
-
 # Phases that call the store: they wait while it is unreachable.
 _NEEDS_STORE = frozenset({Phase.ADMIT, Phase.CHOOSE, Phase.SEND, Phase.CONFIRM, Phase.RECORD, Phase.WITNESS})
-
-
-class LedgerWrite(StrEnum):
-    """What ``RECORD`` writes to the ledger for a decision."""
-
-    NONE = "none"  # nothing was claimed (filters, pauses, duplicates)
-    FINISH = "finish"  # final: replays are skipped
-    RELEASE = "release"  # not answered: a replay (from the dead-letter topic) may answer it
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    outcome: Outcome
-    reason: Reason
-    ledger: LedgerWrite = LedgerWrite.NONE
-    detail: str | None = None
-    error_code: int | None = None
-    deadletter: bool = False
-    # Add the user's turn (and the reply's text) to the conversation's history.
-    history: bool = False
-    # Pause the conversation for a person after the reply.
-    handover: bool = False
-
-
-@dataclass(slots=True, eq=False)
-class Job:
-    """One fetched record, and where its reply stands. Lives until the record is finished."""
-
-    event: InboundEvent
-    ticket: Ticket
-    value: bytes | None
-    key: bytes | None
-    source: tuple[str, int, int]
-    phase: Phase = Phase.ADMIT
-    # Later tries after the agent or Meta failed (IGW_AGENT_MAX_RETRIES), and unexpected errors in a row.
-    attempts: int = 0
-    errors: int = 0
-    answer: Answer | None = None
-    # Meta's message ids of the parts sent: these are never sent again.
-    mids: list[str] = field(default_factory=list)
-    # CONFIRM: the store's time after which, without an echo, the part is sent again.
-    confirm_until: float = 0.0
-    # The part being sent: its echo key, its Instagram index entry, an echo of it seen in this
-    # process, and whether it is being sent again after no echo came.
-    watch_key: str | None = None
-    pending: str | None = None
-    echoed: str | None = None
-    resent: bool = False
-    decision: Decision | None = None
-    # RECORD's writes done so far (ledger, history, pause), so that a retry does not repeat them.
-    recorded: int = 0
-    deadletter_tries: int = 0
 
 
 _FINAL_SEND_ERRORS: dict[ErrorClass, tuple[Reason, bool]] = {
@@ -201,13 +133,7 @@ class ReplyProcessor:
             Phase.DEADLETTER: self._deadletter,
             Phase.WITNESS: self._witness,
         }
-        # In this process: parts in flight by echo key, Meta's ids we got, and parts sent again
-        # after no echo came (an echo of one of those later means the user got it twice).
-        self._in_flight: dict[str, deque[Job]] = {}
-        self._ours: dict[str, None] = {}
-        self._resent: dict[str, None] = {}
-        # Ids of replies recorded done by this process: their echoes need no store call.
-        self._recorded: dict[str, None] = {}
+        self.echoes = LocalEchoes()
 
     def job(
         self, event: InboundEvent, ticket: Ticket, value: bytes | None, key: bytes | None, source: tuple[str, int, int]
@@ -308,7 +234,7 @@ class ReplyProcessor:
         else:
             # A part was handed to Meta and nobody knows whether it arrived: ask its echo first.
             log.info("event %s: part %d may have been sent before; looking for its echo", job.event.id, entry.cursor)
-            self._watch(job, *self._echo_key(job, entry.cursor))
+            self._watch(job, entry.cursor)
             job.confirm_until = entry.intent_at + self.settings.echo_wait_seconds
             job.phase = Phase.CONFIRM
         return None
@@ -349,14 +275,13 @@ class ReplyProcessor:
 
     # -- SEND and CONFIRM -------------------------------------------------------------------
 
-    def _echo_key(self, job: Job, part: int) -> tuple[str, str | None]:
-        """How this part's echo will be known (the key), and its Instagram index entry (None on Messenger)."""
-        event = job.event
+    def _watch(self, job: Job, part: int) -> None:
+        """Expect the echo of ``part`` until it is known sent (and, on Instagram, index it in the store)."""
         assert job.answer is not None
-        if event.platform == "messenger":
-            return echo_token(event.id, part), None
-        fingerprint = text_fingerprint(job.answer.parts[part])
-        return f"{event.account_id}|{event.user_id}|{fingerprint}", pending_member(event.id, part, fingerprint)
+        key, member = echo_key(job.event, part, job.answer.parts[part])
+        if job.watch_key != key:
+            job.pending = member
+        self.echoes.watch(job, key)
 
     def _index(self, job: Job) -> tuple[str, str] | None:
         event = job.event
@@ -370,8 +295,7 @@ class ReplyProcessor:
         assert answer is not None
         assert event.user_id is not None
         part_no = len(job.mids)
-        key, member = self._echo_key(job, part_no)
-        self._watch(job, key, member)
+        self._watch(job, part_no)
         if job.echoed is not None:
             # An earlier try of this part did arrive (its echo came while this one waited): not again.
             return self._confirmed(job, job.echoed)
@@ -385,7 +309,7 @@ class ReplyProcessor:
             lease=settings.lease_seconds,
             ttl=settings.ledger_ttl_seconds,
             index=self._index(job),
-            add=member,
+            add=job.pending,
             # The part sent last is ours from now on, even should this process die before done.
             ours=tuple(job.mids[-1:]),
         )
@@ -420,10 +344,10 @@ class ReplyProcessor:
     def _part_sent(self, job: Job, mid: str) -> None:
         """Meta has the part (its id came back, or its echo did): the next part, or record the reply."""
         job.mids.append(mid)
-        self._unwatch(job)
+        self.echoes.unwatch(job)
         job.pending = None
         job.resent = False
-        self._remember(self._ours, mid)
+        self.echoes.sent(mid)
         answer = job.answer
         assert answer is not None
         if len(job.mids) < len(answer.parts):
@@ -449,7 +373,7 @@ class ReplyProcessor:
         # the new try goes out, that try is not made (the job still watches for it).
         AMBIGUOUS_SENDS.labels(resolution="resent").inc()
         if job.watch_key is not None:
-            self._remember(self._resent, job.watch_key)
+            self.echoes.resent(job.watch_key)
         job.resent = True
         log.warning(
             "event %s: no echo of part %d within %.0f s; sending it again",
@@ -474,7 +398,7 @@ class ReplyProcessor:
     def _lost(self, job: Job) -> Wait:
         """Another worker holds the event now (or finished it): start over from the ledger."""
         LEASES_LOST.inc()
-        self._unwatch(job)
+        self.echoes.unwatch(job)
         self.leases.let_go(job.event.id)
         job.phase = Phase.ADMIT
         return None
@@ -572,7 +496,7 @@ class ReplyProcessor:
             return min(settings.retry_max_seconds, settings.retry_base_seconds * 2.0 ** (job.errors - 1))
         job.errors = 0
         if job.phase in (Phase.ADMIT, Phase.CHOOSE, Phase.SEND, Phase.CONFIRM, Phase.WITNESS):
-            self._unwatch(job)
+            self.echoes.unwatch(job)
             detail = f"unexpected error in phase {job.phase}"
             if job.mids or job.phase is Phase.CONFIRM:
                 decision = Decision(Outcome.FAILED, Reason.INTERNAL_ERROR, LedgerWrite.FINISH, detail)
@@ -586,7 +510,7 @@ class ReplyProcessor:
     # -- RECORD, PUBLISH, DEADLETTER --------------------------------------------------------
 
     def _decide(self, job: Job, decision: Decision) -> Wait:
-        self._unwatch(job)
+        self.echoes.unwatch(job)
         job.decision = decision
         # The reply record before the ledger's done: a crash between the two replays the event,
         # which publishes the record again with the same id (consumers drop exact repeats) rather
@@ -603,7 +527,7 @@ class ReplyProcessor:
                 entry = Entry(Step.DONE, job.answer, tuple(job.mids), outcome=str(decision.outcome))
                 await self.store.finish(event.id, entry, ttl=self.settings.ledger_ttl_seconds)
                 for mid in job.mids:
-                    self._remember(self._recorded, mid)
+                    self.echoes.recorded(mid)
             elif decision.ledger is LedgerWrite.RELEASE:
                 await self.store.release(self._owner, [event.id])
             self.leases.let_go(event.id)
@@ -657,46 +581,18 @@ class ReplyProcessor:
 
     # -- echoes -----------------------------------------------------------------------------
 
-    def _watch(self, job: Job, key: str, member: str | None) -> None:
-        """Expect the echo of the part keyed ``key`` until it is known sent: an echo seen here confirms it."""
-        if job.watch_key == key:
-            return
-        self._unwatch(job)
-        job.watch_key = key
-        job.pending = member
-        job.echoed = None
-        self._in_flight.setdefault(key, deque()).append(job)
-
-    def _unwatch(self, job: Job) -> None:
-        key = job.watch_key
-        if key is None:
-            return
-        job.watch_key = None
-        waiting = self._in_flight.get(key)
-        if waiting is not None:
-            with contextlib.suppress(ValueError):
-                waiting.remove(job)
-            if not waiting:
-                del self._in_flight[key]
-
-    @staticmethod
-    def _remember(table: dict[str, None], key: str) -> None:
-        table[key] = None
-        if len(table) > LOCAL_MEMORY:
-            del table[next(iter(table))]
-
     async def _witness(self, job: Job) -> Wait:
         """An echo: confirm the part it shows arrived, or (not ours) a person answered."""
         event = job.event
-        if not event.mid or not event.conversation_id or not event.user_id or event.mid in self._recorded:
+        if not event.mid or not event.conversation_id or not event.user_id or self.echoes.is_recorded(event.mid):
             # Nothing to match, or the echo of a reply recorded done with this very id.
             job.phase = Phase.FINISHED
             return None
         token = parse_echo_token(event.metadata)
         fingerprint = text_fingerprint(event.text) if token is None and event.text else None
-        ours = self._witness_here(event, token, fingerprint)
+        here = self.echoes.seen(event, token, fingerprint)
         # In the store too: a worker elsewhere (or this one after a restart) may be waiting for it.
-        witnessed = await self.store.witness(
+        stored = await self.store.witness(
             event.account_id,
             event.user_id,
             event.mid,
@@ -705,35 +601,14 @@ class ReplyProcessor:
             timestamp=event.timestamp_ms / 1000,
             ttl=self.settings.ledger_ttl_seconds,
         )
-        if witnessed is Witnessed.LATE and not ours:
+        if here is Seen.LATE or (stored is Witnessed.LATE and here is Seen.UNKNOWN):
             AMBIGUOUS_SENDS.labels(resolution="late_echo").inc()
             log.warning("an echo arrived after its part was sent again (%s): that reply went out twice", event.mid)
-        ours = ours or witnessed is not Witnessed.NOT_OURS or token is not None
+        ours = here is not Seen.UNKNOWN or stored is not Witnessed.NOT_OURS or token is not None
         if not ours and not (self.settings.app_id and event.app_id == self.settings.app_id):
             await self._takeover(event)
         job.phase = Phase.FINISHED
         return None
-
-    def _witness_here(self, event: InboundEvent, token: tuple[str, int] | None, fingerprint: str | None) -> bool:
-        """The echo matched against the parts being sent in this process, and the ids it got."""
-        assert event.mid is not None
-        if event.mid in self._ours:
-            return True
-        key = event.metadata if token is not None else f"{event.account_id}|{event.user_id}|{fingerprint}"
-        if key is None or (token is None and fingerprint is None):
-            return False
-        waiting = self._in_flight.get(key)
-        if waiting:
-            waiting[0].echoed = event.mid
-            self._remember(self._ours, event.mid)
-            return True
-        if key in self._resent:
-            # The part was sent again for want of this echo: the user got it twice.
-            AMBIGUOUS_SENDS.labels(resolution="late_echo").inc()
-            log.warning("an echo arrived after its part was sent again (%s): that reply went out twice", event.mid)
-            self._remember(self._ours, event.mid)
-            return True
-        return False
 
     async def _takeover(self, event: InboundEvent) -> None:
         """An echo that is not ours: a person answered from the app; automatic replies pause."""

@@ -25,12 +25,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from consumers.agent_replies.agent import Agent
 from consumers.agent_replies.http_agent import HttpAgent
+from consumers.agent_replies.job import Job
 from consumers.agent_replies.leases import LeaseKeeper, StoreHealth
 from consumers.agent_replies.metrics import IN_FLIGHT, PAUSED_ACCOUNTS, PAUSED_CONVERSATIONS, REPLIES
 from consumers.agent_replies.model import BadEvent, InboundEvent, parse_event
 from consumers.agent_replies.openai_agent import OpenAIAgent
 from consumers.agent_replies.outcomes import Outcome, OutcomePublisher, Reason
-from consumers.agent_replies.processor import Job, ReplyProcessor, Sender
+from consumers.agent_replies.processor import ReplyProcessor, Sender
 from consumers.agent_replies.redisstore import RedisStore
 from consumers.agent_replies.rules import RulesAgent
 from consumers.agent_replies.scheduler import ConversationScheduler
