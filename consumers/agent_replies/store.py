@@ -161,13 +161,17 @@ class _Record:
     owner: str | None
     lease_until: float
     expires: float
-    data: bytes = b""
+    # As saved (kept as the object: nothing to serialize in process).
+    saved: Entry | None = None
     part: int = -1
     intent_at: float = 0.0
     echoed: str | None = None
 
     def entry(self) -> Entry:
-        return Entry.load(self.step, self.data, self.intent_at * 1000, self.echoed)
+        saved = self.saved
+        if saved is None:
+            return Entry(self.step)
+        return Entry(self.step, saved.answer, saved.mids, self.intent_at, self.echoed, saved.outcome)
 
 
 class MemoryStore:
@@ -177,6 +181,8 @@ class MemoryStore:
         self._clock = clock
         self._ledger: dict[str, _Record] = {}
         self._pending: dict[tuple[str, str], dict[str, float]] = {}
+        # The same entries in the order they were added, for cheap expiry.
+        self._pending_order: deque[tuple[float, tuple[str, str], str]] = deque()
         self._ours: dict[str, float] = {}
         self._paused: dict[str, float] = {}
         self._accounts: dict[str, float] = {}
@@ -195,12 +201,14 @@ class MemoryStore:
             del self._ledger[key]
         for key in [k for k, (_, until) in self._history.items() if until <= now]:
             del self._history[key]
-        for index in list(self._pending):
-            members = self._pending[index]
-            for member in [m for m, at in members.items() if at + PENDING_TTL_SECONDS <= now]:
+        order = self._pending_order
+        while order and order[0][0] + PENDING_TTL_SECONDS <= now:
+            at, index, member = order.popleft()
+            members = self._pending.get(index)
+            if members is not None and members.get(member) == at:
                 del members[member]
-            if not members:
-                del self._pending[index]
+                if not members:
+                    del self._pending[index]
 
     def _record(self, event_id: str, now: float) -> _Record | None:
         record = self._ledger.get(event_id)
@@ -255,18 +263,17 @@ class MemoryStore:
                 record.owner, record.lease_until = owner, now + lease
                 return Saved(SaveResult.ECHOED, now, record.echoed)
         echoed = record.echoed if record is not None and record.part == entry.cursor else None
-        self._ledger[event_id] = _Record(
-            entry.step, owner, now + lease, now + ttl, entry.data(), entry.cursor, now, echoed
-        )
+        self._ledger[event_id] = _Record(entry.step, owner, now + lease, now + ttl, entry, entry.cursor, now, echoed)
         for mid in ours:
             self._ours[mid] = now + ttl
         if index is not None and add:
             self._pending.setdefault(index, {})[add] = now
+            self._pending_order.append((now, index, add))
         return Saved(SaveResult.OK, now)
 
     async def finish(self, event_id: str, entry: Entry, *, ttl: float) -> None:
         now = self._clock()
-        self._ledger[event_id] = _Record(Step.DONE, None, 0.0, now + ttl, entry.data())
+        self._ledger[event_id] = _Record(Step.DONE, None, 0.0, now + ttl, entry)
         for mid in entry.mids:
             self._ours[mid] = now + ttl
 

@@ -180,6 +180,8 @@ class SendApiClient:
         texts = split_text(message.text or "", account.flavour)
         if not texts:
             raise SendError(ErrorClass.INVALID_MESSAGE, meta_message="the message has no text", attempts=0)
+        if len(texts) == 1 and texts[0] == message.text:
+            return [message]  # the usual case: one part, the message itself
         last = len(texts) - 1
         return [
             dataclasses.replace(message, text=text, quick_replies=message.quick_replies if index == last else ())
