@@ -86,6 +86,10 @@ class Sender(Protocol):
 _NEEDS_STORE = frozenset({Phase.ADMIT, Phase.CHOOSE, Phase.SEND, Phase.CONFIRM, Phase.RECORD, Phase.WITNESS})
 
 
+# The decisions of every answered event, made once.
+_SENT_REPLIED = Decision(Outcome.SENT, Reason.REPLIED, LedgerWrite.FINISH, history=True)
+_SENT_HANDOVER = Decision(Outcome.SENT, Reason.HANDOVER, LedgerWrite.FINISH, history=True, handover=True)
+
 _FINAL_SEND_ERRORS: dict[ErrorClass, tuple[Reason, bool]] = {
     ErrorClass.USER_UNAVAILABLE: (Reason.USER_UNAVAILABLE, False),
     ErrorClass.THREAD_OWNED: (Reason.THREAD_OWNED, False),
@@ -353,8 +357,7 @@ class ReplyProcessor:
         if len(job.mids) < len(answer.parts):
             job.phase = Phase.SEND
             return
-        reason = Reason.HANDOVER if answer.handover else Reason.REPLIED
-        self._decide(job, Decision(Outcome.SENT, reason, LedgerWrite.FINISH, history=True, handover=answer.handover))
+        self._decide(job, _SENT_HANDOVER if answer.handover else _SENT_REPLIED)
 
     async def _confirm(self, job: Job) -> Wait:
         if job.echoed is not None:
