@@ -161,17 +161,15 @@ class _Record:
     owner: str | None
     lease_until: float
     expires: float
-    # As saved (kept as the object: nothing to serialize in process).
-    saved: Entry | None = None
+    # Serialized as in Redis: bytes are not tracked by the garbage collector, and a busy process
+    # keeps hundreds of thousands of these (a reply's objects cost more in collections).
+    data: bytes = b""
     part: int = -1
     intent_at: float = 0.0
     echoed: str | None = None
 
     def entry(self) -> Entry:
-        saved = self.saved
-        if saved is None:
-            return Entry(self.step)
-        return Entry(self.step, saved.answer, saved.mids, self.intent_at, self.echoed, saved.outcome)
+        return Entry.load(self.step, self.data, self.intent_at * 1000, self.echoed)
 
 
 class MemoryStore:
@@ -263,7 +261,9 @@ class MemoryStore:
                 record.owner, record.lease_until = owner, now + lease
                 return Saved(SaveResult.ECHOED, now, record.echoed)
         echoed = record.echoed if record is not None and record.part == entry.cursor else None
-        self._ledger[event_id] = _Record(entry.step, owner, now + lease, now + ttl, entry, entry.cursor, now, echoed)
+        self._ledger[event_id] = _Record(
+            entry.step, owner, now + lease, now + ttl, entry.data(), entry.cursor, now, echoed
+        )
         for mid in ours:
             self._ours[mid] = now + ttl
         if index is not None and add:
@@ -273,7 +273,7 @@ class MemoryStore:
 
     async def finish(self, event_id: str, entry: Entry, *, ttl: float) -> None:
         now = self._clock()
-        self._ledger[event_id] = _Record(Step.DONE, None, 0.0, now + ttl, entry)
+        self._ledger[event_id] = _Record(Step.DONE, None, 0.0, now + ttl, entry.data())
         for mid in entry.mids:
             self._ours[mid] = now + ttl
 
