@@ -133,7 +133,13 @@ class InjectedFailure:
     message: str | None = None
     error_type: str = "OAuthException"
     regain_minutes: float = 0.0
+    delay_answer: bool = False
     lose_answer: bool = False
+
+    @property
+    def after_accepting(self) -> bool:
+        """The send is accepted first; the failure (a delay, or no answer) comes afterwards."""
+        return self.delay_answer or self.lose_answer
 
 
 @dataclass(slots=True)
@@ -442,7 +448,7 @@ async def _messages(request: web.Request) -> web.Response:
     try:
         _check_appsecret_proof(config, caller, request.query.get("appsecret_proof"))
         failure = state.take_failure({caller.account_id, object_id})
-        if failure is not None and not failure.lose_answer:
+        if failure is not None and not failure.after_accepting:
             if failure.delay_seconds > 0:
                 await asyncio.sleep(failure.delay_seconds)
             if failure.code is not None:
@@ -495,6 +501,8 @@ async def _messages(request: web.Request) -> web.Response:
     if failure is not None and failure.lose_answer:
         state.answers_lost += 1
         return await _lose_answer(request, failure.delay_seconds)
+    if failure is not None and failure.delay_answer and failure.delay_seconds > 0:
+        await asyncio.sleep(failure.delay_seconds)
     answer: dict[str, str] = {"recipient_id": recipient_id}
     if message_id is not None:
         answer["message_id"] = message_id
@@ -625,6 +633,7 @@ async def _add_failure(request: web.Request) -> web.Response:
             message=str(body["message"]) if body.get("message") else None,
             error_type=str(body.get("type", "OAuthException")),
             regain_minutes=float(body.get("regain_minutes", 0.0)),
+            delay_answer=bool(body.get("delay_answer", False)),
             lose_answer=bool(body.get("lose_answer", False)),
         )
     except (TypeError, ValueError) as exc:
