@@ -38,11 +38,14 @@ def _arg(value: Any) -> bytes:
 def _pack(commands: list[tuple[Any, ...]]) -> bytes:
     """Commands in Redis's protocol (RESP arrays of bulk strings), back to back."""
     chunks: list[bytes] = []
+    append = chunks.append
     for args in commands:
-        chunks.append(b"*%d\r\n" % len(args))
+        append(b"*%d\r\n" % len(args))
         for arg in args:
-            data = _arg(arg)
-            chunks.append(b"$%d\r\n%b\r\n" % (len(data), data))
+            # The common types inline: this runs for every argument of every call.
+            kind = type(arg)
+            data = arg.encode() if kind is str else arg if kind is bytes else _arg(arg)
+            append(b"$%d\r\n%b\r\n" % (len(data), data))
     return b"".join(chunks)
 
 
