@@ -94,8 +94,19 @@ async def test_dev_stack_serves_the_readme_walkthrough(tmp_path: Path) -> None:
                 await asyncio.sleep(0.5)
             assert len(sent) == 1, output.text
             assert sent[0]["recipient_id"] == "1234567890123456"
+            # The emulator echoes the reply to the gateway, as Meta does; the agent knows it for its own.
+            stats: dict[str, object] = {}
+            echo_deadline = time.monotonic() + 20
+            while time.monotonic() < echo_deadline and stats.get("echoes_delivered") != 1:
+                async with session.get(f"http://127.0.0.1:{ports['emulator']}/_emulator/stats") as resp:
+                    stats = await resp.json()
+                await asyncio.sleep(0.2)
+            assert stats["echoes_delivered"] == 1, stats
+            await asyncio.sleep(1.0)
             async with session.get(f"http://127.0.0.1:{ports['agent']}/metrics") as resp:
-                assert 'igw_agent_replies_total{outcome="sent",reason="replied"} 1.0' in await resp.text()
+                metrics = await resp.text()
+            assert 'igw_agent_replies_total{outcome="sent",reason="replied"} 1.0' in metrics
+            assert 'igw_agent_takeovers_total{kind="human"}' not in metrics
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)
