@@ -527,7 +527,8 @@ class ReplyProcessor:
         event = job.event
         if job.recorded < 1:
             if decision.ledger is LedgerWrite.FINISH:
-                entry = Entry(Step.DONE, job.answer, tuple(job.mids), outcome=str(decision.outcome))
+                # The answer itself is not kept once done (the ledger keeps done entries for 48 h).
+                entry = Entry(Step.DONE, None, tuple(job.mids), outcome=str(decision.outcome))
                 await self.store.finish(event.id, entry, ttl=self.settings.ledger_ttl_seconds)
                 for mid in job.mids:
                     self.echoes.recorded(mid)

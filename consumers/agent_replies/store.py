@@ -153,6 +153,12 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
 
+def _compact(data: bytes) -> bytes:
+    """A copy of exactly ``data``'s size: orjson's output keeps its whole buffer (4 KiB) allocated,
+    which for hundreds of thousands of kept entries is hundreds of MiB."""
+    return bytes(memoryview(data))
+
+
 @dataclass(slots=True)
 class _Record:
     """The in-process ledger entry, with the fields Redis keeps in a hash."""
@@ -262,7 +268,7 @@ class MemoryStore:
                 return Saved(SaveResult.ECHOED, now, record.echoed)
         echoed = record.echoed if record is not None and record.part == entry.cursor else None
         self._ledger[event_id] = _Record(
-            entry.step, owner, now + lease, now + ttl, entry.data(), entry.cursor, now, echoed
+            entry.step, owner, now + lease, now + ttl, _compact(entry.data()), entry.cursor, now, echoed
         )
         for mid in ours:
             self._ours[mid] = now + ttl
@@ -273,7 +279,7 @@ class MemoryStore:
 
     async def finish(self, event_id: str, entry: Entry, *, ttl: float) -> None:
         now = self._clock()
-        self._ledger[event_id] = _Record(Step.DONE, None, 0.0, now + ttl, entry.data())
+        self._ledger[event_id] = _Record(Step.DONE, None, 0.0, now + ttl, _compact(entry.data()))
         for mid in entry.mids:
             self._ours[mid] = now + ttl
 
