@@ -9,12 +9,13 @@ from collections.abc import AsyncIterator
 import pytest
 
 from consumers.agent_replies.ledger import Answer, Entry, Step, text_fingerprint
-from consumers.agent_replies.model import Button, Turn
+from consumers.agent_replies.model import Turn
 from consumers.agent_replies.redisstore import RedisStore
 from consumers.agent_replies.store import BeginKind, MemoryStore, SaveResult, Store, Witnessed, pending_member
+from consumers.send_api.model import QuickReply
 from tests.plugins.agent import REDIS_URL
 
-ANSWER = Answer(("Hello!", "We open at 8."), (Button("Book", "BOOK"),), handover=False)
+ANSWER = Answer(("Hello!", "We open at 8."), (QuickReply("Book", "BOOK"),), handover=False)
 TTL = 60.0
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from consumers.agent_replies.model import Button
+from consumers.send_api.model import QuickReply
 
 __all__ = ["ECHO_TOKEN_PREFIX", "Answer", "Entry", "Step", "echo_token", "parse_echo_token", "text_fingerprint"]
 
@@ -43,7 +43,7 @@ class Answer:
     """The agent's answer as it will be sent: text split into Meta's parts, buttons on the last."""
 
     parts: tuple[str, ...]
-    quick_replies: tuple[Button, ...] = ()
+    quick_replies: tuple[QuickReply, ...] = ()
     handover: bool = False
 
     def to_json(self) -> dict[str, Any]:
@@ -57,7 +57,7 @@ class Answer:
     def from_json(cls, data: dict[str, Any]) -> Answer:
         return cls(
             tuple(str(p) for p in data.get("parts", ())),
-            tuple(Button(str(t), str(p)) for t, p in data.get("quick_replies", ())),
+            tuple(QuickReply(str(t), str(p)) for t, p in data.get("quick_replies", ())),
             bool(data.get("handover")),
         )
 

@@ -266,14 +266,13 @@ class ReplyProcessor:
             job.answer = Answer((), (), handover=True)
             decision = Decision(Outcome.SKIPPED, Reason.HANDOVER, LedgerWrite.FINISH, history=True, handover=True)
             return self._decide(job, decision)
-        message = OutboundMessage(
-            event.user_id, reply.text, tuple(QuickReply(b.title, b.payload) for b in reply.quick_replies)
-        )
+        quick_replies = tuple(QuickReply(b.title, b.payload) for b in reply.quick_replies)
+        message = OutboundMessage(event.user_id, reply.text, quick_replies)
         try:
             parts = self.sender.parts(event.account_id, message)
         except SendError as err:
             return await self._refused(job, err)
-        job.answer = Answer(tuple(part.text or "" for part in parts), reply.quick_replies, reply.handover)
+        job.answer = Answer(tuple(part.text or "" for part in parts), quick_replies, reply.handover)
         job.phase = Phase.SEND
         return None
 
@@ -309,13 +308,13 @@ class ReplyProcessor:
         saved = await self.store.save(
             event.id,
             self._owner,
-            Entry(Step.SENDING, answer, tuple(job.mids)),
+            Entry(Step.SENDING, answer, tuple(job.mids) if job.mids else ()),
             lease=settings.lease_seconds,
             ttl=settings.ledger_ttl_seconds,
             index=self._index(job),
             add=job.pending,
             # The part sent last is ours from now on, even should this process die before done.
-            ours=tuple(job.mids[-1:]),
+            ours=(job.mids[-1],) if job.mids else (),
         )
         if saved.result is SaveResult.LOST or saved.result is SaveResult.DONE:
             return self._lost(job)
@@ -326,7 +325,7 @@ class ReplyProcessor:
         part = OutboundMessage(
             event.user_id,
             answer.parts[part_no],
-            tuple(QuickReply(b.title, b.payload) for b in answer.quick_replies) if last else (),
+            answer.quick_replies if last else (),
             metadata=echo_token(event.id, part_no),
         )
         try:
