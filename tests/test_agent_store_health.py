@@ -1,14 +1,17 @@
-"""While the ledger's store does not answer, sending pauses and says so (metric, /readyz); it resumes by itself."""
+"""Sending pauses while the ledger's store does not answer, and says so; leases are renewed and let go."""
 
 from __future__ import annotations
 
 import asyncio
 
 from aiohttp.test_utils import TestClient, TestServer
+from aiokafka import TopicPartition
 from prometheus_client import REGISTRY
 
-from consumers.agent_replies.leases import StoreHealth
+from consumers.agent_replies.leases import LeaseKeeper, StoreHealth
+from consumers.agent_replies.store import BeginKind, MemoryStore
 from consumers.common.metrics_server import create_metrics_app
+from consumers.common.runner import OffsetTracker
 
 
 async def test_store_down_pauses_then_resumes_by_itself() -> None:
@@ -60,3 +63,34 @@ async def test_readyz_tells_why() -> None:
         assert await response.json() == {"status": "ready", "store": "up", "sending": "active"}
     finally:
         await client.close()
+
+
+async def test_leases_renewed_released_when_partitions_move_and_at_shutdown() -> None:
+    """The keeper renews the leases in hand, lets go of those whose partition moved away, and of all at shutdown."""
+    clock = [1_800_000_000.0]
+    store = MemoryStore(lambda: clock[0])
+    health = StoreHealth(store.ping)
+    keeper = LeaseKeeper(store, "A", 15.0, health)
+    tracker = OffsetTracker()
+    moving, staying = TopicPartition("t", 0), TopicPartition("t", 1)
+    for event_id, tp in (("ev-moving", moving), ("ev-staying", staying)):
+        begun = await store.begin(event_id, "A", lease=15, ttl=60, account_id="a", conversation_id=event_id)
+        assert begun.kind is BeginKind.CLAIMED
+        keeper.hold(event_id, tracker.track(tp, 0))
+    clock[0] += 10
+    tracker.revoke([moving])
+    await keeper.renew_now()
+    # The moved partition's event is free at once; the other one's lease was renewed 10 s in.
+    assert (await store.begin("ev-moving", "B", lease=15, ttl=60, account_id="a", conversation_id="x")).kind is (
+        BeginKind.RESUMED
+    )
+    clock[0] += 10
+    assert (await store.begin("ev-staying", "B", lease=15, ttl=60, account_id="a", conversation_id="x")).kind is (
+        BeginKind.HELD
+    )
+    await keeper.release_all()
+    assert keeper.held == 0
+    assert (await store.begin("ev-staying", "B", lease=15, ttl=60, account_id="a", conversation_id="x")).kind is (
+        BeginKind.RESUMED
+    )
+    await health.close()

@@ -51,9 +51,16 @@ class StoreHealth:
         log.warning("the ledger's store is unreachable (%s): sending is paused until it answers", reason)
         self._probe = asyncio.get_running_loop().create_task(self._wait_until_back(), name="store-probe")
 
+    async def _answers(self) -> bool:
+        try:
+            return await self._ping()
+        except Exception:  # any failure of the probe is "not yet"
+            log.debug("store probe failed", exc_info=True)
+            return False
+
     async def _wait_until_back(self) -> None:
         delay = self._interval
-        while not await self._ping():
+        while not await self._answers():
             await asyncio.sleep(delay)
             delay = min(self._max_interval, delay * 2)
         self.up = True
@@ -100,7 +107,12 @@ class LeaseKeeper:
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self._lease / 3)
-            await self.renew_now()
+            try:
+                await self.renew_now()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug here must not stop the renewals: leases would run out under live work
+                log.exception("renewing leases failed; trying again in %.1f s", self._lease / 3)
 
     async def renew_now(self) -> None:
         if not self._held or not self._health.up:
