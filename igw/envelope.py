@@ -113,3 +113,5 @@ class Header:
     CONSUMER: Final = "igw_consumer"
     EVENT_ID: Final = "igw_event_id"
     ORIGIN: Final = "igw_source"
+    # On a dead letter that stands for a record too large to copy: the record's size in bytes.
+    TRUNCATED: Final = "igw_truncated"

@@ -37,6 +37,7 @@ from aiohttp import web
 
 from consumers.send_api.model import AccountConfig, Flavour
 from igw_tools.graph_emulator import (
+    EMULATOR_APP_ID,
     EmulatorConfig,
     InjectedFailure,
     _bearer,
@@ -81,7 +82,7 @@ _THROTTLE_MESSAGES: Final = {
 class ConversationsConfig:
     """The read side's settings: the app the accounts subscribe, and Meta's read rate."""
 
-    app_id: str = "1517000000000001"
+    app_id: str = EMULATOR_APP_ID
     # With an app secret, GET /{app}/subscriptions wants the app token "<app id>|<app secret>".
     app_secret: str | None = None
     callback_url: str = "https://igw.example/api/v1/instagram/webhook"

@@ -6,7 +6,9 @@ It serves both flavours on one address (point both base URLs of the client at it
 ``access_token`` (Page token), and answers in Meta's documented formats: token and
 ``appsecret_proof`` checks, request validation, the 24 h messaging window derived from inbound
 events it is told about, per-account rate limits with ``X-Business-Use-Case-Usage`` headers, and
-failures injected on demand. Control endpoints live under ``/_emulator/`` (docs/send-api.md).
+failures injected on demand (among them a send accepted whose answer is lost), and, when told
+where, the echo Meta sends for every message an app sends, as a signed webhook. Control endpoints
+live under ``/_emulator/`` (docs/send-api.md).
 """
 
 from __future__ import annotations
@@ -19,23 +21,28 @@ import re
 import secrets
 import time
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import orjson
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from consumers.send_api.client import MAX_QUICK_REPLIES, SENDER_ACTIONS, appsecret_proof
+from consumers.send_api.client import MAX_METADATA, MAX_QUICK_REPLIES, SENDER_ACTIONS, appsecret_proof
 from consumers.send_api.model import AccountConfig, Flavour
 from consumers.send_api.text import IG_IG_MAX_TEXT_BYTES, PAGE_MAX_TEXT_CHARS
+from gateway.signature import sign
 from igw.config import Secret
 from igw_tools.graph_emulator_ids import add_ids_routes
+from igw_tools.simulator import DEV_APP_ID
 
 if TYPE_CHECKING:
     from igw_tools.graph_conversations import ConversationsConfig, ConversationsState
 
 __all__ = [
+    "EMULATOR_APP_ID",
     "AcceptedSend",
     "EmulatorAccessLogger",
     "EmulatorConfig",
@@ -43,6 +50,7 @@ __all__ = [
     "InjectedFailure",
     "config_key",
     "create_emulator_app",
+    "echo_webhook_body",
     "state_key",
 ]
 
@@ -63,6 +71,13 @@ _DEFAULT_MESSAGES = {
     551: "(#551) This person isn't available right now.",
     613: "(#613) Calls to this api have exceeded the rate limit.",
 }
+# The app id the emulator puts in Messenger echoes of what it accepted (set IGW_APP_ID to it):
+# igw dev's, which its agent and analytics are given.
+EMULATOR_APP_ID = DEV_APP_ID
+# Echo webhooks: tries per echo (Meta retries failed deliveries too), and the wait between them.
+_ECHO_ATTEMPTS = 5
+_ECHO_RETRY_SECONDS = 0.5
+_ECHO_WORKERS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +97,12 @@ class EmulatorConfig:
     inbound_grace_seconds: float = 0.0
     # The newest sends and calls kept for listing; a long `igw dev` run must not grow without end.
     max_records: int = 10_000
+    # Where to post, signed with this secret, the echo of every message accepted (Meta's
+    # message_echoes): a gateway's webhook URL. None: no echoes.
+    echo_webhook_url: str | None = None
+    echo_app_secret: Secret | None = None
+    # In Messenger echoes (Meta documents app_id and metadata there, not in Instagram's).
+    app_id: str = EMULATOR_APP_ID
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +139,13 @@ class InjectedFailure:
     message: str | None = None
     error_type: str = "OAuthException"
     regain_minutes: float = 0.0
+    delay_answer: bool = False
+    lose_answer: bool = False
+
+    @property
+    def after_accepting(self) -> bool:
+        """The send is accepted first; the failure (a delay, or no answer) comes afterwards."""
+        return self.delay_answer or self.lose_answer
 
 
 @dataclass(slots=True)
@@ -141,6 +169,10 @@ class EmulatorState:
     accepted: int = 0
     first_accepted_at: float | None = None
     last_accepted_at: float | None = None
+    # Accepted sends whose answer was lost on purpose (InjectedFailure.lose_answer), and echoes.
+    answers_lost: int = 0
+    echoes_delivered: int = 0
+    echoes_failed: int = 0
 
     # Set and replaced on every accepted send: wakes listings that wait for one (?wait=).
     news: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
@@ -156,7 +188,7 @@ class EmulatorState:
     def clear_records(self) -> None:
         self.messages.clear()
         self.calls.clear()
-        self.accepted = 0
+        self.accepted = self.answers_lost = self.echoes_delivered = self.echoes_failed = 0
         self.first_accepted_at = self.last_accepted_at = None
 
     def record_inbound(self, account_id: str, user_id: str, timestamp_ms: float | None = None) -> None:
@@ -187,6 +219,8 @@ class EmulatorState:
 
 config_key = web.AppKey("emulator_config", EmulatorConfig)
 state_key = web.AppKey("emulator_state", EmulatorState)
+# Echoes waiting to be posted (only when EmulatorConfig.echo_webhook_url is set).
+echo_queue_key = web.AppKey("emulator_echo_queue", asyncio.Queue)
 
 
 class _GraphError(Exception):
@@ -340,6 +374,9 @@ def _validate(caller: _Caller, body: dict[str, Any]) -> tuple[str, str]:
                 f"(#100) Length of param message[text] must be less than or equal to {PAGE_MAX_TEXT_CHARS}",
                 subcode=invalid_subcode,
             )
+    metadata = message.get("metadata")
+    if metadata is not None and (not isinstance(metadata, str) or len(metadata) > MAX_METADATA):
+        raise _GraphError(100, f"(#100) param message[metadata] must be a string of at most {MAX_METADATA} characters")
     quick_replies = message.get("quick_replies")
     if quick_replies is not None:
         if not isinstance(quick_replies, list) or len(quick_replies) > MAX_QUICK_REPLIES:
@@ -422,7 +459,7 @@ async def _messages(request: web.Request) -> web.Response:
     try:
         _check_appsecret_proof(config, caller, request.query.get("appsecret_proof"))
         failure = state.take_failure({caller.account_id, object_id})
-        if failure is not None:
+        if failure is not None and not failure.after_accepting:
             if failure.delay_seconds > 0:
                 await asyncio.sleep(failure.delay_seconds)
             if failure.code is not None:
@@ -471,6 +508,13 @@ async def _messages(request: web.Request) -> web.Response:
     _record_sent(request.app, caller.account_id, recipient_id, body, message_id, accepted_at)
     state.calls.append(Call(caller.account_id, 200, auth, accepted_at))
     state.trim(config.max_records)
+    if message_id is not None and echo_queue_key in request.app:
+        request.app[echo_queue_key].put_nowait(state.messages[-1])
+    if failure is not None and failure.lose_answer:
+        state.answers_lost += 1
+        return await _lose_answer(request, failure.delay_seconds)
+    if failure is not None and failure.delay_answer and failure.delay_seconds > 0:
+        await asyncio.sleep(failure.delay_seconds)
     answer: dict[str, str] = {"recipient_id": recipient_id}
     if message_id is not None:
         answer["message_id"] = message_id
@@ -484,6 +528,91 @@ def _record_sent(
     from igw_tools.graph_conversations import record_sent
 
     record_sent(app, account_id, recipient_id, body, mid, when)
+
+
+async def _lose_answer(request: web.Request, delay: float) -> web.Response:
+    """The send stands, its answer never arrives: wait, then drop the connection without a word."""
+    if delay > 0:
+        await asyncio.sleep(delay)
+    if request.transport is not None:
+        request.transport.close()
+    # Nothing reaches the client: its transport is closed.
+    return web.Response(status=200)
+
+
+def echo_webhook_body(sent: AcceptedSend, app_id: str, when_ms: int) -> bytes:
+    """The webhook Meta sends for a message the app sent (``is_echo``), as the gateway receives it.
+
+    Messenger echoes carry the sending app's ``app_id`` and the Send API's ``metadata``; Meta's
+    Instagram pages document neither, so Instagram echoes carry the ``mid`` and the text only.
+    """
+    sent_message = sent.body.get("message") or {}
+    message: dict[str, Any] = {"mid": sent.message_id, "is_echo": True}
+    if isinstance(sent_message.get("text"), str):
+        message["text"] = sent_message["text"]
+    messenger = sent.flavour == Flavour.MESSENGER.value
+    if messenger:
+        message["app_id"] = int(app_id) if app_id.isdigit() else app_id
+        if sent_message.get("metadata"):
+            message["metadata"] = sent_message["metadata"]
+    item = {
+        "sender": {"id": sent.account_id},
+        "recipient": {"id": sent.recipient_id},
+        "timestamp": when_ms,
+        "message": message,
+    }
+    body = {
+        "object": "page" if messenger else "instagram",
+        "entry": [{"id": sent.account_id, "time": when_ms, "messaging": [item]}],
+    }
+    return orjson.dumps(body)
+
+
+async def _post_echoes(
+    queue: asyncio.Queue[AcceptedSend], config: EmulatorConfig, state: EmulatorState, session: aiohttp.ClientSession
+) -> None:
+    """Post each queued echo to the webhook URL, signed; a failed delivery is tried a few times, as Meta does."""
+    assert config.echo_webhook_url is not None
+    assert config.echo_app_secret is not None
+    secret = config.echo_app_secret.value
+    while True:
+        sent = await queue.get()
+        body = echo_webhook_body(sent, config.app_id, int(time.time() * 1000))
+        headers = {"Content-Type": "application/json", "X-Hub-Signature-256": sign(body, secret)}
+        for attempt in range(_ECHO_ATTEMPTS):
+            try:
+                async with session.post(config.echo_webhook_url, data=body, headers=headers) as response:
+                    await response.read()
+                    if response.status == 200:
+                        state.echoes_delivered += 1
+                        break
+            except (aiohttp.ClientError, TimeoutError):
+                pass
+            if attempt + 1 < _ECHO_ATTEMPTS:
+                await asyncio.sleep(_ECHO_RETRY_SECONDS * (attempt + 1))
+        else:
+            state.echoes_failed += 1
+            logger.warning("echo of %s not delivered to the webhook after %d tries", sent.message_id, _ECHO_ATTEMPTS)
+
+
+async def _echo_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Echo delivery for the app's lifetime: a queue, a client session and a few posting workers."""
+    config = app[config_key]
+    queue: asyncio.Queue[AcceptedSend] = asyncio.Queue()
+    app[echo_queue_key] = queue
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        workers = [
+            asyncio.create_task(_post_echoes(queue, config, app[state_key], session), name=f"emulator-echo-{n}")
+            for n in range(_ECHO_WORKERS)
+        ]
+        try:
+            yield
+        finally:
+            for worker in workers:
+                worker.cancel()
+            for worker in workers:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker
 
 
 def _bad_request(problem: str) -> web.Response:
@@ -525,6 +654,8 @@ async def _add_failure(request: web.Request) -> web.Response:
             message=str(body["message"]) if body.get("message") else None,
             error_type=str(body.get("type", "OAuthException")),
             regain_minutes=float(body.get("regain_minutes", 0.0)),
+            delay_answer=bool(body.get("delay_answer", False)),
+            lose_answer=bool(body.get("lose_answer", False)),
         )
     except (TypeError, ValueError) as exc:
         return _bad_request(f"invalid failure: {exc}")
@@ -586,6 +717,9 @@ async def _stats(request: web.Request) -> web.Response:
             "accepted": state.accepted,
             "first_accepted_at": state.first_accepted_at,
             "last_accepted_at": state.last_accepted_at,
+            "answers_lost": state.answers_lost,
+            "echoes_delivered": state.echoes_delivered,
+            "echoes_failed": state.echoes_failed,
         }
     )
 
@@ -614,6 +748,10 @@ def create_emulator_app(
     app = web.Application()
     app[config_key] = config
     app[state_key] = state if state is not None else EmulatorState()
+    if config.echo_webhook_url:
+        if config.echo_app_secret is None:
+            raise ValueError("echo_webhook_url needs echo_app_secret: Meta signs every webhook")
+        app.cleanup_ctx.append(_echo_ctx)
     app.router.add_post("/{version}/{object_id}/messages", _messages)
     app.router.add_post("/_emulator/inbound", _inbound)
     app.router.add_post("/_emulator/failures", _add_failure)

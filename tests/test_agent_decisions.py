@@ -6,6 +6,7 @@ writing to a list; every test reads the decision from the reply records and dead
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,12 +17,13 @@ from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
 from consumers.agent_replies.agent import AgentError
+from consumers.agent_replies.job import Job
 from consumers.agent_replies.metrics import AgentMetrics
 from consumers.agent_replies.model import AgentReply, InboundEvent, Turn, parse_event
 from consumers.agent_replies.outcomes import OutcomePublisher
-from consumers.agent_replies.processor import Job, ReplyProcessor
+from consumers.agent_replies.processor import ReplyProcessor
 from consumers.agent_replies.settings import AgentSettings
-from consumers.agent_replies.store import MemoryStore
+from consumers.agent_replies.store import BeginKind, MemoryStore
 from consumers.common.runner import OffsetTracker
 from consumers.common.settings import ConsumerSettings
 from consumers.send_api.errors import ErrorClass, SendError
@@ -29,6 +31,7 @@ from consumers.send_api.model import OutboundMessage, SendResult
 from tests.plugins.agent import envelope
 
 NOW = 1_764_000_000.0  # the processor's clock, in seconds
+NOW_MS = int(NOW * 1000)
 SETTINGS = AgentSettings(
     consumer=ConsumerSettings(group_id="agent", topics=("t.messages",)), max_retries=2, owner_id="me"
 )
@@ -78,16 +81,20 @@ class ScriptedAgent:
 
 @dataclass
 class ScriptedSender:
-    """Raises the queued errors in turn, then delivers."""
+    """One call per part (text split at ``|``): raises the queued errors in turn (None: delivers), then delivers."""
 
-    errors: list[SendError] = field(default_factory=list)
+    errors: list[SendError | None] = field(default_factory=list)
     sent: list[OutboundMessage] = field(default_factory=list)
 
-    async def send(self, account_id: str, message: OutboundMessage) -> list[SendResult]:
-        if self.errors:
-            raise self.errors.pop(0)
-        self.sent.append(message)
-        return [SendResult(f"m_{len(self.sent)}", message.recipient_id, 1)]
+    def parts(self, account_id: str, message: OutboundMessage) -> list[OutboundMessage]:
+        return [OutboundMessage(message.recipient_id, text) for text in (message.text or "").split("|")]
+
+    async def send_once(self, account_id: str, part: OutboundMessage) -> SendResult:
+        error = self.errors.pop(0) if self.errors else None
+        if error is not None:
+            raise error
+        self.sent.append(part)
+        return SendResult(f"m_{len(self.sent)}", part.recipient_id, 1)
 
 
 @dataclass
@@ -100,13 +107,29 @@ class Bench:
     tracker: OffsetTracker = field(default_factory=OffsetTracker)
     offsets: int = 0
 
-    def job(self, user_id: str = "u1", **fields: Any) -> Job:
+    def job(self, user_id: str = "u1", *, recovered: dict[str, Any] | None = None, **fields: Any) -> Job:
         """An inbound message from ``user_id``, a second old unless ``timestamp_ms`` says otherwise."""
-        value = orjson.dumps(envelope(user_id, **{"timestamp_ms": int(NOW * 1000) - 1000, **fields}))
+        doc = envelope(user_id, **{"timestamp_ms": int(NOW * 1000) - 1000, **fields})
+        if recovered is not None:
+            doc["recovered"] = recovered
+        value = orjson.dumps(doc)
         offset = self.offsets
         self.offsets += 1
         ticket = self.tracker.track(TopicPartition("t.messages", 0), offset)
-        return Job(parse_event(value), ticket, value, b"key", ("t.messages", 0, offset))
+        return self.processor.job(parse_event(value), ticket, value, b"key", ("t.messages", 0, offset))
+
+    async def begin_elsewhere(self, job: Job, lease: float = 30) -> BeginKind:
+        """What another replica finds when it takes up ``job``'s event."""
+        event = job.event
+        begun = await self.store.begin(
+            event.id,
+            "another-replica",
+            lease=lease,
+            ttl=3600,
+            account_id=event.account_id,
+            conversation_id=event.conversation_id or "",
+        )
+        return begun.kind
 
 
 @pytest.fixture
@@ -134,23 +157,45 @@ async def test_a_message_is_answered_once_and_a_redelivery_is_a_duplicate(bench:
         ({"standby": True}, ("skipped", "standby"), None),
         ({"timestamp_ms": int((NOW - 25 * 3600) * 1000)}, ("skipped", "window_closed"), None),
         ({"user_id": ""}, ("failed", "bad_event"), "bad_event"),
+        (
+            {"recovered": {"source": "conversations_api", "at": NOW_MS, "answered_at": NOW_MS - 500}},
+            ("skipped", "already_answered"),
+            None,
+        ),
     ],
-    ids=["standby", "older-than-the-window", "no-user"],
+    ids=["standby", "older-than-the-window", "no-user", "recovered-and-answered-after"],
 )
 async def test_events_that_are_not_answered(
     bench: Bench, fields: dict[str, Any], decision: tuple[str, str], dead_letter: str | None
 ) -> None:
-    """Standby, a closed window and a message without a user are decided before the agent is asked."""
-    assert await bench.processor.handle(bench.job(**fields)) is None
+    """Standby, a closed window, a message without a user and a recovered message the account answered after
+    are decided before the agent is asked, and before the ledger: nothing is claimed."""
+    job = bench.job(**fields)
+    assert await bench.processor.handle(job) is None
     assert bench.produced.decisions() == [decision]
     assert bench.produced.dead_letters() == ([dead_letter] if dead_letter else [])
     assert bench.sender.sent == []
+    assert await bench.begin_elsewhere(job) is BeginKind.CLAIMED
+
+
+async def test_a_recovered_message_nobody_answered_is_answered_once(bench: Bench) -> None:
+    """A message reconcile recovered, with no later message from the account, is answered like a webhook's."""
+    recovered = {"source": "conversations_api", "at": NOW_MS, "answered_at": None}
+    job = bench.job(recovered=recovered)
+    assert await bench.processor.handle(job) is None
+    assert await bench.processor.handle(bench.job(recovered=recovered, mid=job.event.mid)) is None
+    assert bench.produced.decisions() == [("sent", "replied"), ("skipped", "duplicate")]
+    assert len(bench.sender.sent) == 1
 
 
 async def test_our_own_echo_is_ignored_and_paused_conversations_are_skipped(bench: Bench) -> None:
-    """An echo records nothing; a paused account dead-letters for replay, a paused conversation just skips."""
-    assert await bench.processor.handle(bench.job(type="message_echo")) is None
+    """An echo of this app's records nothing; a paused account dead-letters for replay, a paused conversation
+    just skips."""
+    processor = bench.processor
+    processor.settings = dataclasses.replace(SETTINGS, app_id="1517000000000001")
+    assert await processor.handle(bench.job(type="message_echo", app_id="1517000000000001")) is None
     assert bench.produced.replies == bench.produced.dead == []
+    assert await bench.store.conversation_paused_until(bench.job().event.conversation_id or "") is None
     await bench.store.pause_conversation(bench.job().event.conversation_id or "", NOW + 60)
     await bench.processor.handle(bench.job())
     await bench.store.pause_account(bench.job().event.account_id, NOW + 60)
@@ -163,10 +208,10 @@ async def test_our_own_echo_is_ignored_and_paused_conversations_are_skipped(benc
 async def test_a_claim_held_elsewhere_is_looked_at_again_when_its_lease_ends(bench: Bench) -> None:
     """Another replica is answering: nothing is recorded and the event comes back after the lease."""
     job = bench.job()
-    await bench.store.claim(job.event.id, "another-replica", 30)
+    assert await bench.begin_elsewhere(job, lease=10) is BeginKind.CLAIMED
     delay = await bench.processor.handle(job)
     assert delay is not None
-    assert 30 <= delay <= SETTINGS.lease_seconds
+    assert 10 <= delay <= SETTINGS.lease_seconds
     assert bench.produced.replies == bench.produced.dead == []
 
 
@@ -178,7 +223,6 @@ async def test_a_claim_held_elsewhere_is_looked_at_again_when_its_lease_ends(ben
         (SendError(ErrorClass.INVALID_MESSAGE, code=100), ("failed", "invalid_message"), "invalid_message"),
         (SendError(ErrorClass.UNKNOWN, code=12345), ("failed", "send_error"), "send_error"),
         (SendError(ErrorClass.WINDOW_CLOSED, code=10), ("skipped", "window_closed"), None),
-        (SendError(ErrorClass.TRANSIENT, code=2, parts_sent=1), ("failed", "partial_send"), "partial_send"),
     ],
     ids=lambda v: v.error_class if isinstance(v, SendError) else None,
 )
@@ -191,7 +235,20 @@ async def test_final_send_errors_are_recorded_once(
     assert await bench.processor.handle(job) is None
     assert bench.produced.decisions() == [decision]
     assert bench.produced.dead_letters() == ([dead_letter] if dead_letter else [])
-    assert (await bench.store.claim(job.event.id, "another-replica", 30)).state.value == "done"
+    assert await bench.begin_elsewhere(job) is BeginKind.DONE
+
+
+async def test_a_reply_cut_off_after_its_first_part_is_a_partial_send(bench: Bench) -> None:
+    """The first part reached the user, Meta refused the second for good: recorded once, never sent again."""
+    bench.agent.reply_with = AgentReply(text="Open 9-17.|Closed on Sundays.")
+    job = bench.job()
+    bench.sender.errors += [None, SendError(ErrorClass.UNKNOWN, code=12345)]
+    assert await bench.processor.handle(job) is None
+    assert [m.text for m in bench.sender.sent] == ["Open 9-17."]
+    assert bench.produced.decisions() == [("failed", "partial_send")]
+    assert bench.produced.dead_letters() == ["partial_send"]
+    assert bench.produced.replies[0]["message_ids"] == ["m_1"]
+    assert await bench.begin_elsewhere(job) is BeginKind.DONE
 
 
 @pytest.mark.parametrize("error_class", [ErrorClass.TOKEN_INVALID, ErrorClass.ACCOUNT_BLOCKED])
@@ -205,7 +262,8 @@ async def test_token_or_account_errors_pause_the_account_and_keep_the_event_for_
     assert bench.produced.decisions() == [("failed", str(error_class))]
     assert bench.produced.dead_letters() == [str(error_class)]
     assert await bench.store.account_paused_until(job.event.account_id) == NOW + SETTINGS.account_pause_seconds
-    assert (await bench.store.claim(job.event.id, "another-replica", 30)).state.value == "claimed"
+    # Neither held nor done: a replay takes it up at its step.
+    assert await bench.begin_elsewhere(job) is BeginKind.RESUMED
 
 
 async def test_retriable_failures_come_back_then_fail_for_good(bench: Bench) -> None:

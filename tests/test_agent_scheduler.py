@@ -1,4 +1,4 @@
-"""The conversation scheduler: order within a conversation, bounded concurrency, retries and errors."""
+"""The conversation scheduler: order within a conversation, bounded concurrency, waits and errors."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from aiokafka import TopicPartition
 
-from consumers.agent_replies.scheduler import ConversationScheduler
+from consumers.agent_replies.scheduler import ConversationScheduler, GiveUp
 from consumers.common.runner import OffsetTracker, Ticket
 
 TP = TopicPartition("t.messages", 0)
@@ -49,24 +49,27 @@ async def test_retry_delay_keeps_order_and_frees_the_slot() -> None:
     assert scheduler.in_flight == 0
 
 
-async def test_unexpected_errors_are_retried_then_given_up() -> None:
-    """A handler error is retried with backoff; after max_errors the record is dropped and never committed."""
-    calls = {"flaky": 0, "broken": 0}
+async def test_a_handler_that_raises_leaves_its_record_uncommitted() -> None:
+    """The scheduler retries nothing itself: a handler that raises (or gives up) leaves its record uncommitted."""
+    calls = {"broken": 0, "gave_up": 0, "fine": 0}
 
     async def handle(job: FakeJob) -> float | None:
         calls[job.key] += 1
-        if job.key == "broken" or calls[job.key] < 3:
-            raise ConnectionError("store down")
+        if job.key == "broken":
+            raise ConnectionError("a bug")
+        if job.key == "gave_up":
+            raise GiveUp("cannot record it")
         return None
 
     tracker = OffsetTracker()
     scheduler: ConversationScheduler[FakeJob] = ConversationScheduler(
-        handle, ticket_of, concurrency=4, max_in_flight=10, max_errors=4, error_backoff=0.01
+        handle, ticket_of, concurrency=4, max_in_flight=10
     )
     await scheduler.submit("broken", FakeJob("broken", 0, tracker.track(TP, 0)))
-    await scheduler.submit("flaky", FakeJob("flaky", 0, tracker.track(TP, 1)))
+    await scheduler.submit("gave_up", FakeJob("gave_up", 0, tracker.track(TP, 1)))
+    await scheduler.submit("fine", FakeJob("fine", 0, tracker.track(TP, 2)))
     await asyncio.wait_for(tracker.wait_idle(), 5)
-    assert calls == {"flaky": 3, "broken": 4}
+    assert calls == {"broken": 1, "gave_up": 1, "fine": 1}
     assert tracker.to_commit() == {TP: 0}
 
 

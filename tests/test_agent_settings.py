@@ -24,6 +24,10 @@ def test_defaults() -> None:
     assert settings.redis_url is None
     assert settings.human_pause_seconds == 12 * 3600
     assert settings.window_seconds == 24 * 3600
+    # Short leases and a short session: a dead replica's work is taken over within seconds.
+    assert settings.lease_seconds == 15
+    assert settings.consumer.session_timeout_ms == 10_000
+    assert settings.echo_wait_seconds == 30
 
 
 @pytest.mark.parametrize(
@@ -37,10 +41,14 @@ def test_defaults() -> None:
         ({"IGW_AGENT": "magic"}, "IGW_AGENT"),
         ({**READY, "IGW_AGENT_CONCURRENCY": "0"}, "IGW_AGENT_CONCURRENCY"),
         ({**READY, "IGW_HUMAN_PAUSE_SECONDS": "soon"}, "IGW_HUMAN_PAUSE_SECONDS"),
-        ({**READY, "IGW_AGENT_TIMEOUT_SECONDS": "30", "IGW_LEDGER_LEASE_SECONDS": "10"}, "IGW_AGENT_TIMEOUT_SECONDS"),
+        (
+            {**READY, "IGW_AGENT_STORE_TIMEOUT_SECONDS": "5", "IGW_LEDGER_LEASE_SECONDS": "10"},
+            "IGW_AGENT_STORE_TIMEOUT_SECONDS",
+        ),
         ({"IGW_RULES_FILE": str(SAMPLE_RULES)}, "IGW_ACCESS_TOKEN"),
         ({**READY, "REDIS_URL": "localhost:6379"}, "REDIS_URL"),
         ({**READY, "IGW_APP_ID": "my-app"}, "IGW_APP_ID"),
+        ({**READY, "IGW_CONSUMER_INSTANCE_ID": "agent 1"}, "IGW_CONSUMER_INSTANCE_ID"),
     ],
 )
 def test_errors_name_the_variable(environ: dict[str, str], variable: str) -> None:

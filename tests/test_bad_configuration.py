@@ -104,6 +104,7 @@ BAD: dict[str, str | Mapping[str, str | None]] = {
     "IGW_ANALYTICS_ROLLUP_PATH": "/dev/null/rollup.sqlite",
     "IGW_METRICS_HOST": "not a host",
     "IGW_CONSUMER_OFFSET_RESET": "newest",
+    "IGW_CONSUMER_INSTANCE_ID": "agent 1",
     "IGW_TANSU_BIN": f"{MISSING}/tansu",
 }
 

@@ -160,8 +160,19 @@ async def test_dev_stack_serves_the_readme_walkthrough(tmp_path: Path) -> None:
             async with session.get(messages, params={"recipient": "12334", "wait": "30"}) as resp:
                 sent += await resp.json()
             assert [s["recipient_id"] for s in sent] == ["1234567890123456", "12334"], output.text
+            # The emulator echoes each reply to the gateway, as Meta does; the agent knows them for its own.
+            stats: dict[str, object] = {}
+            echo_deadline = time.monotonic() + 20
+            while time.monotonic() < echo_deadline and stats.get("echoes_delivered") != 2:
+                async with session.get(f"http://127.0.0.1:{ports['emulator']}/_emulator/stats") as resp:
+                    stats = await resp.json()
+                await asyncio.sleep(0.2)
+            assert stats["echoes_delivered"] == 2, stats
+            await asyncio.sleep(1.0)
             async with session.get(f"http://127.0.0.1:{ports['agent']}/metrics") as resp:
-                assert 'igw_agent_replies_total{outcome="sent",reason="replied"} 2.0' in await resp.text()
+                metrics = await resp.text()
+            assert 'igw_agent_replies_total{outcome="sent",reason="replied"} 2.0' in metrics
+            assert 'igw_agent_takeovers_total{kind="human"}' not in metrics
         # A shell that sources dev.env reaches the broker (igw topics: the tools' settings are there).
         topics = subprocess.run(
             [

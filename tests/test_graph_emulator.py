@@ -370,7 +370,14 @@ async def test_stats_count_every_accepted_send(
     """GET /_emulator/stats counts accepted sends past the listing's limit, with the first and last times."""
     emulator = await start_graph_emulator(EmulatorConfig(accounts=TEST_ACCOUNTS, enforce_window=False, max_records=2))
     async with http.get(f"{emulator.base_url}/_emulator/stats") as response:
-        assert await response.json() == {"accepted": 0, "first_accepted_at": None, "last_accepted_at": None}
+        assert await response.json() == {
+            "accepted": 0,
+            "first_accepted_at": None,
+            "last_accepted_at": None,
+            "answers_lost": 0,
+            "echoes_delivered": 0,
+            "echoes_failed": 0,
+        }
     for n in range(3):
         status, _, _ = await post_ig(http, emulator, text_body(f"reply {n}"))
         assert status == 200

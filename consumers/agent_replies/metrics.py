@@ -39,13 +39,19 @@ class AgentMetrics:
 
     __slots__ = (
         "agent_call_duration",
+        "ambiguous_sends",
+        "dead_letter_failures",
+        "dead_letters",
         "in_flight",
+        "leases_lost",
         "ledger_hits",
         "paused_accounts",
         "paused_conversations",
         "replies",
         "reply_latency",
+        "resumed",
         "retries",
+        "store_up",
         "takeovers",
     )
 
@@ -101,5 +107,44 @@ class AgentMetrics:
         self.in_flight = Gauge(
             "igw_agent_in_flight_events",
             "Inbound events fetched and not yet finished (queued, running or waiting to retry).",
+            registry=registry,
+        )
+        self.store_up = Gauge(
+            "igw_agent_store_up",
+            "1 while the ledger's store answers; 0 while it does not, and sending is paused (never without "
+            "the ledger).",
+            registry=registry,
+        )
+        self.ambiguous_sends = Counter(
+            "igw_agent_ambiguous_sends_total",
+            "Sends whose answer was lost (Meta may have taken them), by resolution: 'echo_confirmed' (Meta's echo "
+            "showed it arrived: not sent again), 'resent' (no echo within IGW_AGENT_ECHO_WAIT_SECONDS: sent again), "
+            "'late_echo' (an echo came after it was sent again: the user got it twice).",
+            ["resolution"],
+            registry=registry,
+        )
+        self.resumed = Counter(
+            "igw_agent_resumed_total",
+            "Replies taken up again at a step of the ledger (after a crash, a lost lease or a rebalance), by step.",
+            ["step"],
+            registry=registry,
+        )
+        self.leases_lost = Counter(
+            "igw_agent_leases_lost_total",
+            "Events whose lease another worker took while this one still had them in hand (it was stalled past "
+            "the lease).",
+            registry=registry,
+        )
+        self.dead_letters = Counter(
+            "igw_agent_dead_letters_total",
+            "Records sent to the dead-letter topic, by reason and form: 'verbatim', or 'truncated' (too large for "
+            "the topic: an envelope with the record's coordinates; the record itself stays in its topic until "
+            "retention).",
+            ["reason", "form"],
+            registry=registry,
+        )
+        self.dead_letter_failures = Counter(
+            "igw_agent_dead_letter_failures_total",
+            "Dead letters Kafka did not take; the record is kept (uncommitted) and tried again.",
             registry=registry,
         )

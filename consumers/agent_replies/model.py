@@ -63,6 +63,8 @@ class InboundEvent:
     payload: str | None = None
     title: str | None = None
     app_id: str | None = None
+    # Messenger echoes: the metadata the Send API was given (igw puts its reply's token there).
+    metadata: str | None = None
     sender_id: str | None = None
     is_echo: bool = False
     envelope: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -132,6 +134,7 @@ def parse_event(value: bytes | None) -> InboundEvent:
         payload=_opt_str(payload),
         title=obj.get("title") if isinstance(obj.get("title"), str) else None,
         app_id=_opt_str(obj.get("app_id")),
+        metadata=obj.get("metadata") if isinstance(obj.get("metadata"), str) else None,
         sender_id=_opt_str(data.get("sender_id")),
         is_echo=event_type == "message_echo" or is_echo,
         envelope=data,

@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 import orjson
+from aiokafka.errors import MessageSizeTooLargeError
 
 from consumers.agent_replies.metrics import AgentMetrics
 from consumers.agent_replies.model import InboundEvent
@@ -23,9 +24,12 @@ from consumers.common.children import Children
 from igw.envelope import Header
 from igw.records import cloudevent_headers
 
-__all__ = ["Outcome", "OutcomePublisher", "Reason", "ReplyRecord", "reply_id"]
+__all__ = ["TRUNCATED_HEAD_BYTES", "Outcome", "OutcomePublisher", "Reason", "ReplyRecord", "reply_id"]
 
 log = logging.getLogger(__name__)
+
+# How much of a record too large for the dead-letter topic its truncated envelope keeps.
+TRUNCATED_HEAD_BYTES = 4096
 
 
 class Outcome(StrEnum):
@@ -54,6 +58,7 @@ class Reason(StrEnum):
     THREAD_OWNED = "thread_owned"
     SEND_ERROR = "send_error"  # failed: an error Meta's table does not name
     BAD_EVENT = "bad_event"  # failed: the record is not a usable envelope
+    INTERNAL_ERROR = "internal_error"  # failed: handling it kept raising an unexpected error (a bug)
 
 
 def reply_id(event_id: str, outcome: Outcome, reason: Reason) -> str:
@@ -109,6 +114,8 @@ class OutcomePublisher:
         self.deadletter_topic = deadletter_topic
         self._clock = clock
         self._replies = Children(metrics.replies)
+        self._dead_letters = Children(metrics.dead_letters)
+        self._dead_letter_failures = metrics.dead_letter_failures
 
     async def record(self, record: ReplyRecord) -> None:
         now_ms = int(self._clock() * 1000)
@@ -141,8 +148,14 @@ class OutcomePublisher:
         *,
         event_id: str | None = None,
         source: tuple[str, int, int] | None = None,
-    ) -> None:
-        """Publish the inbound record verbatim with ``igw_reason``/``igw_detail`` headers."""
+    ) -> bool:
+        """Publish the inbound record verbatim with ``igw_reason``/``igw_detail`` headers.
+
+        A record too large for the dead-letter topic goes there as a small envelope that says
+        where the record is (topic, partition, offset), how large it is and why it failed, with
+        the record's first bytes. False when Kafka took neither: the caller keeps the record and
+        tries again, so that nothing is dropped silently.
+        """
         headers = [
             (Header.REASON, str(reason).encode()),
             (Header.DETAIL, detail[:500].encode()),
@@ -155,7 +168,55 @@ class OutcomePublisher:
         if source is not None:
             topic, partition, offset = source
             headers.append((Header.ORIGIN, f"{topic}[{partition}]@{offset}".encode()))
+        body = value or b""
         try:
-            await self._producer.send_and_wait(self.deadletter_topic, value or b"", key=key, headers=headers)
-        except Exception as exc:  # logged with enough to find the record again at its source offset
+            await self._producer.send_and_wait(self.deadletter_topic, body, key=key, headers=headers)
+        except MessageSizeTooLargeError:
+            return await self._deadletter_truncated(body, key, reason, detail, headers, event_id, source)
+        except Exception as exc:  # kept and tried again: logged with enough to find the record
+            self._dead_letter_failures.inc()
             log.error("dead letter not published (%s) for %s: %s", exc.__class__.__name__, source, reason)
+            return False
+        self._dead_letters(reason, "verbatim").inc()
+        return True
+
+    async def _deadletter_truncated(
+        self,
+        body: bytes,
+        key: bytes | None,
+        reason: Reason,
+        detail: str,
+        headers: list[tuple[str, bytes]],
+        event_id: str | None,
+        source: tuple[str, int, int] | None,
+    ) -> bool:
+        topic, partition, offset = source if source is not None else (None, None, None)
+        envelope = {
+            "truncated": True,
+            "topic": topic,
+            "partition": partition,
+            "offset": offset,
+            "size": len(body),
+            "reason": str(reason),
+            "detail": detail[:500],
+            "event_id": event_id,
+            "head": body[:TRUNCATED_HEAD_BYTES].decode("utf-8", errors="replace"),
+        }
+        headers = [*headers, (Header.TRUNCATED, str(len(body)).encode())]
+        try:
+            await self._producer.send_and_wait(
+                self.deadletter_topic, orjson.dumps(envelope), key=(key or b"")[:1024] or None, headers=headers
+            )
+        except Exception as exc:
+            self._dead_letter_failures.inc()
+            log.error("truncated dead letter not published (%s) for %s: %s", exc.__class__.__name__, source, reason)
+            return False
+        self._dead_letters(reason, "truncated").inc()
+        log.error(
+            "record %s (%d bytes) is too large for the dead-letter topic: dead-lettered as a truncated envelope "
+            "(%s); copy the record out of its topic before retention removes it",
+            f"{topic}[{partition}]@{offset}",
+            len(body),
+            reason,
+        )
+        return True

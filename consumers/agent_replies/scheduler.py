@@ -5,6 +5,11 @@ conversations run at once, and a second bound caps the events in hand (fetched, 
 a flood waits in Kafka rather than in memory. A handler that wants an event tried again later
 returns the delay: the conversation waits (its order is kept) without holding a concurrency slot,
 so a slow or failing conversation never holds up the others.
+
+The scheduler decides no retries itself: it waits the delays the handler returns (the reply
+state machine owns retries, consumers/agent_replies/processor.py). A handler that raises has
+given up on its record (:class:`GiveUp`, or an error that escaped it): the record stays
+uncommitted, and a restart replays it.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import Generic, TypeVar
 
 from consumers.common.runner import Ticket
 
-__all__ = ["ConversationScheduler", "Handler"]
+__all__ = ["ConversationScheduler", "GiveUp", "Handler"]
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +31,10 @@ J = TypeVar("J")
 
 # Returns None when the job is finished, or the seconds to wait before handling it again.
 Handler = Callable[[J], Awaitable[float | None]]
+
+
+class GiveUp(Exception):
+    """Raised by a handler that cannot finish its record here: leave it uncommitted."""
 
 
 class ConversationScheduler(Generic[J]):
@@ -37,9 +46,6 @@ class ConversationScheduler(Generic[J]):
         concurrency: int,
         max_in_flight: int,
         on_change: Callable[[int], None] | None = None,
-        max_errors: int = 20,
-        error_backoff: float = 1.0,
-        error_backoff_max: float = 30.0,
     ) -> None:
         self._handler = handler
         self._ticket_of = ticket_of
@@ -49,9 +55,6 @@ class ConversationScheduler(Generic[J]):
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._in_flight = 0
         self._on_change = on_change
-        self._max_errors = max_errors
-        self._error_backoff = error_backoff
-        self._error_backoff_max = error_backoff_max
 
     @property
     def in_flight(self) -> int:
@@ -95,7 +98,6 @@ class ConversationScheduler(Generic[J]):
 
     async def _run(self, job: J) -> None:
         ticket = self._ticket_of(job)
-        errors = 0
         while True:
             if ticket.stale:
                 # The partition moved to another replica: its new owner handles this record.
@@ -104,22 +106,16 @@ class ConversationScheduler(Generic[J]):
             async with self._slots:
                 try:
                     delay = await self._handler(job)
-                    errors = 0
                 except asyncio.CancelledError:
                     raise
-                except Exception as exc:
-                    # An outage of the store or the broker: try again with backoff, this conversation only.
-                    errors += 1
-                    if errors >= self._max_errors:
-                        # Most likely a bug that this record triggers: give up on it here. It stays
-                        # uncommitted (the partition's commit point stops at it) and a restart replays it.
-                        log.exception("giving up on a record after %d unexpected errors; restart to replay it", errors)
-                        ticket.drop()
-                        return
-                    delay = min(self._error_backoff_max, self._error_backoff * 2.0 ** (errors - 1))
-                    log.error(
-                        "handling a record failed (%s: %s); trying again in %.1f s", type(exc).__name__, exc, delay
-                    )
+                except GiveUp as exc:
+                    log.error("%s; the record stays uncommitted and a restart replays it", exc)
+                    ticket.drop()
+                    return
+                except Exception:
+                    log.exception("handling a record failed; the record stays uncommitted and a restart replays it")
+                    ticket.drop()
+                    return
             if delay is None:
                 ticket.finish()
                 return

@@ -6,7 +6,8 @@
 2. wait (``IGW_SHUTDOWN_TIMEOUT_SECONDS``) for the events in hand: their replies finish and their
    outcomes are recorded;
 3. cancel what is still running: those records stay uncommitted and are replayed next time (the
-   ledger keeps that from answering twice);
+   ledger keeps that from answering twice), and release their leases, so that whoever replays
+   them takes over at once, at the step the ledger shows;
 4. commit the finished offsets, then leave the group (partitions move without a session timeout);
 5. close the producer (flushes reply records), the Send API client, the agent and the store.
 """
@@ -25,15 +26,18 @@ from prometheus_client import CollectorRegistry
 
 from consumers.agent_replies.agent import Agent
 from consumers.agent_replies.http_agent import HttpAgent
+from consumers.agent_replies.job import Job
+from consumers.agent_replies.leases import LeaseKeeper, StoreHealth
 from consumers.agent_replies.metrics import AgentMetrics
-from consumers.agent_replies.model import BadEvent, parse_event
+from consumers.agent_replies.model import BadEvent, InboundEvent, parse_event
 from consumers.agent_replies.openai_agent import OpenAIAgent
 from consumers.agent_replies.outcomes import Outcome, OutcomePublisher, Reason
-from consumers.agent_replies.processor import Job, ReplyProcessor, Sender
+from consumers.agent_replies.processor import ReplyProcessor, Sender
+from consumers.agent_replies.redisstore import RedisStore
 from consumers.agent_replies.rules import RulesAgent
 from consumers.agent_replies.scheduler import ConversationScheduler
 from consumers.agent_replies.settings import AGENT_TOPICS, AgentSettings
-from consumers.agent_replies.store import MemoryStore, RedisStore, Store
+from consumers.agent_replies.store import MemoryStore, Store
 from consumers.common.lag import lag_sampler
 from consumers.common.metrics import ConsumerMetrics
 from consumers.common.metrics_server import create_metrics_app, serve_metrics
@@ -84,8 +88,13 @@ def build_agent(settings: AgentSettings) -> Agent:
 
 def build_store(settings: AgentSettings) -> Store:
     if settings.redis_url:
-        return RedisStore.from_url(settings.redis_url, settings.redis_prefix)
+        return RedisStore.from_url(settings.redis_url, settings.redis_prefix, timeout=settings.store_timeout_seconds)
     return MemoryStore()
+
+
+def _unusable() -> InboundEvent:
+    """The stand-in event of a record that is not a usable envelope (it is only dead-lettered)."""
+    return InboundEvent(id="", type="", platform="", account_id="", user_id=None, conversation_id=None, timestamp_ms=0)
 
 
 @asynccontextmanager
@@ -156,11 +165,29 @@ async def run_agent(
         stack.push_async_callback(producer.stop)
         publisher = OutcomePublisher(producer, kafka.topic(Topic.REPLIES), kafka.topic(Topic.DEADLETTER), metrics)
         wake_gauges = asyncio.Event()
-        processor = ReplyProcessor(settings, store, agent, sender, publisher, metrics=metrics, on_pause=wake_gauges.set)
+        health = StoreHealth(store.ping, metrics)
+        stack.push_async_callback(health.close)
+        leases = LeaseKeeper(store, settings.owner_id, settings.lease_seconds, health, metrics)
+        processor = ReplyProcessor(
+            settings,
+            store,
+            agent,
+            sender,
+            publisher,
+            metrics=metrics,
+            health=health,
+            leases=leases,
+            on_pause=wake_gauges.set,
+        )
         await stack.enter_async_context(_gauges(store, metrics, wake_gauges))
+        await stack.enter_async_context(background(leases.run(), name="agent-leases"))
 
         tracker = OffsetTracker()
-        listener = CommitOnRevoke(tracker, drain_timeout=min(10.0, settings.consumer.shutdown_timeout_seconds))
+        listener = CommitOnRevoke(
+            tracker,
+            drain_timeout=min(10.0, settings.consumer.shutdown_timeout_seconds),
+            on_revoked=leases.release_stale,
+        )
         consumer = AIOKafkaConsumer(**settings.consumer.consumer_kwargs())
         listener.consumer = consumer
 
@@ -182,11 +209,19 @@ async def run_agent(
             except BadEvent as exc:
                 log.warning("record %s[%d]@%d is not a usable envelope: %s", *source, exc)
                 metrics.replies.labels(outcome=Outcome.FAILED, reason=Reason.BAD_EVENT).inc()
-                await publisher.deadletter(record.value, record.key, Reason.BAD_EVENT, str(exc), source=source)
-                ticket.finish()
+                job = processor.bad_job(_unusable(), ticket, record.value, record.key, source, str(exc))
+                await scheduler.submit(f"bad:{record.topic}:{record.partition}", job)
                 return
-            key = event.conversation_id or event.account_id
-            await scheduler.submit(key, Job(event, ticket, record.value, record.key, source))
+            conversation = event.conversation_id or event.account_id
+            if event.is_echo:
+                # Its own lane: a reply waiting for this very echo is ahead of it in the conversation's.
+                await scheduler.submit(
+                    f"echo:{conversation}", processor.job(event, ticket, record.value, record.key, source)
+                )
+            elif event.answerable:
+                await scheduler.submit(conversation, processor.job(event, ticket, record.value, record.key, source))
+            else:
+                ticket.finish()  # edits, deletions, reactions: nothing to answer
 
         joined = asyncio.Event()
 
@@ -199,10 +234,15 @@ async def run_agent(
 
         async def ready() -> bool:
             # A replica without partitions (more replicas than partitions) is still ready: it stands by.
-            return joined.is_set() and await store.ping()
+            if not joined.is_set():
+                return False
+            if not await store.ping():
+                health.down("no answer to a ping")
+                return False
+            return health.up
 
         if serve_http:
-            app = create_metrics_app(registry, ready)
+            app = create_metrics_app(registry, ready, status=health.status)
             await stack.enter_async_context(
                 serve_metrics(app, settings.consumer.metrics_host, settings.consumer.metrics_port)
             )
@@ -228,5 +268,6 @@ async def run_agent(
                     log.warning("%d events still in hand at shutdown; they are replayed on restart", tracker.in_flight)
         finally:
             await scheduler.close()
+            await leases.release_all()
             await commit_finished(consumer, tracker)
             await stop_consumer(consumer)

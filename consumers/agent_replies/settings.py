@@ -20,6 +20,7 @@ __all__ = ["AGENT_KINDS", "AGENT_TOPICS", "SAMPLE_RULES", "AgentSettings"]
 
 AGENT_KINDS = ("rules", "http", "openai")
 DEFAULT_METRICS_PORT = 9101
+DEFAULT_SESSION_TIMEOUT_MS = 10_000
 # What the agent reads: the answerable types are published there.
 AGENT_TOPICS = (Topic.MESSAGES, Topic.POSTBACKS)
 
@@ -48,8 +49,13 @@ class AgentSettings:
     history_ttl_seconds: float = 7 * 24 * 3600.0
     redis_url: str | None = None
     redis_prefix: str = "igw:agent:"
-    # Long enough for any answer: an agent call and a send with the client's retries.
-    lease_seconds: float = 120.0
+    # Redis calls that take longer count as Redis being unreachable (sending pauses).
+    store_timeout_seconds: float = 2.0
+    # Renewed every third of it while the reply is in hand: a dead replica's events are taken over
+    # within this long.
+    lease_seconds: float = 15.0
+    # How long to wait for Meta's echo of a send whose answer was lost before sending it again.
+    echo_wait_seconds: float = 30.0
     # Longer than Meta's redelivery (up to 36 h) and the 24 h window past which nothing is answered.
     ledger_ttl_seconds: float = 48 * 3600.0
     human_pause_seconds: float = 12 * 3600.0
@@ -84,6 +90,9 @@ class AgentSettings:
             default_metrics_port=DEFAULT_METRICS_PORT,
             metrics_host=metrics_host,
             metrics_port=metrics_port,
+            # A replica that died must leave the group quickly: its replacement gets the
+            # partitions, and replies resume, within seconds rather than half a minute.
+            default_session_timeout_ms=DEFAULT_SESSION_TIMEOUT_MS,
         )
         agent = env.choice("IGW_AGENT", d.agent, AGENT_KINDS)
         rules_file = env.file("IGW_RULES_FILE")
@@ -110,11 +119,13 @@ class AgentSettings:
         human_pause = env.float("IGW_HUMAN_PAUSE_SECONDS", d.human_pause_seconds, min_value=0)
         lease = env.float("IGW_LEDGER_LEASE_SECONDS", d.lease_seconds, min_value=1)
         agent_timeout = env.float("IGW_AGENT_TIMEOUT_SECONDS", d.agent_timeout_seconds, min_value=0.1)
-        if agent_timeout >= lease:
+        store_timeout = env.float("IGW_AGENT_STORE_TIMEOUT_SECONDS", d.store_timeout_seconds, min_value=0.05)
+        if store_timeout * 2 >= lease:
+            # A lease is renewed every third of it; two slow renewals in a row must not lose it.
             raise SettingsError(
-                "IGW_AGENT_TIMEOUT_SECONDS",
-                f"must stay below IGW_LEDGER_LEASE_SECONDS, {lease:g}; got {agent_timeout:g}",
-                "lower IGW_AGENT_TIMEOUT_SECONDS or raise IGW_LEDGER_LEASE_SECONDS",
+                "IGW_AGENT_STORE_TIMEOUT_SECONDS",
+                f"must stay below half of IGW_LEDGER_LEASE_SECONDS, {lease:g}; got {store_timeout:g}",
+                "lower IGW_AGENT_STORE_TIMEOUT_SECONDS or raise IGW_LEDGER_LEASE_SECONDS",
             )
         send_api = SendApiSettings.from_env(env)
         if not send_api.accounts:
@@ -148,7 +159,9 @@ class AgentSettings:
             history_ttl_seconds=env.float("IGW_AGENT_HISTORY_TTL_SECONDS", d.history_ttl_seconds, min_value=1),
             redis_url=env.url("REDIS_URL", None, schemes=REDIS_SCHEMES, show=False),
             redis_prefix=env.str("IGW_AGENT_REDIS_PREFIX", d.redis_prefix),
+            store_timeout_seconds=store_timeout,
             lease_seconds=lease,
+            echo_wait_seconds=env.float("IGW_AGENT_ECHO_WAIT_SECONDS", d.echo_wait_seconds, min_value=0),
             ledger_ttl_seconds=env.float("IGW_LEDGER_TTL_SECONDS", d.ledger_ttl_seconds, min_value=60),
             human_pause_seconds=human_pause,
             handover_pause_seconds=env.float("IGW_HANDOVER_PAUSE_SECONDS", human_pause, min_value=0),
@@ -179,6 +192,8 @@ class AgentSettings:
             "store": "redis" if self.redis_url else "in-process",
             "accounts": len(self.send_api.accounts),
             "concurrency": self.concurrency,
+            "lease_seconds": self.lease_seconds,
+            "echo_wait_seconds": self.echo_wait_seconds,
             "window_seconds": self.window_seconds,
             "human_pause_seconds": self.human_pause_seconds,
         }

@@ -1,58 +1,146 @@
-"""The idempotency ledger, pause state and conversation history, in Redis or in process.
+"""The reply ledger, pause state and conversation history: in Redis (shared) or in process.
 
-Ledger protocol, per inbound event id:
+The ledger holds one entry per inbound event id (consumers/agent_replies/ledger.py: its steps)
+and, next to it, a **lease**: which worker moves the reply on, and until when. Leases are short
+(``IGW_LEDGER_LEASE_SECONDS``) and renewed while the work is in hand, so a dead worker's events
+are taken over within one lease. Every operation is one round trip (a Lua script in Redis, on
+Redis's clock so that replicas agree on when a lease ends):
 
-1. :meth:`Store.claim` atomically takes a lease (Redis ``SET NX PX``). Exactly one worker wins;
-   the others see either ``DONE`` (answered already: skip) or ``HELD`` (someone is on it: try
-   again once the lease may have run out).
-2. After Meta accepted the reply, :meth:`Store.complete` replaces the lease with ``done`` and the
-   Meta message ids, kept for ``ledger_ttl``. A final failure completes it too (nothing to retry).
-3. A retriable failure :meth:`Store.release`\\ s the lease so the retry can claim it again.
+- :meth:`Store.begin`: done already? held by a live lease? paused (before anything was sent)?
+  Otherwise take the lease: a fresh claim, or the entry to resume at its step.
+- :meth:`Store.save`: move the entry on (answer chosen, a part in flight, a part sent), while
+  no one else holds the lease. A part in flight on Instagram is also indexed by its text, so
+  that its echo can be matched (:meth:`Store.witness`); the index keeps it for an hour. The ids
+  of parts sent so far are remembered as ours.
+- :meth:`Store.finish`: the outcome with Meta's message ids; those ids are remembered as ours.
+- :meth:`Store.renew` / :meth:`Store.release`: many leases in one call.
+- :meth:`Store.peek`: the entry as it is (has an echo confirmed the part in flight?).
+- :meth:`Store.witness`: an echo of a message sent by the business account: ours (and which
+  part of which reply it confirms), ours but late (its part was sent again meanwhile: the user
+  got it twice), or not ours (a person answered from the app).
 
-A worker that dies between 1 and 2 leaves a lease that expires after ``lease`` seconds; the event
-is then answered by whoever replays it. If it died after Meta accepted the send but before 2, that
-replay is a second reply: the one duplicate window left (docs/agent.md).
-
-The in-process store keeps the same state in dictionaries: right for one process on one machine,
-lost on restart (offsets committed after the work, so a restart only replays unfinished work).
+Redis being unreachable raises :class:`StoreUnavailable` from every operation; nothing is
+retried here (the reply state machine decides what to do). The Redis store is in
+consumers/agent_replies/redisstore.py; :class:`MemoryStore` keeps the same state in this process.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Protocol
 
-import orjson
-
+from consumers.agent_replies.ledger import Entry, Step
 from consumers.agent_replies.model import Turn
 
-__all__ = ["Claim", "ClaimState", "MemoryStore", "RedisStore", "Store"]
+__all__ = [
+    "ECHO_CLOCK_SKEW_SECONDS",
+    "PENDING_TTL_SECONDS",
+    "Begin",
+    "BeginKind",
+    "MemoryStore",
+    "SaveResult",
+    "Saved",
+    "Store",
+    "StoreUnavailable",
+    "Witnessed",
+    "pending_member",
+]
+
+# Pending Instagram parts are matched to echoes for this long at most (then forgotten).
+PENDING_TTL_SECONDS = 3600.0
+# An echo's timestamp (Meta's clock) may precede the intent (ours) by this much and still match.
+ECHO_CLOCK_SKEW_SECONDS = 60.0
 
 
-class ClaimState(StrEnum):
-    CLAIMED = "claimed"  # this worker holds the lease: go ahead
+class StoreUnavailable(Exception):
+    """The store did not answer (connection refused or lost, timeout): nothing is known of the call."""
+
+
+class BeginKind(StrEnum):
+    CLAIMED = "claimed"  # a fresh lease: ask the agent
+    RESUMED = "resumed"  # an entry to go on with, at its step (ours again, or a dead worker's)
     DONE = "done"  # answered (or decided for good) already
-    HELD = "held"  # another worker holds the lease
+    HELD = "held"  # another worker's lease is live
+    PAUSED = "paused"  # nothing sent yet and the account or the conversation is paused
 
 
 @dataclass(frozen=True, slots=True)
-class Claim:
-    state: ClaimState
-    message_ids: tuple[str, ...] = ()
-    # For HELD: seconds until the other worker's lease runs out.
+class Begin:
+    kind: BeginKind
+    now: float  # the store's clock, seconds
+    entry: Entry | None = None
     retry_after: float = 0.0
+    account_paused: bool = False
+    conversation_paused: bool = False
+
+
+class Witnessed(StrEnum):
+    NOT_OURS = "not_ours"  # a person (or another app) sent it
+    OURS = "ours"  # the echo of a reply of ours; a part in flight is marked as arrived
+    LATE = "late"  # ours, for a part already sent another time: it reached the user twice
+
+
+class SaveResult(StrEnum):
+    OK = "ok"
+    LOST = "lost"  # another worker holds the lease now
+    DONE = "done"  # the entry was finished meanwhile (by another worker)
+    ECHOED = "echoed"  # the part about to be sent again is known sent: its echo arrived
+
+
+@dataclass(frozen=True, slots=True)
+class Saved:
+    result: SaveResult
+    now: float
+    echoed: str | None = None
+
+
+def pending_member(event_id: str, part: int, fingerprint: str) -> str:
+    return f"{event_id}|{part}|{fingerprint}"
+
+
+def _parse_member(member: str) -> tuple[str, int, str] | None:
+    head, _, fingerprint = member.rpartition("|")
+    event_id, _, part = head.rpartition("|")
+    if not event_id or not part.isdigit():
+        return None
+    return event_id, int(part), fingerprint
 
 
 class Store(Protocol):
-    async def claim(self, event_id: str, owner: str, lease: float) -> Claim: ...
-    async def complete(self, event_id: str, outcome: str, message_ids: tuple[str, ...], ttl: float) -> None: ...
-    async def release(self, event_id: str, owner: str) -> None: ...
-    async def remember_sent(self, message_ids: tuple[str, ...], ttl: float) -> None: ...
-    async def is_ours(self, message_id: str) -> bool: ...
-    async def pauses(self, account_id: str, conversation_id: str) -> tuple[float | None, float | None]: ...
+    async def begin(
+        self, event_id: str, owner: str, *, lease: float, ttl: float, account_id: str, conversation_id: str
+    ) -> Begin: ...
+    async def save(
+        self,
+        event_id: str,
+        owner: str,
+        entry: Entry,
+        *,
+        lease: float,
+        ttl: float,
+        index: tuple[str, str] | None = None,
+        add: str | None = None,
+        ours: tuple[str, ...] = (),
+    ) -> Saved: ...
+    async def finish(self, event_id: str, entry: Entry, *, ttl: float) -> None: ...
+    async def peek(self, event_id: str) -> tuple[Entry | None, float]: ...
+    async def renew(self, owner: str, event_ids: list[str], lease: float) -> set[str]: ...
+    async def release(self, owner: str, event_ids: list[str]) -> None: ...
+    async def witness(
+        self,
+        account_id: str,
+        user_id: str,
+        mid: str,
+        *,
+        token: tuple[str, int] | None,
+        fingerprint: str | None,
+        timestamp: float,
+        ttl: float,
+    ) -> Witnessed: ...
     async def pause_conversation(self, conversation_id: str, until: float) -> None: ...
     async def conversation_paused_until(self, conversation_id: str) -> float | None: ...
     async def paused_conversations(self) -> int: ...
@@ -65,77 +153,205 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
 
-def _done_value(outcome: str, message_ids: tuple[str, ...]) -> bytes:
-    return b"done:" + orjson.dumps({"outcome": outcome, "message_ids": list(message_ids)})
+def _compact(data: bytes) -> bytes:
+    """A copy of exactly ``data``'s size: orjson's output keeps its whole buffer (4 KiB) allocated,
+    which for hundreds of thousands of kept entries is hundreds of MiB."""
+    return bytes(memoryview(data))
 
 
-def _parse_done(value: bytes) -> tuple[str, ...]:
-    try:
-        data = orjson.loads(value[5:])
-        return tuple(str(mid) for mid in data.get("message_ids", ()))
-    except (orjson.JSONDecodeError, AttributeError):
-        return ()
+@dataclass(slots=True)
+class _Record:
+    """The in-process ledger entry, with the fields Redis keeps in a hash."""
+
+    step: Step
+    owner: str | None
+    lease_until: float
+    expires: float
+    # Serialized as in Redis: bytes are not tracked by the garbage collector, and a busy process
+    # keeps hundreds of thousands of these (a reply's objects cost more in collections).
+    data: bytes = b""
+    part: int = -1
+    intent_at: float = 0.0
+    echoed: str | None = None
+
+    def entry(self) -> Entry:
+        return Entry.load(self.step, self.data, self.intent_at * 1000, self.echoed)
 
 
 class MemoryStore:
     """Everything in dictionaries with expiry times (wall clock, so pauses match event timestamps)."""
 
-    def __init__(self, clock: Any = time.time) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
-        self._ledger: dict[str, tuple[bytes, float]] = {}
+        self._ledger: dict[str, _Record] = {}
+        self._pending: dict[tuple[str, str], dict[str, float]] = {}
+        # The same entries in the order they were added, for cheap expiry.
+        self._pending_order: deque[tuple[float, tuple[str, str], str]] = deque()
         self._ours: dict[str, float] = {}
         self._paused: dict[str, float] = {}
         self._accounts: dict[str, float] = {}
         self._history: dict[str, tuple[deque[Turn], float]] = {}
         self._ops = 0
 
-    def _sweep(self) -> None:
+    def _sweep(self, now: float) -> None:
         # Expire lazily, now and then, so a long-running process does not grow without bound.
         self._ops += 1
         if self._ops % 1000:
             return
-        now = self._clock()
         for table in (self._ours, self._paused, self._accounts):
             for key in [k for k, until in table.items() if until <= now]:
                 del table[key]
-        for key in [k for k, (_, until) in self._ledger.items() if until <= now]:
+        for key in [k for k, record in self._ledger.items() if record.expires <= now]:
             del self._ledger[key]
         for key in [k for k, (_, until) in self._history.items() if until <= now]:
             del self._history[key]
+        order = self._pending_order
+        while order and order[0][0] + PENDING_TTL_SECONDS <= now:
+            at, index, member = order.popleft()
+            members = self._pending.get(index)
+            if members is not None and members.get(member) == at:
+                del members[member]
+                if not members:
+                    del self._pending[index]
 
-    async def claim(self, event_id: str, owner: str, lease: float) -> Claim:
-        self._sweep()
-        now = self._clock()
-        current = self._ledger.get(event_id)
-        if current is not None and current[1] > now:
-            value, until = current
-            if value.startswith(b"done:"):
-                return Claim(ClaimState.DONE, _parse_done(value))
-            if value != owner.encode():
-                return Claim(ClaimState.HELD, retry_after=max(0.0, until - now))
-        self._ledger[event_id] = (owner.encode(), now + lease)
-        return Claim(ClaimState.CLAIMED)
-
-    async def complete(self, event_id: str, outcome: str, message_ids: tuple[str, ...], ttl: float) -> None:
-        self._ledger[event_id] = (_done_value(outcome, message_ids), self._clock() + ttl)
-
-    async def release(self, event_id: str, owner: str) -> None:
-        current = self._ledger.get(event_id)
-        if current is not None and current[0] == owner.encode():
+    def _record(self, event_id: str, now: float) -> _Record | None:
+        record = self._ledger.get(event_id)
+        if record is not None and record.expires <= now:
             del self._ledger[event_id]
+            return None
+        return record
 
-    async def remember_sent(self, message_ids: tuple[str, ...], ttl: float) -> None:
-        until = self._clock() + ttl
-        for mid in message_ids:
-            self._ours[mid] = until
+    async def begin(
+        self, event_id: str, owner: str, *, lease: float, ttl: float, account_id: str, conversation_id: str
+    ) -> Begin:
+        now = self._clock()
+        self._sweep(now)
+        record = self._record(event_id, now)
+        if record is not None:
+            if record.step is Step.DONE:
+                return Begin(BeginKind.DONE, now, record.entry())
+            if record.owner != owner and record.lease_until > now:
+                return Begin(BeginKind.HELD, now, retry_after=record.lease_until - now)
+        if record is None or record.step in (Step.CLAIMED, Step.CHOSEN):
+            account = self._accounts.get(account_id, 0.0) > now
+            conversation = self._paused.get(conversation_id, 0.0) > now
+            if account or conversation:
+                return Begin(BeginKind.PAUSED, now, account_paused=account, conversation_paused=conversation)
+        if record is not None:
+            record.owner, record.lease_until = owner, now + lease
+            return Begin(BeginKind.RESUMED, now, record.entry())
+        self._ledger[event_id] = _Record(Step.CLAIMED, owner, now + lease, now + ttl)
+        return Begin(BeginKind.CLAIMED, now)
 
-    async def is_ours(self, message_id: str) -> bool:
-        until = self._ours.get(message_id)
-        return until is not None and until > self._clock()
+    async def save(
+        self,
+        event_id: str,
+        owner: str,
+        entry: Entry,
+        *,
+        lease: float,
+        ttl: float,
+        index: tuple[str, str] | None = None,
+        add: str | None = None,
+        ours: tuple[str, ...] = (),
+    ) -> Saved:
+        now = self._clock()
+        record = self._record(event_id, now)
+        if record is not None:
+            if record.step is Step.DONE:
+                return Saved(SaveResult.DONE, now)
+            if record.owner != owner and record.lease_until > now:
+                return Saved(SaveResult.LOST, now)
+            same = record.part == entry.cursor
+            if entry.step is Step.SENDING and same and record.echoed:
+                record.owner, record.lease_until = owner, now + lease
+                return Saved(SaveResult.ECHOED, now, record.echoed)
+        echoed = record.echoed if record is not None and record.part == entry.cursor else None
+        self._ledger[event_id] = _Record(
+            entry.step, owner, now + lease, now + ttl, _compact(entry.data()), entry.cursor, now, echoed
+        )
+        for mid in ours:
+            self._ours[mid] = now + ttl
+        if index is not None and add:
+            self._pending.setdefault(index, {})[add] = now
+            self._pending_order.append((now, index, add))
+        return Saved(SaveResult.OK, now)
 
-    async def pauses(self, account_id: str, conversation_id: str) -> tuple[float | None, float | None]:
-        """When the account's pause and the conversation's pause end (None: not paused)."""
-        return await self.account_paused_until(account_id), await self.conversation_paused_until(conversation_id)
+    async def finish(self, event_id: str, entry: Entry, *, ttl: float) -> None:
+        now = self._clock()
+        self._ledger[event_id] = _Record(Step.DONE, None, 0.0, now + ttl, _compact(entry.data()))
+        for mid in entry.mids:
+            self._ours[mid] = now + ttl
+
+    async def peek(self, event_id: str) -> tuple[Entry | None, float]:
+        now = self._clock()
+        record = self._record(event_id, now)
+        return (record.entry() if record is not None else None), now
+
+    async def renew(self, owner: str, event_ids: list[str], lease: float) -> set[str]:
+        now = self._clock()
+        lost: set[str] = set()
+        for event_id in event_ids:
+            record = self._record(event_id, now)
+            if record is None or record.step is Step.DONE:
+                continue
+            if record.owner == owner:
+                record.lease_until = now + lease
+            else:
+                lost.add(event_id)
+        return lost
+
+    async def release(self, owner: str, event_ids: list[str]) -> None:
+        for event_id in event_ids:
+            record = self._ledger.get(event_id)
+            if record is not None and record.owner == owner:
+                record.lease_until = 0.0
+
+    async def witness(
+        self,
+        account_id: str,
+        user_id: str,
+        mid: str,
+        *,
+        token: tuple[str, int] | None,
+        fingerprint: str | None,
+        timestamp: float,
+        ttl: float,
+    ) -> Witnessed:
+        now = self._clock()
+        if self._ours.get(mid, 0.0) > now:
+            return Witnessed.OURS
+
+        def mark(event_id: str, part: int) -> Witnessed | None:
+            record = self._record(event_id, now)
+            if record is None:
+                return None
+            if record.step is not Step.DONE and record.part == part and record.echoed is None:
+                record.echoed = mid
+                return Witnessed.OURS
+            return Witnessed.LATE
+
+        if token is not None:
+            self._ours[mid] = now + ttl
+            return mark(*token) or Witnessed.OURS
+        if fingerprint is None:
+            return Witnessed.NOT_OURS
+        since = timestamp - ECHO_CLOCK_SKEW_SECONDS
+        late = False
+        members = self._pending.get((account_id, user_id), {})
+        for member, at in sorted(members.items(), key=lambda item: item[1]):
+            parsed = _parse_member(member)
+            if at < since or parsed is None or parsed[2] != fingerprint:
+                continue
+            found = mark(parsed[0], parsed[1])
+            if found is Witnessed.OURS:
+                self._ours[mid] = now + ttl
+                return found
+            late = late or found is Witnessed.LATE
+        if late:
+            self._ours[mid] = now + ttl
+            return Witnessed.LATE
+        return Witnessed.NOT_OURS
 
     async def pause_conversation(self, conversation_id: str, until: float) -> None:
         self._paused[conversation_id] = max(until, self._paused.get(conversation_id, 0.0))
@@ -178,145 +394,3 @@ class MemoryStore:
 
     async def close(self) -> None:
         return None
-
-
-# Delete the lease only while it is still ours: it may have run out and been taken by another worker.
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
-
-
-class RedisStore:
-    """The same state in Redis, shared by replicas. Keys start with ``prefix``.
-
-    ``ledger:<event id>`` (lease or done record), ``ours:<mid>``, ``paused`` and ``accounts``
-    (sorted sets scored by the time the pause ends, so counting them is cheap) and
-    ``history:<conversation>`` (a capped list of JSON turns).
-    """
-
-    def __init__(self, client: Any, prefix: str = "igw:agent:") -> None:
-        self._redis = client
-        self._prefix = prefix
-        self._release = client.register_script(_RELEASE)
-
-    @classmethod
-    def from_url(cls, url: str, prefix: str = "igw:agent:") -> RedisStore:
-        import redis.asyncio as aioredis
-
-        return cls(aioredis.Redis.from_url(url), prefix)
-
-    def _key(self, *parts: str) -> str:
-        return self._prefix + ":".join(parts)
-
-    async def claim(self, event_id: str, owner: str, lease: float) -> Claim:
-        key = self._key("ledger", event_id)
-        lease_ms = max(1, int(lease * 1000))
-        if await self._redis.set(key, owner, nx=True, px=lease_ms):
-            return Claim(ClaimState.CLAIMED)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.get(key)
-            pipe.pttl(key)
-            value, pttl = await pipe.execute()
-        if value is None:  # the lease ran out between the two calls: try once more
-            if await self._redis.set(key, owner, nx=True, px=lease_ms):
-                return Claim(ClaimState.CLAIMED)
-            return Claim(ClaimState.HELD, retry_after=0.05)
-        if value.startswith(b"done:"):
-            return Claim(ClaimState.DONE, _parse_done(value))
-        if value == owner.encode():
-            await self._redis.pexpire(key, lease_ms)
-            return Claim(ClaimState.CLAIMED)
-        return Claim(ClaimState.HELD, retry_after=max(0.0, pttl / 1000 if pttl and pttl > 0 else 0.05))
-
-    async def complete(self, event_id: str, outcome: str, message_ids: tuple[str, ...], ttl: float) -> None:
-        await self._redis.set(self._key("ledger", event_id), _done_value(outcome, message_ids), px=int(ttl * 1000))
-
-    async def release(self, event_id: str, owner: str) -> None:
-        await self._release(keys=[self._key("ledger", event_id)], args=[owner])
-
-    async def remember_sent(self, message_ids: tuple[str, ...], ttl: float) -> None:
-        if not message_ids:
-            return
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for mid in message_ids:
-                pipe.set(self._key("ours", mid), b"1", px=int(ttl * 1000))
-            await pipe.execute()
-
-    async def is_ours(self, message_id: str) -> bool:
-        return bool(await self._redis.exists(self._key("ours", message_id)))
-
-    async def _pause(self, table: str, member: str, until: float) -> None:
-        # GT: a shorter pause never shortens a longer one already set.
-        await self._redis.zadd(self._key(table), {member: until}, gt=True)
-
-    async def _paused_until(self, table: str, member: str) -> float | None:
-        score = await self._redis.zscore(self._key(table), member)
-        return float(score) if score is not None and float(score) > time.time() else None
-
-    async def _count(self, table: str) -> int:
-        now = time.time()
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.zremrangebyscore(self._key(table), "-inf", now)
-            pipe.zcard(self._key(table))
-            _, count = await pipe.execute()
-        return int(count)
-
-    async def pauses(self, account_id: str, conversation_id: str) -> tuple[float | None, float | None]:
-        # Both in one round trip: this runs for every inbound event.
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.zscore(self._key("accounts"), account_id)
-            pipe.zscore(self._key("paused"), conversation_id)
-            account, conversation = await pipe.execute()
-        now = time.time()
-        return (
-            float(account) if account is not None and float(account) > now else None,
-            float(conversation) if conversation is not None and float(conversation) > now else None,
-        )
-
-    async def pause_conversation(self, conversation_id: str, until: float) -> None:
-        await self._pause("paused", conversation_id, until)
-
-    async def conversation_paused_until(self, conversation_id: str) -> float | None:
-        return await self._paused_until("paused", conversation_id)
-
-    async def paused_conversations(self) -> int:
-        return await self._count("paused")
-
-    async def pause_account(self, account_id: str, until: float) -> None:
-        await self._pause("accounts", account_id, until)
-
-    async def account_paused_until(self, account_id: str) -> float | None:
-        return await self._paused_until("accounts", account_id)
-
-    async def paused_accounts(self) -> int:
-        return await self._count("accounts")
-
-    async def append_history(self, conversation_id: str, turns: tuple[Turn, ...], keep: int, ttl: float) -> None:
-        if keep <= 0 or not turns:
-            return
-        key = self._key("history", conversation_id)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.rpush(key, *(orjson.dumps({"role": t.role, "text": t.text}) for t in turns))
-            pipe.ltrim(key, -keep, -1)
-            pipe.pexpire(key, int(ttl * 1000))
-            await pipe.execute()
-
-    async def history(self, conversation_id: str, limit: int) -> list[Turn]:
-        if limit <= 0:
-            return []
-        items = await self._redis.lrange(self._key("history", conversation_id), -limit, -1)
-        turns = []
-        for item in items:
-            data = orjson.loads(item)
-            text = str(data.get("text", ""))
-            turns.append(Turn("assistant", text) if data.get("role") == "assistant" else Turn("user", text))
-        return turns
-
-    async def ping(self) -> bool:
-        return bool(await self._redis.ping())
-
-    async def close(self) -> None:
-        await self._redis.aclose()

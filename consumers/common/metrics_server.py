@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 
 from aiohttp import web
@@ -23,6 +23,8 @@ __all__ = ["Readiness", "create_metrics_app", "serve_metrics"]
 log = logging.getLogger(__name__)
 
 Readiness = Callable[[], Awaitable[bool]]
+# What the consumer wants to say in the /readyz body, ready or not (e.g. {"sending": "paused"}).
+Status = Callable[[], Mapping[str, str]]
 
 readiness_key = web.AppKey("readiness", object)
 
@@ -30,9 +32,11 @@ readiness_key = web.AppKey("readiness", object)
 READINESS_TIMEOUT_SECONDS = 2.0
 
 
-def create_metrics_app(registry: CollectorRegistry, readiness: Readiness | None = None) -> web.Application:
+def create_metrics_app(
+    registry: CollectorRegistry, readiness: Readiness | None = None, *, status: Status | None = None
+) -> web.Application:
     """``/metrics`` from ``registry`` (the process's own: nothing else), ``/healthz`` always 200,
-    ``/readyz`` from ``readiness``."""
+    ``/readyz`` from ``readiness`` (and ``status``)."""
     app = web.Application()
 
     async def healthz(_request: web.Request) -> web.Response:
@@ -40,15 +44,16 @@ def create_metrics_app(registry: CollectorRegistry, readiness: Readiness | None 
 
     async def readyz(_request: web.Request) -> web.Response:
         if readiness is None:
-            return web.json_response({"status": "ready"})
+            return web.json_response({"status": "ready", **(dict(status()) if status is not None else {})})
         try:
             ready = await asyncio.wait_for(readiness(), READINESS_TIMEOUT_SECONDS)
         except Exception:  # a failing check means "not ready", whatever the failure
             log.debug("readiness check failed", exc_info=True)
             ready = False
+        extra = dict(status()) if status is not None else {}
         if ready:
-            return web.json_response({"status": "ready"})
-        return web.json_response({"status": "not ready"}, status=503)
+            return web.json_response({"status": "ready", **extra})
+        return web.json_response({"status": "not ready", **extra}, status=503)
 
     app.router.add_get("/metrics", make_aiohttp_handler(registry))
     app.router.add_get("/healthz", healthz)

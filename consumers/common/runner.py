@@ -380,11 +380,14 @@ class CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
         tracker: OffsetTracker,
         drain_timeout: float = 10.0,
         on_assigned: Callable[[list[TopicPartition]], None] | None = None,
+        on_revoked: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.tracker = tracker
         self.drain_timeout = drain_timeout
         self.consumer: Any = None  # set once the consumer exists (it takes the listener at subscribe)
         self.on_assigned = on_assigned
+        # After the drain and the commit: whatever the consumer still holds for them goes (leases).
+        self.on_revoked = on_revoked
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         revoked = list(revoked)
@@ -407,6 +410,11 @@ class CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
                 len(committed),
                 time.monotonic() - started,
             )
+        if self.on_revoked is not None:
+            try:
+                await self.on_revoked()
+            except Exception:  # the consumer's cleanup must not break the rebalance
+                log.warning("cleanup after revoking partitions failed", exc_info=True)
         self.tracker.forget(revoked)
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:

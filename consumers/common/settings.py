@@ -7,6 +7,7 @@ apart, and keeps it inside its own frozen settings object.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -16,6 +17,9 @@ from igw.errors import SettingsError
 __all__ = ["ConsumerSettings"]
 
 OffsetReset = Literal["earliest", "latest"]
+
+# Kafka's rule for a group.instance.id (JoinGroupRequest.validateGroupInstanceId): a topic name's.
+_INSTANCE_ID = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +42,9 @@ class ConsumerSettings:
     lag_interval_seconds: float = 15.0
     # Kept under the usual 30 s orchestrator kill grace period.
     shutdown_timeout_seconds: float = 20.0
+    # Static group membership (KIP-345): a replica restarted under the same id takes its
+    # partitions back at once, without the group waiting out the dead one's session.
+    instance_id: str | None = None
 
     @classmethod
     def from_env(
@@ -51,6 +58,7 @@ class ConsumerSettings:
         kafka: KafkaSettings | None = None,
         metrics_host: str | None = None,
         metrics_port: int | None = None,
+        default_session_timeout_ms: int | None = None,
     ) -> ConsumerSettings:
         """Read the shared consumer variables; ``topic_names`` are igw's short names (``messages``).
 
@@ -61,7 +69,9 @@ class ConsumerSettings:
         # Defaults come from a plain instance: mypy rejects class access to slotted fields.
         d = _DEFAULTS
         heartbeat = env.int("IGW_CONSUMER_HEARTBEAT_MS", d.heartbeat_interval_ms, min_value=100)
-        session = env.int("IGW_CONSUMER_SESSION_TIMEOUT_MS", d.session_timeout_ms, min_value=1000)
+        session = env.int(
+            "IGW_CONSUMER_SESSION_TIMEOUT_MS", default_session_timeout_ms or d.session_timeout_ms, min_value=1000
+        )
         if heartbeat >= session:
             raise SettingsError(
                 "IGW_CONSUMER_HEARTBEAT_MS",
@@ -93,6 +103,7 @@ class ConsumerSettings:
             ),
             lag_interval_seconds=env.float("IGW_CONSUMER_LAG_INTERVAL_SECONDS", d.lag_interval_seconds, min_value=0.1),
             shutdown_timeout_seconds=env.float("IGW_SHUTDOWN_TIMEOUT_SECONDS", d.shutdown_timeout_seconds, min_value=0),
+            instance_id=_instance_id(env),
         )
 
     def consumer_kwargs(self) -> dict[str, object]:
@@ -107,6 +118,7 @@ class ConsumerSettings:
             "heartbeat_interval_ms": self.heartbeat_interval_ms,
             "max_poll_interval_ms": self.max_poll_interval_ms,
             "max_poll_records": self.max_records_per_poll,
+            **({"group_instance_id": self.instance_id} if self.instance_id else {}),
         }
 
     def describe(self) -> dict[str, object]:
@@ -118,7 +130,20 @@ class ConsumerSettings:
             "metrics": f"{self.metrics_host}:{self.metrics_port}",
             "max_records_per_poll": self.max_records_per_poll,
             "auto_offset_reset": self.auto_offset_reset,
+            "instance_id": self.instance_id,
         }
+
+
+def _instance_id(env: Env) -> str | None:
+    value = env.optional_str("IGW_CONSUMER_INSTANCE_ID")
+    if value is not None and (not _INSTANCE_ID.fullmatch(value) or value in {".", ".."}):
+        # The broker would refuse the join only later, with an error that names no variable.
+        raise SettingsError(
+            "IGW_CONSUMER_INSTANCE_ID",
+            f"expected up to 249 letters, digits, '.', '_' or '-', got {value!r}",
+            "set it to a name stable for this replica, such as its pod name",
+        )
+    return value
 
 
 _DEFAULTS = ConsumerSettings(group_id="", topics=())

@@ -10,6 +10,7 @@ Tokens travel only in the request; they never reach a log line, an exception or 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import hmac
 import logging
@@ -40,6 +41,7 @@ from consumers.send_api.settings import SendApiSettings
 from consumers.send_api.text import split_text
 
 __all__ = [
+    "MAX_METADATA",
     "MAX_QUICK_REPLIES",
     "MAX_QUICK_REPLY_TITLE",
     "SENDER_ACTIONS",
@@ -58,6 +60,8 @@ logger = logging.getLogger(__name__)
 
 MAX_QUICK_REPLIES = 13
 MAX_QUICK_REPLY_TITLE = 20
+# Messenger's limit for the metadata it passes back in the echo.
+MAX_METADATA = 1000
 SENDER_ACTIONS = frozenset({"typing_on", "typing_off", "mark_seen"})
 _MAX_META_MESSAGE = 500
 
@@ -83,6 +87,15 @@ def _int_or_none(value: Any) -> int | None:
     if isinstance(value, str) and value.isdigit():
         return int(value)
     return None
+
+
+def _may_have_arrived(exc: BaseException) -> bool:
+    """Whether Meta may have received (and accepted) a request that failed with ``exc``.
+
+    Only a failure to connect proves the request never left; a timeout or a connection lost
+    mid-call leaves it open.
+    """
+    return not isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError)
 
 
 def _retry_after_header(value: str | None) -> float | None:
@@ -163,44 +176,77 @@ class SendApiClient:
             raise SendError(ErrorClass.UNKNOWN, meta_message=f"no account {account_id!r} is configured", attempts=0)
         return account
 
-    async def send(self, account_id: str, message: OutboundMessage) -> list[SendResult]:
-        """Send ``message``, split into parts that fit the flavour's limit; one result per part."""
+    def parts(self, account_id: str, message: OutboundMessage) -> list[OutboundMessage]:
+        """``message`` split into the messages Meta takes from this account's flavour, quick replies on the last.
+
+        Each part is for :meth:`send_once`; :meth:`send` sends them all in order.
+        """
         account = self.account(account_id)
-        parts = split_text(message.text or "", account.flavour)
-        if not parts:
+        texts = split_text(message.text or "", account.flavour)
+        if not texts:
             raise SendError(ErrorClass.INVALID_MESSAGE, meta_message="the message has no text", attempts=0)
-        quick_replies = self._quick_replies(message.quick_replies)
+        if len(texts) == 1 and texts[0] == message.text:
+            return [message]  # the usual case: one part, the message itself
+        last = len(texts) - 1
+        return [
+            dataclasses.replace(message, text=text, quick_replies=message.quick_replies if index == last else ())
+            for index, text in enumerate(texts)
+        ]
+
+    async def send(self, account_id: str, message: OutboundMessage) -> list[SendResult]:
+        """Send ``message``, split into parts that fit the flavour's limit; one result per part.
+
+        Each part is retried as the settings say (``IGW_SEND_MAX_ATTEMPTS``). A caller that keeps
+        its own record of what was sent (the agent) uses :meth:`parts` and :meth:`send_once`.
+        """
         results: list[SendResult] = []
-        for index, part in enumerate(parts):
-            content: dict[str, Any] = {"text": part}
-            if quick_replies and index == len(parts) - 1:
-                content["quick_replies"] = quick_replies
-            body: dict[str, Any] = {"recipient": {"id": message.recipient_id}, "message": content}
-            if message.tag:
-                body["messaging_type"] = "MESSAGE_TAG"
-                body["tag"] = message.tag
-            elif account.flavour.uses_page_token:
-                body["messaging_type"] = message.messaging_type
+        for part in self.parts(account_id, message):
             try:
-                answer, attempts = await self._call(account, body)
+                results.append(await self._send_part(account_id, part, self._settings.max_attempts))
             except SendError as exc:
                 exc.parts_sent = len(results)
                 raise
-            results.append(
-                SendResult(
-                    message_id=str(answer.get("message_id", "")),
-                    recipient_id=str(answer.get("recipient_id", message.recipient_id)),
-                    attempts=attempts,
-                )
-            )
         return results
+
+    async def send_once(self, account_id: str, part: OutboundMessage) -> SendResult:
+        """Send one part (from :meth:`parts`) with exactly one HTTP call, after the rate limiter allows it.
+
+        No retry here: a failure raises :class:`SendError` at once, with ``ambiguous`` set when
+        Meta may have accepted the message anyway. The caller owns the retries.
+        """
+        return await self._send_part(account_id, part, 1)
+
+    async def _send_part(self, account_id: str, part: OutboundMessage, max_attempts: int) -> SendResult:
+        account = self.account(account_id)
+        if not part.text:
+            raise SendError(ErrorClass.INVALID_MESSAGE, meta_message="the message has no text", attempts=0)
+        content: dict[str, Any] = {"text": part.text}
+        quick_replies = self._quick_replies(part.quick_replies)
+        if quick_replies:
+            content["quick_replies"] = quick_replies
+        if part.metadata and account.flavour is Flavour.MESSENGER:
+            content["metadata"] = part.metadata[:MAX_METADATA]
+        body: dict[str, Any] = {"recipient": {"id": part.recipient_id}, "message": content}
+        if part.tag:
+            body["messaging_type"] = "MESSAGE_TAG"
+            body["tag"] = part.tag
+        elif account.flavour.uses_page_token:
+            body["messaging_type"] = part.messaging_type
+        answer, attempts = await self._call(account, body, max_attempts)
+        return SendResult(
+            message_id=str(answer.get("message_id", "")),
+            recipient_id=str(answer.get("recipient_id", part.recipient_id)),
+            attempts=attempts,
+        )
 
     async def sender_action(self, account_id: str, recipient_id: str, action: str) -> None:
         """Send ``typing_on``, ``typing_off`` or ``mark_seen``; Meta wants it alone in its request."""
         if action not in SENDER_ACTIONS:
             raise ValueError(f"sender_action must be one of {', '.join(sorted(SENDER_ACTIONS))}, got {action!r}")
         account = self.account(account_id)
-        await self._call(account, {"recipient": {"id": recipient_id}, "sender_action": action})
+        await self._call(
+            account, {"recipient": {"id": recipient_id}, "sender_action": action}, self._settings.max_attempts
+        )
 
     @staticmethod
     def _quick_replies(quick_replies: tuple[QuickReply, ...]) -> list[dict[str, str]]:
@@ -242,8 +288,10 @@ class SendApiClient:
         # Jitter in [50 %, 100 %] of the ceiling: spread retries, keep a minimum wait.
         return ceiling * (0.5 + 0.5 * self._jitter())
 
-    async def _call(self, account: AccountConfig, body: dict[str, Any]) -> tuple[dict[str, Any], int]:
-        """POST ``body`` with retries; returns Meta's answer and the number of HTTP calls made."""
+    async def _call(
+        self, account: AccountConfig, body: dict[str, Any], max_attempts: int
+    ) -> tuple[dict[str, Any], int]:
+        """POST ``body``, up to ``max_attempts`` calls; returns Meta's answer and the number of calls made."""
         if self._session is None or self._limiter is None:
             raise RuntimeError("SendApiClient.start() was not called")
         settings = self._settings
@@ -283,7 +331,7 @@ class SendApiClient:
                     err.retry_after = delay
                     # Blocking the account holds back every sender from it (every replica, with Redis).
                     await self._limiter.block(key, delay)
-                if calls >= settings.max_attempts or time.monotonic() + delay > deadline:
+                if calls >= max_attempts or time.monotonic() + delay > deadline:
                     self._log_failure(account, err)
                     raise
                 self.metrics.retries.labels(error_class=err.error_class).inc()
@@ -292,7 +340,7 @@ class SendApiClient:
                     account.account_id,
                     err.error_class,
                     calls,
-                    settings.max_attempts,
+                    max_attempts,
                     delay,
                 )
                 if err.error_class is not ErrorClass.RATE_LIMITED:
@@ -338,7 +386,9 @@ class SendApiClient:
             self._requests_total(flavour, "error").inc()
             self._durations(flavour).observe(time.perf_counter() - started)
             kind = "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__
-            raise SendError(ErrorClass.TRANSIENT, meta_message=f"no answer from Meta: {kind}") from None
+            raise SendError(
+                ErrorClass.TRANSIENT, meta_message=f"no answer from Meta: {kind}", ambiguous=_may_have_arrived(exc)
+            ) from None
         self._durations(flavour).observe(time.perf_counter() - started)
         if usage is not None and usage.regain_seconds > 0:
             logger.warning(
@@ -364,6 +414,8 @@ class SendApiClient:
                 http_status=status,
                 meta_message=_scrub(f"unexpected answer ({len(raw)} bytes)", *secrets),
                 retry_after=retry_after if error_class is ErrorClass.RATE_LIMITED else None,
+                # Not Meta's answer: a proxy's 5xx (or a 2xx without an id) may hide an accepted send.
+                ambiguous=status >= 500 or 200 <= status < 300,
             )
         code = _int_or_none(error.get("code"))
         subcode = _int_or_none(error.get("error_subcode"))

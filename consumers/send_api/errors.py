@@ -101,6 +101,7 @@ class SendError(Exception):
         retry_after: float | None = None,
         attempts: int = 1,
         parts_sent: int = 0,
+        ambiguous: bool = False,
     ) -> None:
         self.error_class = error_class
         self.code = code
@@ -111,6 +112,10 @@ class SendError(Exception):
         self.retry_after = retry_after
         self.attempts = attempts
         self.parts_sent = parts_sent
+        # True when Meta may have accepted the message all the same: no answer came back (a timeout,
+        # a connection dropped after the request went out) or an answer that is not Meta's (a
+        # proxy's 5xx). False when Meta answered with its error, or the request never left.
+        self.ambiguous = ambiguous
         super().__init__(str(error_class))
 
     def __str__(self) -> str:
@@ -135,5 +140,7 @@ class SendError(Exception):
             parts.append(f"retry_after={self.retry_after:.1f}s")
         if self.attempts > 1:
             parts.append(f"attempts={self.attempts}")
+        if self.ambiguous:
+            parts.append("ambiguous")
         text = " ".join(parts)
         return f"{text}: {self.meta_message}" if self.meta_message else text

@@ -47,6 +47,9 @@ class OutboundMessage:
     quick_replies: tuple[QuickReply, ...] = ()
     messaging_type: str = "RESPONSE"
     tag: str | None = None
+    # Messenger passes it back in the message's echo (up to 1000 characters); Meta documents no such
+    # field for Instagram, so the client sends it on the Messenger flavour only.
+    metadata: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,8 @@ from typing import Any, Protocol
 
 import orjson
 
+from consumers.common.redisbatch import LuaScript, RedisBatcher
+
 __all__ = [
     "BusinessUsage",
     "LocalRateLimiter",
@@ -189,6 +191,9 @@ end
 return 0
 """
 
+_ACQUIRE = LuaScript(_ACQUIRE_LUA)
+_BLOCK = LuaScript(_BLOCK_LUA)
+
 
 class RedisRateLimiter:
     """The token bucket and blocks in Redis, shared by every process using the same key prefix."""
@@ -211,22 +216,27 @@ class RedisRateLimiter:
         self._sleep = sleep
         self._fallback = LocalRateLimiter(burst_seconds=burst_seconds, clock=clock, sleep=sleep)
         self._degraded = False
-        self._acquire_script = redis.register_script(_ACQUIRE_LUA)
-        self._block_script = redis.register_script(_BLOCK_LUA)
+        # Concurrent sends share round trips (one pipeline per batch, consumers/common/redisbatch.py).
+        self._batch = RedisBatcher(redis)
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str, burst_seconds: float = 1.0) -> RedisRateLimiter:
         import redis.asyncio
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
 
-        client = redis.asyncio.Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0)
+        # No retries in the client: while Redis is away the in-process fallback decides at once.
+        client = redis.asyncio.Redis.from_url(
+            url, socket_timeout=5.0, socket_connect_timeout=5.0, retry=Retry(NoBackoff(), 0)
+        )
         return cls(client, prefix=prefix, burst_seconds=burst_seconds, owns_client=True)
 
-    async def _run(self, script: Any, keys: list[str], args: list[float]) -> int | None:
+    async def _run(self, script: LuaScript, keys: list[str], args: list[float]) -> int | None:
         """Run a script; None while Redis is unreachable (the in-process fallback then decides)."""
         from redis.exceptions import RedisError
 
         try:
-            result: int = await script(keys=keys, args=args)
+            result: int = await self._batch.evalsha(script, keys, args)
         except (RedisError, OSError) as exc:
             if not self._degraded:
                 logger.warning(
@@ -249,7 +259,7 @@ class RedisRateLimiter:
         keys = self._keys(key)
 
         async def take() -> float:
-            wait_ms = await self._run(self._acquire_script, keys, [rate, burst, ttl_ms])
+            wait_ms = await self._run(_ACQUIRE, keys, [rate, burst, ttl_ms])
             if wait_ms is None:
                 return self._fallback.take(key, rate)
             return wait_ms / 1000.0
@@ -261,8 +271,9 @@ class RedisRateLimiter:
         await self._fallback.block(key, seconds)
         ms = math.ceil(seconds * 1000)
         if ms > 0:
-            await self._run(self._block_script, [self._keys(key)[1]], [ms])
+            await self._run(_BLOCK, [self._keys(key)[1]], [ms])
 
     async def close(self) -> None:
+        await self._batch.close()
         if self._owns_client:
             await self._redis.aclose()

@@ -41,7 +41,12 @@ def components(ports: Ports) -> list[Component]:
     return [
         Component(
             "emulator",
-            python_igw("graph-emulator", "--port", str(ports.emulator), "--inbound-grace", "3"),
+            python_igw(
+                "graph-emulator",
+                *("--port", str(ports.emulator), "--inbound-grace", "3"),
+                # Meta's echo of every reply, to the gateway: the agent confirms lost answers with them.
+                *("--echo-webhook", f"http://127.0.0.1:{ports.gateway}/api/v1/instagram/webhook"),
+            ),
             ports.emulator,
             "/healthz",
         ),

@@ -11,7 +11,7 @@ from aiohttp import web
 from aiohttp.log import access_logger
 
 from consumers.send_api.settings import load_accounts_file
-from igw.config import Env
+from igw.config import Env, Secret
 from igw.preflight import ListenSettings, check_listen
 from igw_tools.graph_conversations import ConversationsConfig
 from igw_tools.graph_emulator import EmulatorAccessLogger, EmulatorConfig, create_emulator_app
@@ -23,8 +23,8 @@ _DESCRIPTION = (
     "Meta and never a production path: nothing it accepts reaches anyone. Point IGW_GRAPH_BASE_URL and "
     "IGW_INSTAGRAM_GRAPH_BASE_URL at it. It also serves the Conversations API and webhook subscriptions "
     "(igw reconcile). Control endpoints: POST /_emulator/inbound, POST /_emulator/failures, GET|DELETE "
-    "/_emulator/messages, POST|GET|DELETE /_emulator/conversations, POST /_emulator/subscriptions, GET "
-    "/_emulator/graph-calls, POST /_emulator/graph-failures, GET /healthz."
+    "/_emulator/messages, GET /_emulator/stats, POST|GET|DELETE /_emulator/conversations, POST "
+    "/_emulator/subscriptions, GET /_emulator/graph-calls, POST /_emulator/graph-failures, GET /healthz."
 )
 
 
@@ -78,11 +78,23 @@ def register(subparsers: Any) -> None:
         help="Conversations API reads per second per account, then code 80002 (Instagram) or 80006 (Messenger)"
         f" (default {reads.read_rate_per_second:g}, Meta's)",
     )
-    parser.add_argument("--app-id", default=reads.app_id, help="the app that subscribed_apps lists")
+    parser.add_argument(
+        "--app-id",
+        default=defaults.app_id,
+        help=f"the app: subscribed_apps lists it, Messenger echoes carry it (default {defaults.app_id}, igw dev's;"
+        " the agent's IGW_APP_ID)",
+    )
     parser.add_argument(
         "--app-secret",
         default=None,
         help="with it, GET /{app-id}/subscriptions wants the app token <app-id>|<app-secret>; without, any secret",
+    )
+    parser.add_argument(
+        "--echo-webhook",
+        default=None,
+        metavar="URL",
+        help="post the echo of every accepted message to this webhook URL (a gateway's), signed with "
+        "INSTAGRAM_APP_SECRET as Meta signs it",
     )
     parser.add_argument("--no-access-log", action="store_true", help="do not log every request")
     parser.set_defaults(func=run)
@@ -99,6 +111,13 @@ def build_config(args: argparse.Namespace, env: Env | None = None) -> EmulatorCo
     env = env or Env()
     accounts = load_accounts_file(args.accounts_file, env) if args.accounts_file is not None else ()
     defaults = EmulatorConfig()
+    echo_webhook = getattr(args, "echo_webhook", None)
+    echo_secret: Secret | None = None
+    if echo_webhook:
+        # The gateway accepts any of a comma-separated list; the first one signs.
+        echo_secret = env.secrets(
+            "INSTAGRAM_APP_SECRET", required_as="what --echo-webhook signs the echoes with, as Meta does"
+        )[0]
     return EmulatorConfig(
         accounts=accounts,
         enforce_window=not args.no_window,
@@ -108,6 +127,9 @@ def build_config(args: argparse.Namespace, env: Env | None = None) -> EmulatorCo
         ig_rate_per_second=getattr(args, "rate_ig", defaults.ig_rate_per_second),
         page_rate_per_second=getattr(args, "rate_page", defaults.page_rate_per_second),
         max_records=getattr(args, "max_records", defaults.max_records),
+        echo_webhook_url=echo_webhook,
+        echo_app_secret=echo_secret,
+        app_id=getattr(args, "app_id", defaults.app_id),
     )
 
 

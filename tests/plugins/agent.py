@@ -63,18 +63,11 @@ class Emulator:
         return self.replies()
 
 
-@pytest.fixture
-async def agent_emulator(start_graph_emulator: StartEmulator, tmp_path: Path) -> Emulator:
-    """The Graph API emulator with the three test accounts; the window rule here is the consumer's own."""
-    from tests.plugins.graph_emulator import IG_ACCOUNT, TEST_ACCOUNTS
+def write_accounts_file(path: Path) -> Path:
+    """The three test accounts (tests/plugins/graph_emulator.py) in IGW_ACCOUNTS_FILE's format."""
+    from tests.plugins.graph_emulator import TEST_ACCOUNTS
 
-    assert IG_ACCOUNT.account_id == ACCOUNT
-    config = EmulatorConfig(
-        accounts=TEST_ACCOUNTS, enforce_window=False, ig_rate_per_second=100_000, page_rate_per_second=100_000
-    )
-    running = await start_graph_emulator(config)
-    accounts_file = tmp_path / "accounts.json"
-    accounts_file.write_bytes(
+    path.write_bytes(
         orjson.dumps(
             [
                 {
@@ -87,6 +80,20 @@ async def agent_emulator(start_graph_emulator: StartEmulator, tmp_path: Path) ->
             ]
         )
     )
+    return path
+
+
+@pytest.fixture
+async def agent_emulator(start_graph_emulator: StartEmulator, tmp_path: Path) -> Emulator:
+    """The Graph API emulator with the three test accounts; the window rule here is the consumer's own."""
+    from tests.plugins.graph_emulator import IG_ACCOUNT, TEST_ACCOUNTS
+
+    assert IG_ACCOUNT.account_id == ACCOUNT
+    config = EmulatorConfig(
+        accounts=TEST_ACCOUNTS, enforce_window=False, ig_rate_per_second=100_000, page_rate_per_second=100_000
+    )
+    running = await start_graph_emulator(config)
+    accounts_file = write_accounts_file(tmp_path / "accounts.json")
     return Emulator(running.base_url, running.state, accounts_file)
 
 
@@ -325,30 +332,49 @@ class AgentProcess:
 SpawnAgent = Callable[..., Awaitable[AgentProcess]]
 
 
+async def spawn_agent_process(
+    kafka: KafkaSettings,
+    emulator: Emulator,
+    log_path: Path,
+    extra: Mapping[str, str] | None = None,
+    *,
+    ready: bool = True,
+) -> AgentProcess:
+    """``python -m igw_tools.cli agent`` against ``emulator``, metrics on a free port; waits until it is ready."""
+    import sys
+
+    from igw_tools.localbroker import free_port
+
+    port = free_port()
+    environ = {**os.environ, **agent_environ(kafka, emulator, extra), "IGW_METRICS_PORT": str(port)}
+    environ["IGW_METRICS_HOST"] = "127.0.0.1"
+    with log_path.open("ab") as log_file:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "igw_tools.cli", "agent", env=environ, stdout=log_file, stderr=log_file
+        )
+    handle = AgentProcess(process, f"http://127.0.0.1:{port}", log_path)
+    if ready:
+        try:
+            await handle.wait_ready()
+        except BaseException:
+            process.kill()
+            await process.wait()
+            raise
+    return handle
+
+
 @pytest.fixture
 async def spawn_agent(
     kafka_settings: KafkaSettings, agent_emulator: Emulator, tmp_path: Path
 ) -> AsyncIterator[SpawnAgent]:
     """``await spawn_agent({"ENV": "value"})``: the agent consumer as a real process, ready (group joined)."""
-    import sys
-
-    from igw_tools.localbroker import free_port
-
     await create_topics(kafka_settings)
     processes: list[AgentProcess] = []
 
     async def spawn(extra: Mapping[str, str] | None = None) -> AgentProcess:
-        port = free_port()
-        environ = {**os.environ, **agent_environ(kafka_settings, agent_emulator, extra), "IGW_METRICS_PORT": str(port)}
-        environ["IGW_METRICS_HOST"] = "127.0.0.1"
         log_path = tmp_path / f"agent-{len(processes)}.log"
-        with log_path.open("wb") as log_file:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "igw_tools.cli", "agent", env=environ, stdout=log_file, stderr=log_file
-            )
-        handle = AgentProcess(process, f"http://127.0.0.1:{port}", log_path)
+        handle = await spawn_agent_process(kafka_settings, agent_emulator, log_path, extra)
         processes.append(handle)
-        await handle.wait_ready()
         return handle
 
     yield spawn
