@@ -14,10 +14,10 @@ READY = {"IGW_RULES_FILE": str(SAMPLE_RULES), "IGW_ACCESS_TOKEN": "t"}
 
 
 def test_defaults() -> None:
-    """With a rules file and a token, the consumer reads messages and postbacks as group igw-agent, in-process store."""
+    """With a rules file and a token, the consumer reads messages, postbacks and erasures as group igw-agent, in-process."""
     settings = AgentSettings.from_env({"IGW_RULES_FILE": str(SAMPLE_RULES), "IGW_ACCESS_TOKEN": "t"})
     assert settings.consumer.group_id == "igw-agent"
-    assert settings.consumer.topics == ("ig.messages", "ig.postbacks")
+    assert settings.consumer.topics == ("ig.messages", "ig.postbacks", "ig.erasures")
     assert settings.consumer.metrics_port == 9101
     assert settings.consumer.auto_offset_reset == "earliest"
     assert settings.agent == "rules"

@@ -400,6 +400,10 @@ class RedisStore:
         except self._unreachable as exc:
             raise StoreUnavailable(type(exc).__name__) from exc
 
+    async def forget(self, conversation_id: str) -> None:
+        await self._call("delete", self._key("history", conversation_id))
+        await self._call("zrem", self._key("paused"), conversation_id)
+
     async def history(self, conversation_id: str, limit: int) -> list[Turn]:
         if limit <= 0:
             return []

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client import CollectorRegistry
 
@@ -54,9 +55,11 @@ from consumers.common.runner import (
 from consumers.common.tasks import background
 from consumers.send_api.client import SendApiClient
 from consumers.send_api.metrics import SendApiMetrics
-from igw.envelope import Topic
+from igw.envelope import ERASURE, Topic
+from igw.keystore import open_keystore
 from igw.metrics import process_registry
 from igw.producers import start_producer
+from igw.sealing import Opener
 from igw.topics import ensure_topics
 
 __all__ = ["build_agent", "build_store", "run_agent"]
@@ -182,6 +185,35 @@ async def run_agent(
         await stack.enter_async_context(_gauges(store, metrics, wake_gauges))
         await stack.enter_async_context(background(leases.run(), name="agent-leases"))
 
+        opener: Opener | None = None
+        if settings.content_keys is not None:
+            keys = open_keystore(settings.content_keys)
+            stack.push_async_callback(keys.close)
+            opener = Opener(keys)
+            await opener.refresh()
+            await stack.enter_async_context(background(opener.watch(), name="agent-content-keys"))
+        erasures_topic = kafka.topic(Topic.ERASURES)
+
+        async def erase(record: Any) -> None:
+            """An erasure record (docs/privacy.md): the person's history and pause go; the ledger keeps ids."""
+            try:
+                document = orjson.loads(record.value or b"")
+            except orjson.JSONDecodeError:
+                return
+            conversation = document.get("conversation_id") if isinstance(document, dict) else None
+            if document.get("type") == ERASURE and isinstance(conversation, str):
+                await store.forget(conversation)
+                log.info("erasure applied to a conversation of account %s", document.get("account_id"))
+
+        async def readable(value: bytes | None) -> bytes | None:
+            """The record's envelope with sealed content opened (IGW_CONTENT_KEYS); else as it came."""
+            if opener is None or not value or b'"sealed"' not in value:
+                return value
+            try:
+                return orjson.dumps(await opener.open(orjson.loads(value)))
+            except (ValueError, orjson.JSONDecodeError) as exc:
+                raise BadEvent(f"sealed content: {exc}") from None
+
         tracker = OffsetTracker()
         listener = CommitOnRevoke(
             tracker,
@@ -204,8 +236,14 @@ async def run_agent(
 
         async def submit(record: Any, ticket: Ticket) -> None:
             source = (record.topic, record.partition, record.offset)
+            if record.topic == erasures_topic:
+                try:
+                    await erase(record)
+                finally:
+                    ticket.finish()
+                return
             try:
-                event = parse_event(record.value)
+                event = parse_event(await readable(record.value))
             except BadEvent as exc:
                 log.warning("record %s[%d]@%d is not a usable envelope: %s", *source, exc)
                 metrics.replies.labels(outcome=Outcome.FAILED, reason=Reason.BAD_EVENT).inc()

@@ -15,6 +15,7 @@ from consumers.send_api.settings import REDIS_SCHEMES, SendApiSettings
 from igw.config import Env, Secret
 from igw.envelope import Topic
 from igw.errors import SettingsError
+from igw.keystore import keystore_url
 
 __all__ = ["AGENT_KINDS", "AGENT_TOPICS", "SAMPLE_RULES", "AgentSettings"]
 
@@ -22,7 +23,7 @@ AGENT_KINDS = ("rules", "http", "openai")
 DEFAULT_METRICS_PORT = 9101
 DEFAULT_SESSION_TIMEOUT_MS = 10_000
 # What the agent reads: the answerable types are published there.
-AGENT_TOPICS = (Topic.MESSAGES, Topic.POSTBACKS)
+AGENT_TOPICS = (Topic.MESSAGES, Topic.POSTBACKS, Topic.ERASURES)
 
 
 def _owner_id() -> str:
@@ -69,6 +70,8 @@ class AgentSettings:
     retry_base_seconds: float = 2.0
     retry_max_seconds: float = 60.0
     create_topics: bool = True
+    # Per-person content keys (docs/privacy.md): sealed envelopes are opened with them.
+    content_keys: str | None = None
     owner_id: str = field(default_factory=_owner_id)
 
     @classmethod
@@ -174,6 +177,7 @@ class AgentSettings:
             retry_base_seconds=env.float("IGW_AGENT_RETRY_BASE_SECONDS", d.retry_base_seconds, min_value=0),
             retry_max_seconds=env.float("IGW_AGENT_RETRY_MAX_SECONDS", d.retry_max_seconds, min_value=0),
             create_topics=env.bool("IGW_CREATE_TOPICS", d.create_topics),
+            content_keys=keystore_url(env, "IGW_CONTENT_KEYS"),
         )
 
     def topic(self, name: str) -> str:

@@ -149,6 +149,11 @@ class Store(Protocol):
     async def paused_accounts(self) -> int: ...
     async def append_history(self, conversation_id: str, turns: tuple[Turn, ...], keep: int, ttl: float) -> None: ...
     async def history(self, conversation_id: str, limit: int) -> list[Turn]: ...
+    async def forget(self, conversation_id: str) -> None:
+        """An erased person (docs/privacy.md): drop the conversation's history and pause. The ledger keeps
+        only ids (event, Meta's message ids) and outcomes, which never-twice needs."""
+        ...
+
     async def ping(self) -> bool: ...
     async def close(self) -> None: ...
 
@@ -382,6 +387,10 @@ class MemoryStore:
         kept: deque[Turn] = entry[0] if entry is not None else deque(maxlen=keep)
         kept.extend(turns)
         self._history[conversation_id] = (kept, self._clock() + ttl)
+
+    async def forget(self, conversation_id: str) -> None:
+        self._history.pop(conversation_id, None)
+        self._paused.pop(conversation_id, None)
 
     async def history(self, conversation_id: str, limit: int) -> list[Turn]:
         entry = self._history.get(conversation_id)

@@ -234,7 +234,7 @@ async def publish(kafka: KafkaSettings, envelopes: list[dict[str, Any]], topic: 
 
 
 async def create_topics(kafka: KafkaSettings) -> None:
-    await ensure_topics(kafka, [kafka.topic(n) for n in ("messages", "postbacks", "replies", "deadletter")])
+    await ensure_topics(kafka, ("messages", "postbacks", "replies", "deadletter", "erasures"))
 
 
 @dataclass
