@@ -14,7 +14,7 @@ READY = {"IGW_RULES_FILE": str(SAMPLE_RULES), "IGW_ACCESS_TOKEN": "t"}
 
 
 def test_defaults() -> None:
-    """With a rules file and a token, the consumer reads messages, postbacks and erasures as group igw-agent, in-process."""
+    """With a rules file and a token: messages, postbacks and erasures, group igw-agent, in-process store."""
     settings = AgentSettings.from_env({"IGW_RULES_FILE": str(SAMPLE_RULES), "IGW_ACCESS_TOKEN": "t"})
     assert settings.consumer.group_id == "igw-agent"
     assert settings.consumer.topics == ("ig.messages", "ig.postbacks", "ig.erasures")
