@@ -36,7 +36,7 @@ from consumers.send_api.errors import ErrorClass, SendError, classify, code_labe
     ],
 )
 def test_meta_error_table(http_status: int, code: int, subcode: int | None, expected: ErrorClass) -> None:
-    """Each row of meta-platform.md's error table gets its class."""
+    """Each row of the error table in docs/send-api.md gets its class."""
     assert classify(http_status, code, subcode) is expected
 
 

@@ -17,7 +17,7 @@ __all__ = ["ATTACHMENT_TYPES", "EVENT_TYPES", "INBOUND_TYPES", "AnalyticsMetrics
 EVENT_TYPES = frozenset(envelope.EVENT_TYPES)
 # What an inbound message mainly is, first match wins (see aggregate.inbound_type).
 INBOUND_TYPES = ("quick_reply", "story_reply", "attachment", "text", "unsupported", "edit", "deleted", "other")
-# Attachment types Meta is known to send (meta-platform.md); anything else is "other".
+# Attachment types Meta is known to send (docs/events.md); anything else is "other".
 ATTACHMENT_TYPES = frozenset(
     {
         "image",
