@@ -12,6 +12,7 @@ from typing import Final
 __all__ = [
     "ANSWERABLE_TYPES",
     "CE_SPECVERSION",
+    "COMPUTED_FIELDS",
     "ENVELOPE_VERSION",
     "EVENT_TYPES",
     "GATEWAY_TOPICS",
@@ -61,6 +62,23 @@ EVENT_TYPES: Final = (
     "order",
     "change",
     "unknown",
+)
+
+# The fields the gateway computes for every event (ids, parties, times); the type's object and ``raw``
+# carry what Meta sent. Sealing keeps these readable (docs/privacy.md).
+COMPUTED_FIELDS: Final = (
+    "v",
+    "id",
+    "type",
+    "platform",
+    "account_id",
+    "user_id",
+    "sender_id",
+    "recipient_id",
+    "conversation_id",
+    "timestamp",
+    "received_at",
+    "standby",
 )
 
 # Types with a topic of their own; every other type goes to ``events``.

@@ -27,6 +27,7 @@ import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from igw.envelope import COMPUTED_FIELDS
 from igw.keystore import KEY_BYTES, KeyStore, new_kid
 from igw.normalize import Event
 
@@ -36,24 +37,7 @@ log = logging.getLogger(__name__)
 
 ALG: Final = "A256GCM"
 # Routing fields, readable without a key; every other field of the envelope is content.
-ROUTING_FIELDS: Final = frozenset(
-    {
-        "v",
-        "id",
-        "type",
-        "platform",
-        "account_id",
-        "user_id",
-        "sender_id",
-        "recipient_id",
-        "conversation_id",
-        "timestamp",
-        "received_at",
-        "standby",
-        "recovered",
-        "test",
-    }
-)
+ROUTING_FIELDS: Final = frozenset((*COMPUTED_FIELDS, "recovered"))
 CONTENT_FIELDS: Final = "sealed", "erased"
 _CACHE_LIMIT: Final = 100_000
 # How often a process asks the key store whether someone was erased (one small read). A DM that a

@@ -13,6 +13,7 @@ from jsonschema import Draft202012Validator
 
 from bench import payloads as bench_payloads
 from igw import normalize as normalize_module
+from igw.envelope import COMPUTED_FIELDS
 from igw.normalize import Normalized, normalize, normalize_document
 from igw.schemas import load_envelope_schema
 from tests.plugins.payloads import payload_names, read_payload
@@ -108,20 +109,7 @@ def test_a_single_dm_takes_the_shortcut(monkeypatch: pytest.MonkeyPatch) -> None
 
 # The fields the gateway itself computes. Type objects and `raw` carry what Meta sent, as it sent it.
 SCHEMA = load_envelope_schema()
-COMPUTED = (
-    "v",
-    "id",
-    "type",
-    "platform",
-    "account_id",
-    "user_id",
-    "sender_id",
-    "recipient_id",
-    "conversation_id",
-    "timestamp",
-    "received_at",
-    "standby",
-)
+COMPUTED = COMPUTED_FIELDS
 FIELD_VALIDATORS = {name: Draft202012Validator(SCHEMA["properties"][name]) for name in COMPUTED}
 
 
