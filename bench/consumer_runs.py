@@ -141,14 +141,20 @@ def watch(
     first: tuple[float, int, dict[str, float]] | None = None
     last_change, last_count = started, 0
     previous = (started, 0)
+    before_work = (started, 0, cpus())  # the last sample that saw nothing done yet
     problem = None
     reached_at = None
     while True:
-        now = time.monotonic()
+        # The count is as of its answer: a consumer busy counting answers a scrape only afterwards.
         done = count()
+        now = time.monotonic()
         sample = cpus()
         if first is None and done > 0:
-            first = (now, done, sample)
+            # A run that fell whole between two samples is timed from the last one that saw nothing done
+            # (else it would have no span to divide by).
+            first = (now, done, sample) if done < expected else before_work
+        elif first is None:
+            before_work = (now, done, sample)
         if done >= expected:
             before_at, before = previous
             share = (expected - before) / (done - before) if done > before else 1.0
